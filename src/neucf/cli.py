@@ -1,0 +1,215 @@
+"""The ``neucf`` command line: a thin layer over the library.
+
+Exit codes: 0 success, 1 data error, 2 usage error; errors are one line on stderr.
+
+Example:
+    $ neucf data describe --data ml-100k/ --json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import splits as splitting
+from .datasets import LoaderOptions, Ratings, filter_min_ratings, load
+from .errors import DataError, NeucfError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Neural collaborative filtering for explicit ratings.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and split ratings data.")
+app.add_typer(data_app, name="data")
+
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="A MovieLens folder or zip, or any ratings file.")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="A built-in dataset, e.g. ml-100k (downloaded once).")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Download cache (default $NEUCF_DATA_DIR or the platform cache).")]
+SepOpt = Annotated[Optional[str], typer.Option("--sep", help="Field separator (detected when omitted; 'tab' or '\\t' for tab).")]
+HeaderOpt = Annotated[Optional[bool], typer.Option("--header/--no-header", help="Whether the first line names the columns (detected).")]
+ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="Role of each column in order: user,item,rating[,timestamp]; '-' skips one.")]
+DuplicatesOpt = Annotated[str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last or mean.")]
+ScaleOpt = Annotated[Optional[str], typer.Option("--rating-scale", help="MIN,MAX of the rating scale (inferred when omitted).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="coverage, random, kfold, movielens or temporal.")]
+FoldOpt = Annotated[Optional[str], typer.Option("--fold", help="Fold: 1..k for kfold, 1-5/a/b for movielens.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+MinItemOpt = Annotated[Optional[int], typer.Option("--min-item-ratings", help="Drop items with fewer ratings (coverage default 3).")]
+MinUserOpt = Annotated[int, typer.Option("--min-user-ratings", help="Drop users with fewer ratings.")]
+
+
+def loader_options(sep, header, columns, duplicates, rating_scale) -> LoaderOptions:
+    """Turn the shared loader flags into :class:`LoaderOptions` (usage errors for bad values)."""
+    if sep is not None:
+        sep = {"tab": "\t", "\\t": "\t", "space": " "}.get(sep, sep)
+    scale = None
+    if rating_scale is not None:
+        try:
+            lo, hi = (float(x) for x in rating_scale.split(","))
+        except ValueError:
+            raise UsageError(f"--rating-scale {rating_scale!r} must be MIN,MAX, e.g. 1,5") from None
+        scale = (lo, hi)
+    cols = tuple(c.strip() for c in columns.split(",")) if columns else None
+    return LoaderOptions(sep=sep, header=header, columns=cols, duplicates=duplicates, scale=scale)
+
+
+def load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale) -> Ratings:
+    """Load ratings as the shared ``--data/--dataset`` flags describe."""
+    options = loader_options(sep, header, columns, duplicates, rating_scale)
+    return load(data=data, dataset=dataset, options=options, directory=data_dir)
+
+
+SPLITS = ("coverage", "random", "kfold", "movielens", "temporal")
+
+
+def make_split(ratings: Ratings, split: str, fold: str | None, seed: int, k: int = 5) -> splitting.Split:
+    """Apply the named split to ``ratings`` (``fold`` picks a k-fold or MovieLens fold)."""
+    if split == "coverage":
+        return splitting.coverage_split(ratings.users, ratings.items, seed=seed)
+    if split == "random":
+        return splitting.random_split(len(ratings), seed=seed)
+    if split == "kfold":
+        f = _int_fold(fold, k)
+        return splitting.kfold_split(len(ratings), k=k, seed=seed)[f - 1]
+    if split == "movielens":
+        return splitting.movielens_split(ratings.users, fold or "1")
+    if split == "temporal":
+        return splitting.temporal_split(ratings.users, ratings.timestamps, seed=seed)
+    raise UsageError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+
+def _int_fold(fold: str | None, k: int) -> int:
+    try:
+        f = int(fold or 1)
+    except ValueError:
+        raise UsageError(f"--fold {fold!r} must be a number from 1 to {k}") from None
+    if not 1 <= f <= k:
+        raise UsageError(f"--fold {f} must be from 1 to {k}")
+    return f
+
+
+def apply_filter(ratings: Ratings, split: str, min_item: int | None, min_user: int, say=print) -> Ratings:
+    """The split's filter: ``coverage`` drops items with < 3 ratings by default (as the seed does)."""
+    if min_item is None:
+        min_item = 3 if split == "coverage" else 0
+        if split == "coverage":
+            say("coverage split: dropping items with fewer than 3 ratings (as the seed does; --min-item-ratings to change)")
+    filtered = filter_min_ratings(ratings, min_item=min_item, min_user=min_user)
+    if len(filtered) != len(ratings):
+        say(f"filter kept {len(filtered):,} of {len(ratings):,} ratings ({filtered.n_users:,} users, {filtered.n_items:,} items)")
+    return filtered
+
+
+@data_app.command("describe")
+def data_describe(
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Ratings, users, items, rating range and values, density."""
+    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    summary = ratings.describe()
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        typer.echo(f"{key:>15}: {value}")
+
+
+@data_app.command("split")
+def data_split(
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.csv, valid.csv, test.csv.")],
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    split: SplitOpt = "coverage",
+    fold: FoldOpt = None,
+    seed: SeedOpt = 0,
+    min_item_ratings: MinItemOpt = None,
+    min_user_ratings: MinUserOpt = 0,
+):
+    """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
+    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = apply_filter(ratings, split, min_item_ratings, min_user_ratings)
+    parts = make_split(ratings, split, fold, seed)
+    write_split(ratings, parts, out)
+    sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")
+    typer.echo(f"wrote {out}: {sizes}")
+
+
+def write_split(ratings: Ratings, parts: splitting.Split, out: Path) -> None:
+    """Write each non-empty part as ``out/{part}.csv`` with raw ids, atomically."""
+    from .files import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in splitting.PARTS:
+        index = getattr(parts, name)
+        target = out / f"{name}.csv"
+        if len(index) == 0:
+            target.unlink(missing_ok=True)
+            continue
+        with atomic_write(target, "w") as handle:
+            ratings.subset(index).to_frame().to_csv(handle, index=False, float_format="%.7g")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neucf`` script: runs the app and maps errors to one line + exit code.
+
+    Set ``NEUCF_DEBUG=1`` to see the traceback of an unexpected error.
+    """
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="neucf", standalone_mode=False)
+    except NeucfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; use a smaller dataset, batch size or model", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # typer's (vendored) click raises usage errors that carry exit_code and format_message
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if type(exc).__name__.startswith("NoArgsIsHelp"):
+                print(exc.format_message())
+                return 0
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            return int(exc.exit_code)
+        if os.environ.get("NEUCF_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set NEUCF_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script wrapper: exits with :func:`main`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,178 @@
+"""The ratings container: raw ids mapped to dense indices, plus sparse user x item matrices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Ratings:
+    """A table of explicit ratings with dense user and item indices.
+
+    ``users[k]``, ``items[k]``, ``ratings[k]`` describe rating ``k``; ``user_ids[users[k]]``
+    gives back the raw user id (likewise for items). Rows keep file order, which the
+    ``movielens`` split relies on. A subset made by :meth:`subset` shares the id maps, so
+    the train, validation and test parts of a split index the same users and items.
+
+    Example:
+        >>> r = Ratings.from_arrays(["a", "b", "a"], [10, 10, 20], [4.0, 3.0, 5.0])
+        >>> (r.n_users, r.n_items, len(r), r.scale)
+        (2, 2, 3, (3.0, 5.0))
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    scale: tuple[float, float]
+    timestamps: np.ndarray | None = None
+    item_titles: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_arrays(cls, users, items, ratings, timestamps=None, scale=None, item_titles=None) -> "Ratings":
+        """Build from raw id arrays; indices follow sorted raw ids.
+
+        ``scale`` is ``(min, max)``; when omitted it is inferred from the data.
+        ``item_titles`` maps raw item id to title (a dict or a pandas Series).
+        """
+        u_idx, u_ids = pd.factorize(np.asarray(users), sort=True)
+        i_idx, i_ids = pd.factorize(np.asarray(items), sort=True)
+        values = np.asarray(ratings, dtype=np.float32)
+        if len(values) == 0:
+            raise DataError("no ratings: the data is empty")
+        if scale is None:
+            scale = (float(values.min()), float(values.max()))
+        titles = None
+        if item_titles is not None:
+            titles = pd.Series(item_titles).reindex(np.asarray(i_ids)).to_numpy(dtype=object)
+        return cls(
+            users=u_idx.astype(np.int32),
+            items=i_idx.astype(np.int32),
+            ratings=values,
+            user_ids=np.asarray(u_ids),
+            item_ids=np.asarray(i_ids),
+            scale=(float(scale[0]), float(scale[1])),
+            timestamps=None if timestamps is None else np.asarray(timestamps, dtype=np.int64),
+            item_titles=titles,
+        )
+
+    def __len__(self) -> int:
+        return len(self.ratings)
+
+    @property
+    def n_users(self) -> int:
+        """Number of users in the id map (a subset may not rate them all)."""
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items in the id map."""
+        return len(self.item_ids)
+
+    def subset(self, index: np.ndarray) -> "Ratings":
+        """The ratings at ``index`` (positions), sharing this object's id maps and scale."""
+        index = np.asarray(index)
+        return Ratings(
+            users=self.users[index],
+            items=self.items[index],
+            ratings=self.ratings[index],
+            user_ids=self.user_ids,
+            item_ids=self.item_ids,
+            scale=self.scale,
+            timestamps=None if self.timestamps is None else self.timestamps[index],
+            item_titles=self.item_titles,
+        )
+
+    def compact(self) -> "Ratings":
+        """Drop users and items that have no rating, re-indexing densely (order preserved)."""
+        u_keep = np.unique(self.users)
+        i_keep = np.unique(self.items)
+        if len(u_keep) == self.n_users and len(i_keep) == self.n_items:
+            return self
+        return Ratings(
+            users=np.searchsorted(u_keep, self.users).astype(np.int32),
+            items=np.searchsorted(i_keep, self.items).astype(np.int32),
+            ratings=self.ratings,
+            user_ids=self.user_ids[u_keep],
+            item_ids=self.item_ids[i_keep],
+            scale=self.scale,
+            timestamps=self.timestamps,
+            item_titles=None if self.item_titles is None else self.item_titles[i_keep],
+        )
+
+    @cached_property
+    def user_item(self) -> sp.csr_matrix:
+        """User x item CSR matrix of ratings (float32; missing entries are absent, i.e. 0)."""
+        return sp.csr_matrix(
+            (self.ratings, (self.users, self.items)), shape=(self.n_users, self.n_items), dtype=np.float32
+        )
+
+    @cached_property
+    def item_user(self) -> sp.csr_matrix:
+        """Item x user CSR matrix (the transpose of :attr:`user_item`, stored row-major)."""
+        return self.user_item.T.tocsr()
+
+    def user_index(self, raw_ids) -> np.ndarray:
+        """Dense indices of raw user ids; raises :class:`DataError` naming an unknown one."""
+        return _lookup(self.user_ids, raw_ids, "user")
+
+    def item_index(self, raw_ids) -> np.ndarray:
+        """Dense indices of raw item ids; raises :class:`DataError` naming an unknown one."""
+        return _lookup(self.item_ids, raw_ids, "item")
+
+    def to_frame(self) -> pd.DataFrame:
+        """A DataFrame with raw ids: columns user, item, rating (and timestamp when known)."""
+        frame = pd.DataFrame(
+            {"user": self.user_ids[self.users], "item": self.item_ids[self.items], "rating": self.ratings}
+        )
+        if self.timestamps is not None:
+            frame["timestamp"] = self.timestamps
+        return frame
+
+    def describe(self) -> dict:
+        """Summary figures: counts, rating range, distinct values, density."""
+        n_users = int(len(np.unique(self.users)))
+        n_items = int(len(np.unique(self.items)))
+        values = np.unique(self.ratings)
+        return {
+            "ratings": int(len(self)),
+            "users": n_users,
+            "items": n_items,
+            "rating_min": float(self.ratings.min()),
+            "rating_max": float(self.ratings.max()),
+            "rating_values": [float(v) for v in values] if len(values) <= 20 else int(len(values)),
+            "rating_mean": float(self.ratings.astype(np.float64).mean()),
+            "scale": list(self.scale),
+            "density": float(len(self)) / (n_users * n_items),
+            "has_timestamps": self.timestamps is not None,
+        }
+
+
+def show_id(raw) -> str:
+    """A raw id as a user would type it: ``42`` for numbers, ``'abc'`` for text."""
+    value = raw.item() if hasattr(raw, "item") else raw
+    return str(value) if isinstance(value, (int, float)) else repr(str(value))
+
+
+def _lookup(id_map: np.ndarray, raw_ids, kind: str) -> np.ndarray:
+    raw = np.atleast_1d(np.asarray(raw_ids))
+    index = pd.Index(id_map)
+    if raw.dtype.kind in "OUS" and index.dtype.kind in "iu":
+        # ids typed on a command line arrive as strings; MovieLens ids are integers
+        try:
+            raw = raw.astype(np.int64)
+        except ValueError:
+            pass
+    pos = index.get_indexer(raw)
+    missing = np.flatnonzero(pos < 0)
+    if len(missing):
+        raise DataError(f"unknown {kind} id {show_id(raw[missing[0]])}: it is not in the training data")
+    return pos

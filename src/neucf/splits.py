@@ -1,0 +1,247 @@
+"""How ratings are divided: pure functions from index arrays and a seed to disjoint index arrays.
+
+Every function returns :class:`Split` objects whose ``train``, ``valid`` and ``test`` are
+sorted position arrays into the input; together they cover it exactly once.
+
+Example:
+    >>> import numpy as np
+    >>> users = np.array([0, 0, 0, 1, 1, 1]); items = np.array([0, 1, 2, 0, 1, 2])
+    >>> s = random_split(len(users), seed=0, fractions=(0.5, 0.0, 0.5))
+    >>> sorted(np.concatenate([s.train, s.valid, s.test]).tolist())
+    [0, 1, 2, 3, 4, 5]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError, UsageError
+
+PARTS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Positions of the train, validation and test ratings (``valid`` may be empty).
+
+    Example:
+        >>> Split(np.array([0, 1]), np.array([], dtype=np.int64), np.array([2])).sizes()
+        {'train': 2, 'valid': 0, 'test': 1}
+    """
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        """Number of ratings in each part."""
+        return {p: int(len(getattr(self, p))) for p in PARTS}
+
+    @classmethod
+    def from_parts(cls, part: np.ndarray) -> "Split":
+        """Build from an array giving each rating's part (0 train, 1 valid, 2 test)."""
+        return cls(*(np.flatnonzero(part == k) for k in range(3)))
+
+
+def _check_fractions(fractions) -> np.ndarray:
+    f = np.asarray(fractions, dtype=np.float64)
+    if len(f) != 3 or (f < 0).any() or not np.isclose(f.sum(), 1.0) or f[0] <= 0:
+        raise UsageError(f"split fractions {tuple(fractions)} must be three non-negative numbers summing to 1, train > 0")
+    return f
+
+
+def _assign(n: int, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Give each of n shuffled positions a part, in the exact proportions (rounded)."""
+    bounds = np.round(np.cumsum(fractions) * n).astype(np.int64)
+    part = np.searchsorted(bounds, np.arange(n), side="right").astype(np.int8)
+    return part[rng.permutation(n)]
+
+
+def random_split(n: int, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> Split:
+    """Shuffle ``n`` ratings and cut them into train/valid/test by ``fractions``."""
+    return Split.from_parts(_assign(n, _check_fractions(fractions), np.random.default_rng(seed)))
+
+
+def kfold_split(n: int, k: int = 5, seed: int = 0) -> list[Split]:
+    """``k`` shuffled folds; split ``f`` tests fold ``f`` and trains on the rest (no validation part).
+
+    Example:
+        >>> [s.sizes()["test"] for s in kfold_split(10, k=3)]
+        [4, 3, 3]
+    """
+    if not 2 <= k <= n:
+        raise UsageError(f"k-fold needs 2 <= k <= number of ratings ({n}), got k={k}")
+    fold = np.empty(n, dtype=np.int64)
+    fold[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return [Split.from_parts(np.where(fold == f, 2, 0)) for f in range(k)]
+
+
+def movielens_split(users: np.ndarray, fold: int | str) -> Split:
+    """The MovieLens 100k ready-made folds, made as the dataset's ``mku.sh`` makes them.
+
+    ``fold`` 1..5 (u1..u5): rating rows ``(fold-1)*n/5 .. fold*n/5`` in file order are the
+    test part (20,000 rows of u.data each). ``a`` / ``b`` (ua, ub): each user's 1st-10th
+    (ua) or 11th-20th (ub) rating in file order is a test rating. No validation part.
+
+    Example:
+        >>> movielens_split(np.zeros(10, dtype=int), 1).test.tolist()
+        [0, 1]
+    """
+    n = len(users)
+    key = str(fold).lower().removeprefix("u")
+    if key in {"1", "2", "3", "4", "5"}:
+        i = int(key)
+        part = np.zeros(n, dtype=np.int8)
+        part[(i - 1) * n // 5 : i * n // 5] = 2
+        return Split.from_parts(part)
+    if key in {"a", "b"}:
+        order = np.argsort(users, kind="stable")
+        sorted_users = users[order]
+        starts = np.searchsorted(sorted_users, sorted_users, side="left")
+        occurrence = np.empty(n, dtype=np.int64)
+        occurrence[order] = np.arange(n) - starts + 1
+        lo, hi = (1, 10) if key == "a" else (11, 20)
+        return Split.from_parts(np.where((occurrence >= lo) & (occurrence <= hi), 2, 0))
+    raise UsageError(f"MovieLens fold must be 1-5, a or b (u1..u5, ua, ub), not {fold!r}")
+
+
+def temporal_split(users: np.ndarray, timestamps: np.ndarray | None, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> Split:
+    """Per user, the latest ratings are held out: the last ``fractions[2]`` of each user's
+    ratings (by time) go to test and the ``fractions[1]`` before them to validation.
+
+    Counts per user are ``round(n * fraction)`` (half up); ties in time are broken at
+    random under ``seed``.
+
+    Example:
+        >>> temporal_split(np.zeros(10, dtype=int), np.arange(10)).test.tolist()
+        [9]
+    """
+    if timestamps is None:
+        raise DataError("the temporal split needs timestamps, and this data has none")
+    f = _check_fractions(fractions)
+    n = len(users)
+    tiebreak = np.random.default_rng(seed).permutation(n)
+    order = np.lexsort((tiebreak, timestamps, users))
+    sorted_users = users[order]
+    first = np.searchsorted(sorted_users, sorted_users, side="left")
+    count = np.searchsorted(sorted_users, sorted_users, side="right") - first
+    rank_from_end = count - (np.arange(n) - first)  # 1 for a user's latest rating
+    n_test = np.floor(count * f[2] + 0.5)
+    n_valid = np.floor(count * f[1] + 0.5)
+    part_sorted = np.where(rank_from_end <= n_test, 2, np.where(rank_from_end <= n_test + n_valid, 1, 0))
+    part = np.empty(n, dtype=np.int8)
+    part[order] = part_sorted
+    return Split.from_parts(part)
+
+
+def coverage_split(users: np.ndarray, items: np.ndarray, seed: int = 0, fractions=(0.8, 0.0, 0.2)) -> Split:
+    """The seed notebook's split, vectorized and without copies: every item and every user
+    lands in train, validation and test.
+
+    1. Each item's first three ratings (in an order shuffled under ``seed``) go to train,
+       valid and test: every item is in all three parts. Items need >= 3 ratings.
+    2. The rest is divided at random by ``fractions`` (the seed's 80/20 train/test).
+    3. A user missing from a part gets one of their ratings MOVED there (never copied),
+       picked so that the part it leaves keeps that item and that user.
+
+    Example:
+        >>> import numpy as np
+        >>> u = np.repeat(np.arange(3), 3); i = np.tile(np.arange(3), 3)
+        >>> s = coverage_split(u, i, seed=0)
+        >>> [sorted(set(u[p].tolist())) for p in (s.train, s.valid, s.test)]
+        [[0, 1, 2], [0, 1, 2], [0, 1, 2]]
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    f = _check_fractions(fractions)
+    n = len(users)
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    item_count = np.bincount(items, minlength=n_items)
+    user_count = np.bincount(users, minlength=n_users)
+    short_items = np.flatnonzero((item_count > 0) & (item_count < 3))
+    if len(short_items):
+        raise DataError(
+            f"coverage split impossible: {len(short_items)} item(s) have fewer than 3 ratings "
+            f"(item index {short_items[0]}); filter with --min-item-ratings 3"
+        )
+    short_users = np.flatnonzero((user_count > 0) & (user_count < 3))
+    if len(short_users):
+        raise DataError(
+            f"coverage split impossible: {len(short_users)} user(s) have fewer than 3 ratings "
+            f"(user index {short_users[0]}); filter with --min-user-ratings 3"
+        )
+
+    order = np.lexsort((rng.permutation(n), items))
+    sorted_items = items[order]
+    rank = np.arange(n) - np.searchsorted(sorted_items, sorted_items, side="left")
+    part = np.full(n, -1, dtype=np.int8)
+    head = order[rank < 3]
+    part[head] = rank[rank < 3]
+    rest = order[rank >= 3]
+    part[rest] = _assign(len(rest), f, rng)
+
+    for target in range(3):
+        _fill_missing_users(part, users, items, target, n_users, n_items, rng)
+    return Split.from_parts(part)
+
+
+def _fill_missing_users(part, users, items, target, n_users, n_items, rng) -> None:
+    """Move one rating of every user absent from part ``target`` into it, in place.
+
+    Each round picks one random movable rating per missing user; when several picked
+    ratings would leave the same (part, item), only as many as that part can spare move,
+    and the next round retries the rest with fresh counts.
+    """
+    rated = np.bincount(users, minlength=n_users) > 0
+    while True:
+        user_in = np.stack([np.bincount(users[part == p], minlength=n_users) for p in range(3)])
+        item_in = np.stack([np.bincount(items[part == p], minlength=n_items) for p in range(3)])
+        missing = (user_in[target] == 0) & rated
+        if not missing.any():
+            return
+        source = part.astype(np.int64)
+        movable = (
+            missing[users]
+            & (source != target)
+            & (user_in[source, users] >= 2)
+            & (item_in[source, items] >= 2)
+        )
+        candidates = np.flatnonzero(movable)
+        if len(candidates) == 0:
+            _swap_in(part, users, items, target, np.flatnonzero(missing), user_in, rng)
+            continue
+        candidates = candidates[rng.permutation(len(candidates))]
+        _, first = np.unique(users[candidates], return_index=True)
+        chosen = candidates[first]
+        group = source[chosen] * n_items + items[chosen]
+        by_group = np.argsort(group, kind="stable")
+        g_sorted = group[by_group]
+        rank = np.arange(len(g_sorted)) - np.searchsorted(g_sorted, g_sorted, side="left")
+        spare = item_in[source[chosen], items[chosen]][by_group] - 1
+        part[chosen[by_group[rank < spare]]] = target
+
+
+def _swap_in(part, users, items, target, missing_users, user_in, rng) -> None:
+    """Fallback when no single move is allowed (every candidate item has one rating per part):
+    exchange a missing user's rating (u, i) in another part with a rating (v, i) of the same
+    item in ``target`` whose user v can spare it. Item counts per part do not change.
+
+    Rare (tiny or saturated data), so a loop over the stuck users is fine.
+    """
+    for u in missing_users:
+        own = np.flatnonzero((users == u) & (part != target))
+        own = own[user_in[part[own], u] >= 2]
+        for r in own[rng.permutation(len(own))]:
+            partners = np.flatnonzero((items == items[r]) & (part == target))
+            partners = partners[user_in[target, users[partners]] >= 2]
+            if len(partners):
+                s = partners[rng.integers(len(partners))]
+                part[s], part[r] = part[r], target
+                return
+    raise DataError(
+        f"coverage split impossible: user index {missing_users[0]} has no rating that can move into "
+        f"{PARTS[target]} without emptying an item or the user elsewhere; filter with --min-user-ratings 3"
+    )

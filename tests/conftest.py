@@ -1,0 +1,49 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neucf.datasets import Ratings
+
+ML100K = os.environ.get("NEUCF_ML100K")
+
+
+@pytest.fixture
+def ml100k() -> Path:
+    """The real MovieLens 100k folder, or a skip when NEUCF_ML100K is unset."""
+    if not ML100K:
+        pytest.skip("NEUCF_ML100K is unset: point it at the ml-100k folder to run this test")
+    path = Path(ML100K)
+    if not (path / "u.data").is_file():
+        pytest.skip(f"NEUCF_ML100K={ML100K} holds no u.data")
+    return path
+
+
+def synthetic_ratings(n_users=60, n_items=40, density=0.3, seed=0, scale=(1, 5), low_rank=True) -> Ratings:
+    """Ratings with a planted low-rank structure, every user and item rated >= 3 times."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_users, n_items)) < density
+    # make sure every user and item has at least three ratings
+    for u in range(n_users):
+        mask[u, rng.choice(n_items, 3, replace=False)] = True
+    for i in range(n_items):
+        mask[rng.choice(n_users, 3, replace=False), i] = True
+    users, items = np.nonzero(mask)
+    if low_rank:
+        p, q = rng.normal(size=(n_users, 3)), rng.normal(size=(n_items, 3))
+        raw = (p[users] * q[items]).sum(1) + rng.normal(scale=0.3, size=len(users))
+        raw = (raw - raw.min()) / (raw.max() - raw.min())
+    else:
+        raw = rng.random(len(users))
+    values = np.round(scale[0] + raw * (scale[1] - scale[0]))
+    order = rng.permutation(len(users))
+    return Ratings.from_arrays(
+        users[order] + 1, items[order] + 100, values[order], timestamps=rng.integers(0, 10**6, len(users)), scale=scale
+    )
+
+
+def write_ratings(path: Path, ratings: Ratings, sep=",", header=True) -> Path:
+    frame = ratings.to_frame()
+    frame.to_csv(path, sep=sep, header=header, index=False)
+    return path
