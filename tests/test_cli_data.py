@@ -92,3 +92,16 @@ def test_console_script_runs(ratings_file):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ratings"] > 0
+
+
+def test_split_dir_round_trip_keeps_the_parts(ratings_file, tmp_path):
+    from neucf.datasets import load_split_dir
+
+    for split, expected in (("kfold", {"valid": 0}), ("random", {})):
+        out = tmp_path / split
+        assert main(["data", "split", "--data", str(ratings_file), "--split", split, "--out", str(out)]) == 0
+        ratings, parts = load_split_dir(out)
+        for name, size in parts.sizes().items():
+            path = out / f"{name}.csv"
+            assert size == (len(pd.read_csv(path)) if path.exists() else 0)
+            assert expected.get(name, size) == size

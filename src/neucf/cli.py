@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import splits as splitting
-from .datasets import LoaderOptions, Ratings, filter_min_ratings, load
+from .datasets import LoaderOptions, Ratings, filter_min_ratings, load, load_split_dir
 from .errors import DataError, NeucfError, UsageError
 
 app = typer.Typer(
@@ -170,6 +170,154 @@ def write_split(ratings: Ratings, parts: splitting.Split, out: Path) -> None:
             continue
         with atomic_write(target, "w") as handle:
             ratings.subset(index).to_frame().to_csv(handle, index=False, float_format="%.7g")
+
+
+ModelOpt = Annotated[str, typer.Option("--model", help="mean, bias, mf, gmf, mlp or neumf.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Run folder to write.")]
+
+
+def load_data_and_split(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale, split, fold, seed,
+                        min_item_ratings, min_user_ratings, split_dir, say=print):
+    """Ratings and their split, from ``--split-dir`` or from the data flags plus ``--split``."""
+    if split_dir is not None:
+        if data is not None or dataset is not None:
+            raise UsageError("give either --split-dir or --data/--dataset with --split, not both")
+        ratings, parts = load_split_dir(split_dir)
+        say(f"split from {split_dir}: " + ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
+        return ratings, parts
+    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = apply_filter(ratings, split, min_item_ratings, min_user_ratings, say)
+    return ratings, make_split(ratings, split, fold, seed)
+
+
+def model_params(model: str, config: Path | None, flags: dict) -> tuple[str, dict]:
+    """Model name and parameters: ``--config`` JSON first, then the flags that were given."""
+    params = {}
+    if config is not None:
+        try:
+            loaded = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--config {config}: cannot read it as JSON ({exc})") from None
+        params = dict(loaded.get("params", loaded))
+        model = loaded.get("model", model)
+        params.pop("model", None)
+    params.update({k: v for k, v in flags.items() if v is not None})
+    if model in ("mean", "bias"):
+        params = {k: v for k, v in params.items() if k in ("reg_user", "reg_item")}
+    return model, params
+
+
+@app.command("train")
+def train(
+    out: OutOpt,
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    split: SplitOpt = "movielens",
+    fold: FoldOpt = None,
+    seed: SeedOpt = 0,
+    min_item_ratings: MinItemOpt = None,
+    min_user_ratings: MinUserOpt = 0,
+    split_dir: Annotated[Optional[Path], typer.Option("--split-dir", help="A folder written by 'neucf data split', used as is.")] = None,
+    model: ModelOpt = "neumf",
+    config: Annotated[Optional[Path], typer.Option("--config", help="JSON with model parameters (e.g. from 'neucf tune').")] = None,
+    factors: Annotated[Optional[int], typer.Option(help="Units per projection / MLP layer (seed 30; mf 100).")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="MLP layers (seed 5).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="LeakyReLU slope (seed 0.4).")] = None,
+    input_dropout: Annotated[Optional[float], typer.Option(help="Share of input rating-vector entries dropped while training.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout after each MLP layer.")] = None,
+    mask_target: Annotated[Optional[bool], typer.Option("--mask-target/--no-mask-target", help="Hide r_ui from its own input.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Ratings per step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    l2: Annotated[Optional[float], typer.Option(help="L2 weight.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs (0: off).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")] = sys.stderr.isatty(),
+):
+    """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
+    ratings, parts = load_data_and_split(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale,
+                                         split, fold, seed, min_item_ratings, min_user_ratings, split_dir)
+    flags = dict(factors=factors, layers=layers, alpha=alpha, input_dropout=input_dropout, dropout=dropout,
+                 mask_target=mask_target, epochs=epochs, batch_size=batch_size, lr=lr, l2=l2, patience=patience,
+                 device=device, dtype=dtype)
+    model, params = model_params(model, config, flags)
+    if model not in ("mean", "bias"):
+        params.setdefault("seed", seed)
+        params["progress"] = progress
+    train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
+    if len(valid_part) == 0 and model not in ("mean", "bias"):
+        typer.echo("this split has no validation part: holding out a seeded 5% of train for early stopping")
+    from .runs import fit_and_score, write_run
+
+    fitted, metrics = fit_and_score(model, train_part, valid_part, test_part, **params)
+    source = {"data": str(data) if data else None, "dataset": dataset, "split_dir": str(split_dir) if split_dir else None}
+    run_config = {"model": model, "params": {**params, "progress": False} if "progress" in params else params,
+                  "source": source, "split": None if split_dir else {"name": split, "fold": fold, "seed": seed},
+                  "sizes": parts.sizes()}
+    write_run(out, fitted, metrics, run_config, test_part)
+    test = metrics["test"]
+    typer.echo(
+        f"{model}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} on {test['n']:,} ratings"
+        + (f" ({test['n_fallback']} by baseline fallback: unseen user or item)" if test["n_fallback"] else "")
+        + (f"; {metrics['epochs']} epochs, best {metrics['best_epoch']}, {metrics['train_seconds']:.1f} s" if metrics["epochs"] else "")
+    )
+    typer.echo(f"wrote {out}")
+
+
+@app.command("evaluate")
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="A folder written by 'neucf train'.")]):
+    """RMSE and MAE of a run's model on the run's test part."""
+    from .runs import read_run, run_test_part
+
+    fitted, _ = read_run(run_dir)
+    result = fitted.evaluate(run_test_part(run_dir))
+    typer.echo(json.dumps({"rmse": result["rmse"], "mae": result["mae"], "n": result["n"], "n_fallback": result["n_fallback"]}))
+
+
+FallbackOpt = Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item the model never saw.")]
+
+
+@app.command("predict")
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A folder written by 'neucf train'.")],
+    user: Annotated[str, typer.Option("--user", help="Raw user id.")],
+    item: Annotated[str, typer.Option("--item", help="Raw item id.")],
+    fallback: FallbackOpt = False,
+):
+    """Print the predicted rating of one (user, item) pair."""
+    from .runs import read_run
+
+    fitted, _ = read_run(run_dir)
+    fitted.unknown = "fallback" if fallback else "error"
+    typer.echo(f"{float(fitted.predict([user], [item])[0]):.4f}")
+
+
+@app.command("recommend")
+def recommend(
+    run_dir: Annotated[Path, typer.Argument(help="A folder written by 'neucf train'.")],
+    user: Annotated[str, typer.Option("--user", help="Raw user id.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also rank items the user already rated.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+):
+    """The top k items for a user (unseen by default), with predicted ratings and titles."""
+    from .runs import read_run
+
+    fitted, _ = read_run(run_dir)
+    top = fitted.recommend(user, k=k, exclude_seen=not include_seen)
+    if as_json:
+        typer.echo(top.to_json(orient="records"))
+        return
+    for rank, row in enumerate(top.itertuples(index=False), start=1):
+        title = f"  {row.title}" if "title" in top.columns and isinstance(getattr(row, "title", None), str) else ""
+        typer.echo(f"{rank:>3}. {row.item}  {row.prediction:.2f}{title}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,11 +122,11 @@ class Ratings:
 
     def user_index(self, raw_ids) -> np.ndarray:
         """Dense indices of raw user ids; raises :class:`DataError` naming an unknown one."""
-        return _lookup(self.user_ids, raw_ids, "user")
+        return lookup_ids(self.user_ids, raw_ids, "user")
 
     def item_index(self, raw_ids) -> np.ndarray:
         """Dense indices of raw item ids; raises :class:`DataError` naming an unknown one."""
-        return _lookup(self.item_ids, raw_ids, "item")
+        return lookup_ids(self.item_ids, raw_ids, "item")
 
     def to_frame(self) -> pd.DataFrame:
         """A DataFrame with raw ids: columns user, item, rating (and timestamp when known)."""
@@ -162,17 +162,20 @@ def show_id(raw) -> str:
     return str(value) if isinstance(value, (int, float)) else repr(str(value))
 
 
-def _lookup(id_map: np.ndarray, raw_ids, kind: str) -> np.ndarray:
+def lookup_ids(id_map: np.ndarray, raw_ids, kind: str, missing_ok: bool = False) -> np.ndarray:
+    """Dense indices of raw ids in ``id_map``; an unknown id is a :class:`DataError`, or -1
+    when ``missing_ok``. Ids typed as text match integer ids (``"42"`` finds 42)."""
     raw = np.atleast_1d(np.asarray(raw_ids))
     index = pd.Index(id_map)
     if raw.dtype.kind in "OUS" and index.dtype.kind in "iu":
-        # ids typed on a command line arrive as strings; MovieLens ids are integers
         try:
             raw = raw.astype(np.int64)
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
+    elif raw.dtype.kind in "iu" and index.dtype.kind not in "iuf":
+        raw = raw.astype(str)
     pos = index.get_indexer(raw)
     missing = np.flatnonzero(pos < 0)
-    if len(missing):
+    if len(missing) and not missing_ok:
         raise DataError(f"unknown {kind} id {show_id(raw[missing[0]])}: it is not in the training data")
     return pos

@@ -1,0 +1,244 @@
+"""The sklearn-like face every model shares: fit, predict, recommend, evaluate, save, load."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..datasets import Ratings
+from ..datasets.ratings import lookup_ids, show_id
+from ..errors import DataError, UsageError
+from ..files import atomic_write
+from ..metrics import mae, rmse
+
+FORMAT = "neucf-model"
+FORMAT_VERSION = 1
+REGISTRY: dict[str, type["Recommender"]] = {}
+
+
+def fit_biases(train: Ratings, reg_user: float = 15.0, reg_item: float = 10.0, n_iter: int = 10):
+    """Regularised user and item biases by alternating least squares (Surprise's baseline).
+
+    Returns ``(mean, user_bias, item_bias)``; users/items without ratings get bias 0.
+
+    Example:
+        >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+        >>> mean, bu, bi = fit_biases(r, 0.0, 0.0)
+        >>> round(mean, 3)
+        4.0
+    """
+    mean = float(train.ratings.astype(np.float64).mean())
+    residual = train.ratings.astype(np.float64) - mean
+    n_u = np.bincount(train.users, minlength=train.n_users)
+    n_i = np.bincount(train.items, minlength=train.n_items)
+    bu = np.zeros(train.n_users)
+    bi = np.zeros(train.n_items)
+    for _ in range(n_iter):
+        bi = np.bincount(train.items, residual - bu[train.users], train.n_items) / (n_i + reg_item + 1e-12)
+        bu = np.bincount(train.users, residual - bi[train.items], train.n_users) / (n_u + reg_user + 1e-12)
+    return mean, bu, bi
+
+
+class Recommender:
+    """Base class of neucf's models. Subclasses implement ``_fit`` and ``_predict_index``.
+
+    ``unknown`` says what ``predict`` does with a user or item that has no training rating:
+    ``"error"`` (default) raises a clear :class:`DataError`; ``"fallback"`` predicts the
+    regularised baseline ``mean + b_u + b_i`` with the unknown side's bias taken as 0 (the
+    global mean when both are unknown). :meth:`evaluate` always uses the fallback and says how
+    often it was needed.
+
+    Example:
+        >>> model = NeuMF(epochs=5).fit(train, valid)          # doctest: +SKIP
+        >>> model.predict([196], [242])                        # raw ids  # doctest: +SKIP
+        >>> model.recommend(196, k=10)                         # doctest: +SKIP
+        >>> model.save("neumf.pt"); NeuMF.load("neumf.pt")     # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "base"
+    config_class: ClassVar[type | None] = None
+
+    def __init__(self, unknown: str = "error", **params):
+        if unknown not in ("error", "fallback"):
+            raise UsageError(f"unknown must be 'error' or 'fallback', not {unknown!r}")
+        self.unknown = unknown
+        self.config = self.config_class(**params) if self.config_class else None
+        self.history = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name != "base":
+            REGISTRY[cls.name] = cls
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(self, train: Ratings, valid: Ratings | None = None) -> "Recommender":
+        """Learn from ``train``; ``valid`` (same id maps, e.g. from one split) guides early stopping."""
+        if len(train) == 0:
+            raise DataError("cannot fit on an empty training set")
+        self.user_ids, self.item_ids = train.user_ids, train.item_ids
+        self.item_titles = train.item_titles
+        self.scale = train.scale
+        self.train_ = (train.users, train.items, train.ratings)
+        self.known_users = np.bincount(train.users, minlength=train.n_users) > 0
+        self.known_items = np.bincount(train.items, minlength=train.n_items) > 0
+        self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train)
+        self._fit(train, valid)
+        return self
+
+    def _fit(self, train: Ratings, valid: Ratings | None) -> None:
+        raise NotImplementedError
+
+    def _predict_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_fitted(self):
+        if not hasattr(self, "train_"):
+            raise UsageError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
+    # ---- predicting ----------------------------------------------------------------------
+    def predict_index(self, users, items, unknown: str | None = None) -> np.ndarray:
+        """Predicted ratings for dense (user, item) indices, clipped to the rating scale."""
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if users.shape != items.shape:
+            raise UsageError(f"users and items must have the same length ({users.shape} vs {items.shape})")
+        if len(users) and (users.min() < 0 or users.max() >= len(self.user_ids)
+                           or items.min() < 0 or items.max() >= len(self.item_ids)):
+            raise DataError("user or item index out of range")
+        return self._predict_mapped(users, items, unknown or self.unknown)[0]
+
+    def predict(self, users, items) -> np.ndarray:
+        """Predicted ratings for raw user and item ids (the ids of the data file)."""
+        self._check_fitted()
+        fallback = self.unknown == "fallback"
+        u = lookup_ids(self.user_ids, users, "user", missing_ok=fallback)
+        i = lookup_ids(self.item_ids, items, "item", missing_ok=fallback)
+        if u.shape != i.shape:
+            raise UsageError(f"users and items must have the same length ({u.shape} vs {i.shape})")
+        return self._predict_mapped(u, i, self.unknown)[0]
+
+    def _predict_mapped(self, u: np.ndarray, i: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions for indices (-1 = not in the id map) and the mask of pairs the model knew."""
+        in_map = (u >= 0) & (i >= 0)
+        uc, ic = np.maximum(u, 0), np.maximum(i, 0)
+        user_known = (u >= 0) & self.known_users[uc]
+        item_known = (i >= 0) & self.known_items[ic]
+        known = user_known & item_known & in_map
+        if policy == "error" and not known.all():
+            bad = int(np.argmin(known))
+            kind, ids, index = ("user", self.user_ids, u[bad]) if not user_known[bad] else ("item", self.item_ids, i[bad])
+            raise DataError(
+                f"{kind} {show_id(ids[index])} has no training rating; pass unknown='fallback' "
+                "(CLI: --fallback) to predict the baseline instead"
+            )
+        # the baseline: mean + b_u + b_i, an unknown side contributing 0
+        out = self.mean_ + np.where(user_known, self.user_bias_[uc], 0.0) + np.where(item_known, self.item_bias_[ic], 0.0)
+        out = out.astype(np.float32)
+        if known.any():
+            out[known] = self._predict_index(u[known], i[known])
+        return np.clip(out, *self.scale), known
+
+    def recommend(self, user, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+        """The top ``k`` items for a raw user id, best first: columns item, prediction (and title)."""
+        self._check_fitted()
+        if k < 1:
+            raise UsageError(f"k must be >= 1, got {k}")
+        u = int(lookup_ids(self.user_ids, [user], "user")[0])
+        if not self.known_users[u]:
+            raise DataError(f"user {show_id(user)} has no training rating, so there is nothing to personalise")
+        candidates = np.flatnonzero(self.known_items)
+        if exclude_seen:
+            seen = self.train_[1][self.train_[0] == u]
+            candidates = np.setdiff1d(candidates, seen, assume_unique=True)
+        scores = self.predict_index(np.full(len(candidates), u), candidates)
+        top = np.argsort(-scores, kind="stable")[:k]
+        frame = pd.DataFrame({"item": self.item_ids[candidates[top]], "prediction": scores[top]})
+        if self.item_titles is not None:
+            frame["title"] = self.item_titles[candidates[top]]
+        return frame
+
+    def evaluate(self, ratings: Ratings) -> dict:
+        """RMSE and MAE on ``ratings`` (raw ids are matched); unknown users/items use the baseline."""
+        self._check_fitted()
+        u = lookup_ids(self.user_ids, ratings.user_ids[ratings.users], "user", missing_ok=True)
+        i = lookup_ids(self.item_ids, ratings.item_ids[ratings.items], "item", missing_ok=True)
+        pred, known = self._predict_mapped(u, i, "fallback")
+        return {"rmse": rmse(ratings.ratings, pred), "mae": mae(ratings.ratings, pred), "n": int(len(ratings)),
+                "n_fallback": int((~known).sum())}
+
+    # ---- persistence -------------------------------------------------------------------
+    def _state(self) -> dict:
+        """Model-specific tensors (subclasses extend)."""
+        return {}
+
+    def _restore(self, state: dict) -> None:
+        """Rebuild model-specific parts from :meth:`_state` (subclasses extend)."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write one file with config, weights, id maps, scale and the training matrix (atomically)."""
+        self._check_fitted()
+        payload = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": self.name,
+            "unknown": self.unknown,
+            "config": dataclasses.asdict(self.config) if self.config else {},
+            "user_ids": _ids_out(self.user_ids),
+            "item_ids": _ids_out(self.item_ids),
+            "item_titles": None if self.item_titles is None else [None if t is None or t != t else str(t) for t in self.item_titles],
+            "scale": list(self.scale),
+            "train": [torch.from_numpy(np.asarray(a)) for a in self.train_],
+            "baseline": [self.mean_, torch.from_numpy(self.user_bias_), torch.from_numpy(self.item_bias_)],
+            "history": self.history,
+            "state": self._state(),
+        }
+        path = Path(path)
+        with atomic_write(path, "wb") as handle:
+            torch.save(payload, handle)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recommender":
+        """Read a file written by :meth:`save`; ``Recommender.load`` returns the right class."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such model file")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many kinds for a file that is not its format
+            raise DataError(f"{path}: not a neucf model file ({type(exc).__name__})") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise DataError(f"{path}: not a neucf model file")
+        if payload["version"] > FORMAT_VERSION:
+            raise DataError(f"{path}: written by a newer neucf (format {payload['version']}); upgrade neucf")
+        model_cls = REGISTRY.get(payload["model"])
+        if model_cls is None or not issubclass(model_cls, cls):
+            raise DataError(f"{path}: holds a {payload['model']!r} model, not a {cls.name}")
+        model = model_cls(unknown=payload["unknown"], **payload["config"])
+        model.user_ids, model.item_ids = _ids_in(payload["user_ids"]), _ids_in(payload["item_ids"])
+        titles = payload["item_titles"]
+        model.item_titles = None if titles is None else np.array(titles, dtype=object)
+        model.scale = tuple(payload["scale"])
+        model.train_ = tuple(t.numpy() for t in payload["train"])
+        users, items, _ = model.train_
+        model.known_users = np.bincount(users, minlength=len(model.user_ids)) > 0
+        model.known_items = np.bincount(items, minlength=len(model.item_ids)) > 0
+        mean, bu, bi = payload["baseline"]
+        model.mean_, model.user_bias_, model.item_bias_ = float(mean), bu.numpy(), bi.numpy()
+        model.history = payload["history"]
+        model._restore(payload["state"])
+        return model
+
+
+def _ids_out(ids: np.ndarray):
+    return torch.from_numpy(ids.astype(np.int64)) if ids.dtype.kind in "iu" else [str(x) for x in ids]
+
+
+def _ids_in(ids) -> np.ndarray:
+    return ids.numpy() if isinstance(ids, torch.Tensor) else np.array(ids, dtype=object)

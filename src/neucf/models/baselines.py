@@ -1,0 +1,175 @@
+"""Baselines that tell whether a neural model is worth it: global mean, biases, biased MF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from ..datasets import Ratings
+from ..training import TrainConfig, Trainer, predict_batches
+from .base import Recommender, fit_biases
+from .networks import BiasedMFNet
+
+
+class GlobalMean(Recommender):
+    """Predicts the mean training rating for everything.
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> r = Ratings.from_arrays([1, 2], [1, 1], [2.0, 4.0])
+        >>> GlobalMean().fit(r).predict([1], [1]).tolist()
+        [3.0]
+    """
+
+    name = "mean"
+
+    def _fit(self, train, valid):
+        pass
+
+    def _predict_index(self, users, items):
+        return np.full(len(users), self.mean_, dtype=np.float32)
+
+
+@dataclass
+class BiasConfig:
+    """Regularisation of the bias baseline (Surprise's ALS defaults: 15 for users, 10 for items).
+
+    Example:
+        >>> BiasConfig().reg_user
+        15.0
+    """
+
+    reg_user: float = 15.0
+    reg_item: float = 10.0
+    n_iter: int = 10
+
+
+class Biases(Recommender):
+    """``mean + b_u + b_i`` with regularised biases, fitted by alternating least squares.
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+        >>> Biases(reg_user=0, reg_item=0).fit(r).predict([2], [1]).round(2).tolist()
+        [4.0]
+    """
+
+    name = "bias"
+    config_class = BiasConfig
+
+    def _fit(self, train, valid):
+        c = self.config
+        self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train, c.reg_user, c.reg_item, c.n_iter)
+
+    def _predict_index(self, users, items):
+        return (self.mean_ + self.user_bias_[users] + self.item_bias_[items]).astype(np.float32)
+
+
+def split_params(params: dict, *configs: type) -> list[dict]:
+    """Share keyword arguments out between dataclasses by field name; unknown names are errors."""
+    from ..errors import UsageError
+
+    out = [{} for _ in configs]
+    for key, value in params.items():
+        for slot, cls in zip(out, configs):
+            if key in {f.name for f in fields(cls)}:
+                slot[key] = value
+                break
+        else:
+            raise UsageError(f"unknown parameter {key!r}")
+    return out
+
+
+def training_data(train: Ratings, valid: Ratings | None, cfg: TrainConfig):
+    """Index arrays for the trainer; without ``valid``, a seeded ``valid_fraction`` of train is held out."""
+    arrays = (train.users, train.items, train.ratings)
+    if valid is not None and len(valid):
+        return arrays, (valid.users, valid.items, valid.ratings), False
+    rng = np.random.default_rng(cfg.seed)
+    held = rng.random(len(train)) < cfg.valid_fraction
+    return tuple(a[~held] for a in arrays), tuple(a[held] for a in arrays), True
+
+
+@dataclass
+class MFConfig:
+    """Biased MF settings; defaults are Surprise's tuned SVD on ml-100k (100 factors, reg 0.1).
+
+    Example:
+        >>> MFConfig().factors
+        100
+    """
+
+    factors: int = 100
+    init_std: float = 0.1
+
+
+class TorchRecommender(Recommender):
+    """A model whose network is trained by :class:`~neucf.training.Trainer`.
+
+    Keyword arguments are split between the model's architecture config and
+    :class:`~neucf.training.TrainConfig` by name (``NeuMF(factors=16, epochs=10)``).
+    """
+
+    train_defaults: dict = {}
+
+    def __init__(self, unknown: str = "error", **params):
+        arch, train = split_params(params, self.config_class, TrainConfig)
+        super().__init__(unknown=unknown, **arch)
+        self.training = TrainConfig(**{**self.train_defaults, **train})
+
+    def _build(self, train: Ratings) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _fit(self, train, valid):
+        cfg = self.training
+        fit_arrays, valid_arrays, held_out = training_data(train, valid, cfg)
+        self.held_out_validation = held_out
+        # the network reads its inputs from the matrix it is trained on (held-out ratings excluded)
+        self.inputs_ = fit_arrays
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.net = self._build(self._input_ratings())
+            self.history = Trainer(cfg).fit(self.net, fit_arrays, valid_arrays).__dict__
+        self.net.to("cpu")
+
+    def _predict_index(self, users, items):
+        with torch.no_grad():
+            dtype = next(self.net.parameters()).dtype
+            pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
+        return pred.to(torch.float32).numpy() if dtype != torch.float32 else pred.numpy()
+
+    def _input_ratings(self) -> Ratings:
+        users, items, values = self.inputs_
+        return Ratings(users=users, items=items, ratings=values, user_ids=self.user_ids,
+                       item_ids=self.item_ids, scale=self.scale)
+
+    def _state(self):
+        return {"weights": self.net.state_dict(), "training": self.training.__dict__,
+                "inputs": [torch.from_numpy(np.asarray(a)) for a in self.inputs_]}
+
+    def _restore(self, state):
+        self.training = TrainConfig(**state["training"])
+        self.inputs_ = tuple(t.numpy() for t in state["inputs"])
+        self.net = self._build(self._input_ratings())
+        self.net.to(dtype=self.training.torch_dtype())
+        self.net.load_state_dict(state["weights"])
+        self.net.eval()
+
+
+class MatrixFactorization(TorchRecommender):
+    """Biased matrix factorisation, SVD-style: ``mean + b_u + b_i + p_u . q_i``.
+
+    Example:
+        >>> MatrixFactorization(factors=50, epochs=20).training.epochs
+        20
+    """
+
+    name = "mf"
+    config_class = MFConfig
+    train_defaults = {"lr": 3e-3, "l2": 0.05, "batch_size": 256}
+
+    def _build(self, train):
+        return BiasedMFNet(train.n_users, train.n_items, self.config.factors,
+                           float(train.ratings.mean()), self.config.init_std)

@@ -1,0 +1,189 @@
+"""Small parts the rating-vector networks are built from.
+
+The notebook's first layer is ``Dense(k)`` over a user's whole row of the rating matrix (or
+an item's whole column). Here that product is computed from the CSR rows of the training
+matrix, never from densified rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class _SparseTimesDense(torch.autograd.Function):
+    """``X @ W`` for a sparse CSR ``X`` whose transpose is also at hand (as CSR).
+
+    torch's own backward for a CSR product transposes ``X`` on every call; handing it the
+    transpose, built once, makes the backward one more CSR product (~4x faster on ml-100k).
+    """
+
+    @staticmethod
+    def forward(ctx, x, x_t, weight):
+        ctx.save_for_backward(x_t)
+        return x @ weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x_t,) = ctx.saved_tensors
+        return None, None, x_t @ grad
+
+
+class SparseRowProjection(nn.Module):
+    """``x_r @ W + b`` where ``x_r`` is row ``r`` of a fixed sparse matrix (the training ratings).
+
+    Two exact ways to compute it, picked by ``mode``:
+
+    - ``full``: every row's projection at once, ``X @ W`` as one CSR product (cost: the
+      matrix's non-zeros), then the batch's rows are taken. Cheapest when a batch's rows
+      hold more non-zeros than the whole matrix, as on MovieLens-sized data.
+    - ``bag``: only the batch's rows, gathered from the CSR arrays and summed with
+      ``F.embedding_bag(per_sample_weights=ratings)`` (cost: the batch rows' non-zeros).
+    - ``auto`` (default): ``full`` when ``batch_size`` rows drawn by rating hold, on average,
+      more than a quarter of the matrix's non-zeros (``bag``'s gather and backward cost about
+      4x more per non-zero than ``full``'s CSR product, measured on ml-100k); else ``bag``.
+
+    ``mask_cols`` removes entry (r, c) from row r's input, so that the rating being predicted
+    never sits in its own input. In ``full`` mode this is the rank-one correction
+    ``x_r @ W - x_rc * W[c]``; in ``bag`` mode the entry's weight is set to 0.
+    ``dropout`` drops input entries at random while training (denoising, as in AutoRec),
+    rescaling the rest by ``1/(1-p)``. ``norm`` divides each row by (its number of
+    non-zeros) ** norm; a masked row is divided by its count without the masked entry, so
+    masking gives exactly the input the row would have had without that rating.
+
+    Example:
+        >>> import scipy.sparse as sp
+        >>> m = sp.csr_matrix(np.array([[0, 2.0], [1.0, 0]], dtype=np.float32))
+        >>> proj = SparseRowProjection(m, 3)
+        >>> proj(torch.tensor([0, 1])).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, out_features: int, dropout: float = 0.0, mode: str = "auto",
+                 batch_size: int = 512, norm: float = 0.0):
+        super().__init__()
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.sort_indices()
+        n_rows, n_cols = matrix.shape
+        self.shape = (n_rows, n_cols)
+        self.dropout = dropout
+        if mode == "auto":
+            nnz_per_row = np.diff(matrix.indptr).astype(np.float64)
+            rows_nnz_by_rating = (nnz_per_row**2).sum() / max(nnz_per_row.sum(), 1.0)
+            mode = "full" if 4 * batch_size * rows_nnz_by_rating > matrix.nnz else "bag"
+        if mode not in ("full", "bag"):
+            raise ValueError(f"projection mode must be auto, full or bag, not {mode!r}")
+        self.mode = mode
+        as_tensor = lambda a, t=torch.int64: torch.from_numpy(np.ascontiguousarray(a)).to(t)  # noqa: E731
+        self.register_buffer("indptr", as_tensor(matrix.indptr), persistent=False)
+        self.register_buffer("indices", as_tensor(matrix.indices), persistent=False)
+        counts = np.diff(matrix.indptr)
+        scale = np.maximum(counts, 1).astype(np.float64) ** -norm
+        self.norm = norm
+        self.register_buffer("counts", as_tensor(counts, torch.float32), persistent=False)
+        self.register_buffer("values", as_tensor(matrix.data * np.repeat(scale, counts), torch.float32), persistent=False)
+        # row-major keys of the non-zeros, sorted: finds the position of (row, col) by bisection
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
+        self.register_buffer("keys", as_tensor(rows * n_cols + matrix.indices), persistent=False)
+        if mode == "full":
+            # the transpose's structure, and where each of its entries sits in ``values``
+            order = np.lexsort((rows, matrix.indices))
+            t_counts = np.bincount(matrix.indices, minlength=n_cols)
+            self.register_buffer("t_indptr", as_tensor(np.concatenate([[0], np.cumsum(t_counts)])), persistent=False)
+            self.register_buffer("t_indices", as_tensor(rows[order]), persistent=False)
+            self.register_buffer("t_order", as_tensor(order), persistent=False)
+        self.weight = nn.Parameter(torch.empty(n_cols, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        # Glorot-uniform, as Keras' Dense in the seed
+        bound = math.sqrt(6.0 / (n_cols + out_features))
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def position(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Position of entry (row, col) among the non-zeros, or -1 where it is zero."""
+        if len(self.keys) == 0:
+            return torch.full_like(rows, -1)
+        key = rows * self.shape[1] + cols
+        pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
+        return torch.where(self.keys[pos] == key, pos, torch.full_like(pos, -1))
+
+    def _input_values(self) -> torch.Tensor:
+        values = self.values.to(self.weight.dtype)
+        if self.training and self.dropout > 0:
+            keep = torch.rand_like(values) >= self.dropout
+            values = values * keep / (1.0 - self.dropout)
+        return values
+
+    def _renormalize(self, out: torch.Tensor, rows: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Rows that lost their masked entry are re-scaled to their count without it."""
+        if self.norm == 0:
+            return out
+        n = self.counts[rows].to(out.dtype)
+        factor = torch.where(masked & (n > 1), (n / (n - 1).clamp(min=1)) ** self.norm, torch.ones_like(n))
+        return out * factor[:, None]
+
+    def forward(self, rows: torch.Tensor, mask_cols: torch.Tensor | None = None) -> torch.Tensor:
+        values = self._input_values()
+        target = self.position(rows, mask_cols) if mask_cols is not None else None
+        if self.mode == "full":
+            x = torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape)
+            x_t = torch.sparse_csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], size=self.shape[::-1])
+            out = _SparseTimesDense.apply(x, x_t, self.weight)[rows]
+            if target is not None:
+                own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
+                out = self._renormalize(out - own[:, None] * self.weight[mask_cols], rows, target >= 0)
+            return out + self.bias
+        start = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - start
+        offsets = torch.cumsum(lengths, 0) - lengths
+        total = int(lengths.sum())
+        # CSR position of every gathered entry, bag after bag
+        pos = torch.repeat_interleave(start - offsets, lengths, output_size=total) + torch.arange(
+            total, device=rows.device
+        )
+        weights = values[pos]
+        if target is not None:
+            weights = weights * (pos != torch.repeat_interleave(target, lengths, output_size=total))
+        out = F.embedding_bag(self.indices[pos], self.weight, offsets, mode="sum", per_sample_weights=weights)
+        if target is not None:
+            out = self._renormalize(out, rows, target >= 0)
+        return out + self.bias
+
+
+class DenseBlock(nn.Sequential):
+    """``n_layers`` x [Linear(units) + LeakyReLU(alpha)] (+ dropout), the seed's DenseBlock.
+
+    Example:
+        >>> DenseBlock(4, 8, n_layers=2)(torch.zeros(3, 4)).shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(self, in_features: int, units: int, n_layers: int, alpha: float = 0.4, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        for i in range(n_layers):
+            layers += [nn.Linear(in_features if i == 0 else units, units), nn.LeakyReLU(alpha)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+class ScaledSigmoid(nn.Module):
+    """``low + (high - low) * sigmoid(z)``: outputs stay inside the rating scale.
+
+    The seed hard-codes ``1 + 4 * sigmoid(z)``; here the scale comes from the data.
+
+    Example:
+        >>> ScaledSigmoid(1, 5)(torch.zeros(1)).item()
+        3.0
+    """
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        self.low, self.span = float(low), float(high) - float(low)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.low + self.span * torch.sigmoid(z)

@@ -1,0 +1,50 @@
+"""Figures (matplotlib, rendered off-screen): learning curves.
+
+Example:
+    >>> learning_curve([{"epoch": 1, "train_mse": 1.0, "valid_rmse": 1.1}], "curve.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .files import atomic_write  # noqa: E402
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def learning_curve(history: list[dict], path: str | Path, title: str = "learning curve", best_epoch: int | None = None,
+                   series: dict[str, list[dict]] | None = None) -> Path:
+    """Train and validation RMSE per epoch (one line pair per entry of ``series`` if given)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, rows in (series or {"": history}).items():
+        epochs = [r["epoch"] for r in rows]
+        prefix = f"{label} " if label else ""
+        ax.plot(epochs, [math.sqrt(r["train_mse"]) for r in rows], "--", label=f"{prefix}train RMSE")
+        valid = [r["valid_rmse"] for r in rows]
+        if any(v == v for v in valid):
+            ax.plot(epochs, valid, "-", label=f"{prefix}validation RMSE")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", lw=0.8, ls=":", label=f"best epoch ({best_epoch})")
+    if not history and not series:
+        ax.text(0.5, 0.5, "fitted in closed form: no epochs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    return save_figure(fig, path)

@@ -1,0 +1,112 @@
+"""A training run: fit a model on a split, score it, and keep everything in one folder.
+
+A run folder holds ``config.json`` (data, split, model and training settings),
+``model.pt``, ``learning_curve.png``, ``metrics.json`` and ``test.csv`` (the test part, raw
+ids), so ``neucf evaluate`` can score the model again without the original data.
+
+Example:
+    >>> model, metrics = fit_and_score("neumf", train, valid, test, epochs=5)  # doctest: +SKIP
+    >>> write_run("runs/neumf", model, metrics, config={"model": "neumf"})    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import LoaderOptions, Ratings, read_ratings_file
+from .errors import DataError, UsageError
+from .files import atomic_write
+from .models import MODELS, Recommender
+from .plots import learning_curve
+
+
+def make_model(name: str, **params) -> Recommender:
+    """A model by its CLI name (``mean``, ``bias``, ``mf``, ``gmf``, ``mlp``, ``neumf``)."""
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**params)
+
+
+def fit_and_score(model: str | Recommender, train: Ratings, valid: Ratings | None, test: Ratings,
+                  **params) -> tuple[Recommender, dict]:
+    """Fit on ``train`` (``valid`` for early stopping), then score ``test``; returns (model, metrics)."""
+    if isinstance(model, str):
+        model = make_model(model, **params)
+    valid = valid if valid is not None and len(valid) else None
+    start = time.perf_counter()
+    model.fit(train, valid)
+    seconds = time.perf_counter() - start
+    history = model.history or {}
+    epochs = history.get("epochs", [])
+    metrics = {
+        "model": model.name,
+        "test": model.evaluate(test),
+        "valid": {"rmse": history.get("best_valid_rmse", float("nan")) if epochs else
+                  (model.evaluate(valid)["rmse"] if valid is not None else float("nan"))},
+        "train": model.evaluate(train),
+        "epochs": len(epochs),
+        "best_epoch": history.get("best_epoch", 0),
+        "held_out_validation": bool(getattr(model, "held_out_validation", False)),
+        "train_seconds": seconds,
+        "seconds_per_epoch": float(np.median([e["seconds"] for e in epochs])) if epochs else None,
+        "history": epochs,
+        "sizes": {"train": len(train), "valid": 0 if valid is None else len(valid), "test": len(test)},
+    }
+    return model, metrics
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically (NaN written as null)."""
+    with atomic_write(path, "w") as handle:
+        json.dump(_jsonable(data), handle, indent=2)
+        handle.write("\n")
+
+
+def write_run(out: str | Path, model: Recommender, metrics: dict, config: dict, test: Ratings | None = None) -> Path:
+    """Write a run folder (see the module docstring)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.pt")
+    write_json(out / "config.json", config)
+    write_json(out / "metrics.json", metrics)
+    learning_curve(metrics["history"], out / "learning_curve.png", title=f"{model.name} learning curve",
+                   best_epoch=metrics.get("best_epoch") or None)
+    if test is not None:
+        with atomic_write(out / "test.csv", "w") as handle:
+            test.to_frame().to_csv(handle, index=False, float_format="%.7g")
+    return out
+
+
+def read_run(run_dir: str | Path) -> tuple[Recommender, dict]:
+    """The model and metrics of a run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise DataError(f"{run_dir}: not a run folder (no model.pt); make one with neucf train --out")
+    model = Recommender.load(run_dir / "model.pt")
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    return model, metrics
+
+
+def run_test_part(run_dir: str | Path) -> Ratings:
+    """The run's test part, read back from its ``test.csv``."""
+    path = Path(run_dir) / "test.csv"
+    if not path.is_file():
+        raise DataError(f"{run_dir}: has no test.csv to evaluate on")
+    return read_ratings_file(path, LoaderOptions(sep=",", header=True))

@@ -1,0 +1,204 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from neucf.datasets import Ratings
+from neucf.errors import DataError, TrainingError, UsageError
+from neucf.models import GMF, MLP, MODELS, Biases, GlobalMean, MatrixFactorization, NetworkConfig, NeuMF, Recommender, neumf
+from neucf.models.layers import SparseRowProjection
+from neucf.splits import random_split
+
+from conftest import synthetic_ratings
+
+FAST = dict(epochs=3, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    r = synthetic_ratings(n_users=50, n_items=30, density=0.3)
+    s = random_split(len(r), seed=0)
+    return r.subset(s.train), r.subset(s.valid), r.subset(s.test)
+
+
+def small_matrix(seed=1):
+    m = sp.random(30, 20, density=0.3, format="csr", dtype=np.float32, random_state=seed)
+    m.data = np.round(m.data * 4 + 1)
+    return m
+
+
+def without_entry(m, u, i):
+    lil = m.tolil()
+    lil[u, i] = 0
+    out = lil.tocsr()
+    out.eliminate_zeros()
+    return out
+
+
+@pytest.mark.parametrize("mode", ["full", "bag"])
+@pytest.mark.parametrize("norm", [0.0, 0.5])
+def test_masking_gives_exactly_the_input_without_the_target(mode, norm):
+    m = small_matrix()
+    rows, cols = m.nonzero()
+    full = SparseRowProjection(m, 5, mode=mode, norm=norm).eval()
+    for k in (0, 7, 19):
+        u, i = rows[k], cols[k]
+        reduced = SparseRowProjection(without_entry(m, u, i), 5, mode=mode, norm=norm).eval()
+        reduced.load_state_dict(full.state_dict())
+        masked = full(torch.tensor([u]), torch.tensor([i]))
+        expected = reduced(torch.tensor([u]))
+        torch.testing.assert_close(masked, expected)
+        # without the mask the target IS in the input: the outputs differ
+        assert (full(torch.tensor([u])) - expected).abs().max() > 1e-3
+
+
+def test_masking_in_the_network_hides_the_rating_itself():
+    m = small_matrix()
+    u, i = (int(x[0]) for x in m.nonzero())
+    outputs = []
+    for value in (1.0, 5.0):
+        changed = m.copy()
+        changed[u, i] = value
+        torch.manual_seed(0)
+        net = neumf(changed, (1, 5), NetworkConfig(factors=4, layers=2, input_dropout=0.0, mask_target=True)).eval()
+        outputs.append(net(torch.tensor([u]), torch.tensor([i])).item())
+    assert outputs[0] == pytest.approx(outputs[1], abs=1e-6), "the prediction of r_ui must not depend on r_ui"
+    torch.manual_seed(0)
+    leaky = neumf(m, (1, 5), NetworkConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
+    changed = m.copy()
+    changed[u, i] = 5.0 if m[u, i] != 5.0 else 1.0
+    torch.manual_seed(0)
+    leaky2 = neumf(changed, (1, 5), NetworkConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
+    assert leaky(torch.tensor([u]), torch.tensor([i])).item() != pytest.approx(leaky2(torch.tensor([u]), torch.tensor([i])).item(), abs=1e-6)
+
+
+def test_full_and_bag_projections_agree():
+    m = small_matrix()
+    torch.manual_seed(0)
+    a = SparseRowProjection(m, 6, mode="full", norm=0.5)
+    b = SparseRowProjection(m, 6, mode="bag", norm=0.5)
+    b.load_state_dict(a.state_dict())
+    rows, cols = torch.tensor([0, 3, 3, 29]), torch.tensor([1, 2, 5, 19])
+    out_a, out_b = a(rows, cols), b(rows, cols)
+    torch.testing.assert_close(out_a, out_b)
+    out_a.sum().backward()
+    out_b.sum().backward()
+    torch.testing.assert_close(a.weight.grad, b.weight.grad)
+
+
+@pytest.mark.parametrize("factory", [GMF, MLP, NeuMF])
+def test_gradients_reach_every_layer(factory, parts):
+    train, _, _ = parts
+    model = factory(factors=4, layers=2, input_dropout=0.0, **FAST)
+    net = model._build(train)
+    net.train()
+    users, items = torch.from_numpy(train.users[:32]).long(), torch.from_numpy(train.items[:32]).long()
+    loss = ((net(users, items) - torch.from_numpy(train.ratings[:32])) ** 2).mean() + 1e-3 * net.penalty()
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_neumf_overfits_200_ratings(parts):
+    """The seed's sanity check: with no regularisation a model can memorise a tiny set."""
+    train, _, _ = parts
+    tiny = train.subset(np.arange(200))
+    model = NeuMF(factors=32, layers=2, input_dropout=0.0, mask_target=False, l2=0.0, lr=5e-3, epochs=300,
+                  batch_size=50, patience=0, progress=False, seed=0)
+    model.fit(tiny, tiny)
+    assert model.evaluate(tiny)["rmse"] < 0.1
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_fits_predicts_and_round_trips(name, parts, tmp_path):
+    train, valid, test = parts
+    params = {} if name in ("mean", "bias") else dict(FAST, **({"factors": 4} if name != "mf" else {"factors": 8}))
+    model = MODELS[name](**params).fit(train, valid)
+    scores = model.evaluate(test)
+    assert 0 < scores["rmse"] < 2 and scores["n"] == len(test)
+    raw_u, raw_i = test.user_ids[test.users], test.item_ids[test.items]
+    by_raw = model.predict(raw_u, raw_i)
+    by_index = model.predict_index(test.users, test.items)
+    np.testing.assert_array_equal(by_raw, by_index)
+    assert (by_raw >= 1).all() and (by_raw <= 5).all()
+    path = model.save(tmp_path / f"{name}.pt")
+    loaded = Recommender.load(path)
+    assert type(loaded) is type(model)
+    np.testing.assert_array_equal(loaded.predict(raw_u, raw_i), by_raw)
+    top = model.recommend(raw_u[0], k=5)
+    assert len(top) == 5 and list(top.columns[:2]) == ["item", "prediction"]
+    seen = set(train.item_ids[train.items[train.users == test.users[0]]])
+    assert not seen & set(top["item"])
+    assert top["prediction"].is_monotonic_decreasing
+
+
+def test_same_seed_same_model_and_different_seed_differs(parts):
+    train, valid, test = parts
+    a = NeuMF(factors=4, layers=2, seed=3, **FAST).fit(train, valid).predict_index(test.users, test.items)
+    b = NeuMF(factors=4, layers=2, seed=3, **FAST).fit(train, valid).predict_index(test.users, test.items)
+    c = NeuMF(factors=4, layers=2, seed=4, **FAST).fit(train, valid).predict_index(test.users, test.items)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_float64_option(parts):
+    train, valid, test = parts
+    model = GMF(factors=4, dtype="float64", **FAST).fit(train, valid)
+    assert next(model.net.parameters()).dtype == torch.float64
+    assert np.isfinite(model.evaluate(test)["rmse"])
+
+
+def test_unknown_ids_error_or_fall_back(parts):
+    train, valid, _ = parts
+    model = Biases().fit(train, valid)
+    with pytest.raises(DataError, match="unknown user id 424242"):
+        model.predict([424242], [train.item_ids[0]])
+    fallback = Biases(unknown="fallback").fit(train, valid)
+    item = train.item_ids[0]
+    expected = fallback.mean_ + fallback.item_bias_[0]
+    assert fallback.predict([424242], [item])[0] == pytest.approx(expected, abs=1e-5)
+    assert fallback.predict(["nobody"], ["nothing"])[0] == pytest.approx(fallback.mean_, abs=1e-5)
+    # an id in the map but without training ratings is unknown too
+    r = Ratings.from_arrays([1, 1, 2, 3], [1, 2, 1, 9], [4.0, 3.0, 5.0, 2.0])
+    m = GlobalMean().fit(r.subset(np.arange(3)))
+    with pytest.raises(DataError, match="user 3 has no training rating"):
+        m.predict([3], [1])
+
+
+def test_bad_arguments_are_clear(parts, tmp_path):
+    train, valid, _ = parts
+    with pytest.raises(UsageError, match="unknown parameter 'factor'"):
+        NeuMF(factor=3)
+    with pytest.raises(UsageError, match="learning rate"):
+        NeuMF(lr=-1)
+    with pytest.raises(UsageError, match="input_dropout"):
+        NeuMF(input_dropout=1.5)
+    with pytest.raises(UsageError, match="not fitted"):
+        NeuMF().predict([1], [1])
+    with pytest.raises(UsageError, match="k must be"):
+        GlobalMean().fit(train).recommend(train.user_ids[0], k=0)
+    with pytest.raises(UsageError, match="no CUDA"):
+        if torch.cuda.is_available():
+            raise UsageError("no CUDA (skipped: this machine has one)")
+        GMF(device="cuda", **FAST).fit(train, valid)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(DataError, match="not a neucf model file"):
+        Recommender.load(bad)
+    GlobalMean().fit(train).save(tmp_path / "mean.pt")
+    with pytest.raises(DataError, match="holds a 'mean' model"):
+        NeuMF.load(tmp_path / "mean.pt")
+
+
+def test_nan_loss_stops_with_a_clear_message(parts):
+    train, valid, _ = parts
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        MatrixFactorization(lr=1e30, init_std=1e10, **FAST).fit(train, valid)
+
+
+def test_training_without_validation_holds_out_part_of_train(parts):
+    train, _, test = parts
+    model = GMF(factors=4, **FAST).fit(train)
+    assert model.held_out_validation
+    assert len(model.inputs_[0]) < len(train)
+    assert np.isfinite(model.history["best_valid_rmse"])
