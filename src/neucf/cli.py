@@ -66,33 +66,9 @@ def load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, r
     return load(data=data, dataset=dataset, options=options, directory=data_dir)
 
 
-SPLITS = ("coverage", "random", "kfold", "movielens", "temporal")
-
-
-def make_split(ratings: Ratings, split: str, fold: str | None, seed: int, k: int = 5) -> splitting.Split:
+def make_split(ratings: Ratings, split: str, fold: str | None, seed: int) -> splitting.Split:
     """Apply the named split to ``ratings`` (``fold`` picks a k-fold or MovieLens fold)."""
-    if split == "coverage":
-        return splitting.coverage_split(ratings.users, ratings.items, seed=seed)
-    if split == "random":
-        return splitting.random_split(len(ratings), seed=seed)
-    if split == "kfold":
-        f = _int_fold(fold, k)
-        return splitting.kfold_split(len(ratings), k=k, seed=seed)[f - 1]
-    if split == "movielens":
-        return splitting.movielens_split(ratings.users, fold or "1")
-    if split == "temporal":
-        return splitting.temporal_split(ratings.users, ratings.timestamps, seed=seed)
-    raise UsageError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-
-
-def _int_fold(fold: str | None, k: int) -> int:
-    try:
-        f = int(fold or 1)
-    except ValueError:
-        raise UsageError(f"--fold {fold!r} must be a number from 1 to {k}") from None
-    if not 1 <= f <= k:
-        raise UsageError(f"--fold {f} must be from 1 to {k}")
-    return f
+    return splitting.split_by_name(split, ratings.users, ratings.items, ratings.timestamps, fold, seed)
 
 
 def apply_filter(ratings: Ratings, split: str, min_item: int | None, min_user: int, say=print) -> Ratings:
@@ -320,6 +296,147 @@ def recommend(
         typer.echo(f"{rank:>3}. {row.item}  {row.prediction:.2f}{title}")
 
 
+diagnose_app = typer.Typer(no_args_is_help=True, help="The seed's sanity checks: overfit a tiny sample, train on noise.")
+app.add_typer(diagnose_app, name="diagnose")
+
+
+def _verdict(verdict) -> None:
+    typer.echo(verdict.line)
+    for path in verdict.files:
+        typer.echo(f"wrote {path}")
+    if not verdict.passed:
+        raise typer.Exit(1)
+
+
+@diagnose_app.command("overfit")
+def diagnose_overfit(
+    out: OutOpt,
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    model: ModelOpt = "neumf",
+    seed: SeedOpt = 0,
+    fraction: Annotated[float, typer.Option(help="Share of users and of items sampled (ratings of either are kept).")] = 0.003,
+    epochs: Annotated[int, typer.Option(help="Epochs without regularisation.")] = 400,
+    threshold: Annotated[float, typer.Option(help="PASS when the final train RMSE is below this.")] = 0.1,
+):
+    """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL."""
+    from .diagnostics import overfit
+
+    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    _verdict(overfit(ratings, model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out))
+
+
+@diagnose_app.command("noise")
+def diagnose_noise(
+    out: OutOpt,
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    model: ModelOpt = "neumf",
+    seed: SeedOpt = 0,
+    margin: Annotated[float, typer.Option(help="How much lower the real data's validation RMSE must be.")] = 0.1,
+):
+    """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG."""
+    from .diagnostics import noise
+
+    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    _verdict(noise(ratings, model=model, seed=seed, margin=margin, out=out))
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} must be numbers separated by commas, e.g. 1,2,3") from None
+
+
+@app.command("compare")
+def compare_models(
+    out: OutOpt,
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    split: SplitOpt = "movielens",
+    folds: Annotated[Optional[str], typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
+    seed: SeedOpt = 0,
+    min_item_ratings: MinItemOpt = None,
+):
+    """Every model on every fold: a table (mean ± sd of RMSE and MAE, train time), files and a chart."""
+    from .compare import compare, format_table, write_comparison
+    from .runs import make_model
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        make_model(name)  # unknown names fail before any training
+    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    result = compare(ratings, split, names, folds=_int_list(folds, "--folds"), seed=seed, min_item_ratings=min_item_ratings)
+    typer.echo(format_table(result.table))
+    for path in write_comparison(result, out):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("tune")
+def tune_model(
+    out: OutOpt,
+    storage: Annotated[str, typer.Option(help="Optuna storage, e.g. sqlite:///tune.db (resumable).")],
+    study_name: Annotated[str, typer.Option("--study-name", help="Study name inside the storage.")],
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    sep: SepOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    duplicates: DuplicatesOpt = "error",
+    rating_scale: ScaleOpt = None,
+    split: SplitOpt = "movielens",
+    fold: FoldOpt = None,
+    seed: SeedOpt = 0,
+    min_item_ratings: MinItemOpt = None,
+    min_user_ratings: MinUserOpt = 0,
+    model: ModelOpt = "neumf",
+    trials: Annotated[int, typer.Option(help="Trials in all (an interrupted study's finished trials count).")] = 20,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs per trial.")] = None,
+):
+    """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
+    from .tuning import tune
+
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {trials}")
+    ratings, parts = load_data_and_split(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale,
+                                         split, fold, seed, min_item_ratings, min_user_ratings, None)
+    best = tune(ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
+                epochs=epochs, seed=seed, out=out)
+    typer.echo(f"best validation RMSE {best['valid_rmse']:.4f} (trial {best['trial']} of {best['trials']}): {json.dumps(best['params'])}")
+    typer.echo(f"wrote {Path(out) / 'best.json'}; use it with: neucf train --config {Path(out) / 'best.json'} ...")
+
+
+@app.command("report")
+def report(folder: Annotated[Path, typer.Argument(help="A run folder (neucf train) or comparison folder (neucf compare).")]):
+    """Write one self-contained HTML page (settings, metrics, plots) into the folder."""
+    from .report import write_report
+
+    typer.echo(f"wrote {write_report(folder)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``neucf`` script: runs the app and maps errors to one line + exit code.
 
@@ -327,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="neucf", standalone_mode=False)
+        result = command.main(args=argv, prog_name="neucf", standalone_mode=False)
     except NeucfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -351,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (set NEUCF_DEBUG=1 for details)", file=sys.stderr)
         return 1
-    return 0
+    # without standalone mode, a command's typer.Exit(code) comes back as the return value
+    return result if isinstance(result, int) else 0
 
 
 def run() -> None:

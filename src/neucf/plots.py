@@ -48,3 +48,19 @@ def learning_curve(history: list[dict], path: str | Path, title: str = "learning
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     return save_figure(fig, path)
+
+
+def bar_chart(table, path: str | Path, title: str = "test RMSE") -> Path:
+    """Bars of mean RMSE per model with standard-deviation error bars (from a comparison table)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    x = range(len(table))
+    ax.bar(x, table["rmse_mean"], yerr=table["rmse_std"], capsize=4, color="#4c72b0")
+    ax.set_xticks(list(x), list(table["model"]))
+    low = float((table["rmse_mean"] - table["rmse_std"]).min())
+    ax.set_ylim(max(0.0, low - 0.05), float((table["rmse_mean"] + table["rmse_std"]).max()) + 0.02)
+    for i, v in zip(x, table["rmse_mean"]):
+        ax.text(i, v, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("RMSE")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

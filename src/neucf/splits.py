@@ -245,3 +245,36 @@ def _swap_in(part, users, items, target, missing_users, user_in, rng) -> None:
         f"coverage split impossible: user index {missing_users[0]} has no rating that can move into "
         f"{PARTS[target]} without emptying an item or the user elsewhere; filter with --min-user-ratings 3"
     )
+
+
+SPLITS = ("coverage", "random", "kfold", "movielens", "temporal")
+#: splits whose folds are fixed partitions; the others are repeated with seeds seed, seed+1, ...
+FOLDED = {"kfold": 5, "movielens": 5}
+
+
+def split_by_name(name: str, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None = None,
+                  fold: int | str | None = None, seed: int = 0, k: int = 5) -> Split:
+    """Dispatch on a split's name, as the command line does; ``fold`` picks a k-fold or
+    MovieLens fold (default 1).
+
+    Example:
+        >>> split_by_name("random", np.zeros(10, int), np.arange(10)).sizes()
+        {'train': 8, 'valid': 1, 'test': 1}
+    """
+    if name == "coverage":
+        return coverage_split(users, items, seed=seed)
+    if name == "random":
+        return random_split(len(users), seed=seed)
+    if name == "kfold":
+        try:
+            f = int(fold or 1)
+        except ValueError:
+            raise UsageError(f"--fold {fold!r} must be a number from 1 to {k}") from None
+        if not 1 <= f <= k:
+            raise UsageError(f"--fold {f} must be from 1 to {k}")
+        return kfold_split(len(users), k=k, seed=seed)[f - 1]
+    if name == "movielens":
+        return movielens_split(users, fold or 1)
+    if name == "temporal":
+        return temporal_split(users, timestamps, seed=seed)
+    raise UsageError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")

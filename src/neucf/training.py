@@ -104,7 +104,8 @@ class Trainer:
     """Fits a network that maps (user index, item index) batches to predicted ratings.
 
     The network must provide ``forward(users, items)`` and ``penalty()`` (the L2 sum of
-    squares it wants regularised).
+    squares it wants regularised). ``callback(epoch_row)``, if given, is called after every
+    epoch with that epoch's figures (Optuna's pruning raises from there).
 
     Example:
         >>> trainer = Trainer(TrainConfig(epochs=1))  # doctest: +SKIP
@@ -114,7 +115,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
 
-    def fit(self, net: nn.Module, train, valid=None) -> History:
+    def fit(self, net: nn.Module, train, valid=None, callback=None) -> History:
         cfg = self.config
         device, dtype = cfg.torch_device(), cfg.torch_dtype()
         net.to(device=device, dtype=dtype)
@@ -181,6 +182,8 @@ class Trainer:
                     f"epoch {epoch}: train mse {train_mse:.4f}, train mse + reg {train_loss:.4f}, "
                     f"valid rmse {valid_rmse:.4f} ({row['seconds']:.2f} s)"
                 )
+            if callback is not None:
+                callback(row)
             score = valid_rmse if valid is not None else train_loss
             if score < best:
                 best, history.best_epoch = score, epoch

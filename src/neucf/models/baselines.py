@@ -113,6 +113,8 @@ class TorchRecommender(Recommender):
     """
 
     train_defaults: dict = {}
+    #: called with each epoch's figures while fitting (e.g. Optuna pruning); not saved
+    epoch_callback = None
 
     def __init__(self, unknown: str = "error", **params):
         arch, train = split_params(params, self.config_class, TrainConfig)
@@ -131,7 +133,7 @@ class TorchRecommender(Recommender):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.net = self._build(self._input_ratings())
-            self.history = Trainer(cfg).fit(self.net, fit_arrays, valid_arrays).__dict__
+            self.history = Trainer(cfg).fit(self.net, fit_arrays, valid_arrays, self.epoch_callback).__dict__
         self.net.to("cpu")
 
     def _predict_index(self, users, items):
@@ -168,7 +170,7 @@ class MatrixFactorization(TorchRecommender):
 
     name = "mf"
     config_class = MFConfig
-    train_defaults = {"lr": 3e-3, "l2": 0.05, "batch_size": 256}
+    train_defaults = {"lr": 3e-3, "l2": 0.1, "batch_size": 256}
 
     def _build(self, train):
         return BiasedMFNet(train.n_users, train.n_items, self.config.factors,
