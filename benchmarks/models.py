@@ -2,7 +2,7 @@
 
     python benchmarks/models.py --ml100k ../shared/datasets/ml-100k
         [--models mean,bias,mf,gmf,mlp,neumf] [--splits movielens,coverage] [--folds 1,2,3,4,5]
-        [--memory] [--surprise]
+        [--memory] [--surprise] [--ml25m PATH/ratings.csv [--ml25m-batch 65536]]
 
 Prints a table (one row per model and split: RMSE, MAE, epochs, train seconds, seconds per
 epoch; movielens rows average u1..u5) and writes benchmarks/results/models.json.
@@ -97,6 +97,25 @@ print(json.dumps({"ratings": n, "users": r.n_users, "items": r.n_items, "epoch_s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def epoch_ml25m(path: Path, batch_size: int) -> dict:
+    """Load an ML-25M-sized ratings.csv and train NeuMF for one epoch; seconds and peak memory."""
+    code = f"""
+import resource, json, time
+from neucf.datasets import load
+from neucf.models import NeuMF
+t = time.perf_counter()
+r = load(data={str(path)!r})
+loaded = time.perf_counter() - t
+m = NeuMF(epochs=1, batch_size={batch_size}, progress=False).fit(r)
+print(json.dumps({{"ratings": len(r), "users": r.n_users, "items": r.n_items, "load_seconds": loaded,
+                  "epoch_seconds": m.history["epochs"][0]["seconds"], "batch_size": {batch_size},
+                  "projection": [m.net.user_projection.mode, m.net.item_projection.mode],
+                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def surprise_ratio(ratings) -> dict | None:
     try:
         import pandas as pd
@@ -137,12 +156,15 @@ def main() -> None:
     parser.add_argument("--params", default="", help="model parameters, e.g. input_dropout=0.3,mask_target=false")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--surprise", action="store_true")
+    parser.add_argument("--ml25m", type=Path, help="an ML-25M-sized ratings.csv (benchmarks/data_pipeline.py writes one)")
+    parser.add_argument("--ml25m-batch", type=int, default=65536)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "models.json")
     args = parser.parse_args()
     ratings = load(data=args.ml100k)
     params = dict(_param(p) for p in args.params.split(",") if p)
-    rows = run(ratings, args.models.split(","), args.splits.split(","), [int(f) for f in args.folds.split(",")], params)
-    table = summarise(rows)
+    rows = run(ratings, [m for m in args.models.split(",") if m], args.splits.split(","),
+               [int(f) for f in args.folds.split(",")], params)
+    table = summarise(rows) if rows else []
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "command": "python " + " ".join(sys.argv), "params": params, "summary": table, "runs": rows}
     print(f"\n{'model':<7}{'split':<10}{'folds':>6}{'RMSE':>8}{'MAE':>8}{'epochs':>8}{'train s':>9}{'s/epoch':>9}")
@@ -162,6 +184,10 @@ def main() -> None:
         else:
             print(f"\nu1: NeuMF train-to-early-stop {ratio['neumf_train_to_early_stop_seconds']:.2f} s / Surprise tuned SVD "
                   f"fit {ratio['surprise_svd_tuned_fit_seconds']:.2f} s = {ratio['ratio']:.2f}")
+    if args.ml25m:
+        result["ml25m_sized_neumf_epoch"] = big = epoch_ml25m(args.ml25m, args.ml25m_batch)
+        print(f"\nML-25M-sized ({big['ratings']:,} ratings): load {big['load_seconds']:.1f} s, one NeuMF epoch "
+              f"{big['epoch_seconds']:.0f} s at batch {big['batch_size']}, peak memory {big['peak_gb']:.2f} GB")
     write_json(args.out, result)
     print(f"wrote {args.out}")
 

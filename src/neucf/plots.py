@@ -57,9 +57,9 @@ def bar_chart(table, path: str | Path, title: str = "test RMSE") -> Path:
     ax.bar(x, table["rmse_mean"], yerr=table["rmse_std"], capsize=4, color="#4c72b0")
     ax.set_xticks(list(x), list(table["model"]))
     low = float((table["rmse_mean"] - table["rmse_std"]).min())
-    ax.set_ylim(max(0.0, low - 0.05), float((table["rmse_mean"] + table["rmse_std"]).max()) + 0.02)
-    for i, v in zip(x, table["rmse_mean"]):
-        ax.text(i, v, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(max(0.0, low - 0.05), float((table["rmse_mean"] + table["rmse_std"]).max()) + 0.03)
+    for i, v, sd in zip(x, table["rmse_mean"], table["rmse_std"]):
+        ax.text(i, v + sd + 0.003, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("RMSE")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)

@@ -116,6 +116,16 @@ class Trainer:
         self.config = config
 
     def fit(self, net: nn.Module, train, valid=None, callback=None) -> History:
+        # Multi-threaded scatter-adds (the backward of gathering a batch's rows) sum in a
+        # varying order; deterministic kernels make the same seed give the same numbers.
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return self._fit(net, train, valid, callback)
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+    def _fit(self, net: nn.Module, train, valid, callback) -> History:
         cfg = self.config
         device, dtype = cfg.torch_device(), cfg.torch_dtype()
         net.to(device=device, dtype=dtype)

@@ -136,8 +136,9 @@ class SparseRowProjection(nn.Module):
         values = self._input_values()
         target = self.position(rows, mask_cols) if mask_cols is not None else None
         if self.mode == "full":
-            x = torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape)
-            x_t = torch.sparse_csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], size=self.shape[::-1])
+            x = torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape, check_invariants=False)
+            x_t = torch.sparse_csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], size=self.shape[::-1],
+                                          check_invariants=False)
             out = _SparseTimesDense.apply(x, x_t, self.weight)[rows]
             if target is not None:
                 own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
