@@ -17,9 +17,10 @@ def assert_disjoint_cover(split: Split, n: int):
 
 @st.composite
 def rating_tables(draw, min_per_item=3, min_per_user=3):
-    """Random users/items arrays in which every item and user has enough ratings."""
-    n_users = draw(st.integers(3, 25))
-    n_items = draw(st.integers(3, 25))
+    """Random users/items arrays in which every item has >= min_per_item ratings and every
+    user >= min_per_user (the table is wide and tall enough for both)."""
+    n_users = draw(st.integers(max(3, min_per_item), 25))
+    n_items = draw(st.integers(max(3, min_per_user), 25))
     seed = draw(st.integers(0, 2**16))
     density = draw(st.floats(0.05, 1.0))
     rng = np.random.default_rng(seed)
