@@ -202,3 +202,10 @@ def test_training_without_validation_holds_out_part_of_train(parts):
     assert model.held_out_validation
     assert len(model.inputs_[0]) < len(train)
     assert np.isfinite(model.history["best_valid_rmse"])
+
+
+def test_progress_bar_shows_the_seed_status_figures(parts, capsys):
+    train, valid, _ = parts
+    GMF(factors=4, epochs=2, batch_size=64, progress=True).fit(train, valid)
+    err = capsys.readouterr().err
+    assert "epoch 1: train mse" in err and "train mse + reg" in err and "valid rmse" in err

@@ -8,9 +8,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -45,6 +48,48 @@ MinItemOpt = Annotated[Optional[int], typer.Option("--min-item-ratings", help="D
 MinUserOpt = Annotated[int, typer.Option("--min-user-ratings", help="Drop users with fewer ratings.")]
 
 
+@dataclass(frozen=True)
+class DataFlags:
+    """The flags every data-reading command shares: where the ratings are and how to read them."""
+
+    data: Path | None = None
+    dataset: str | None = None
+    data_dir: Path | None = None
+    sep: str | None = None
+    header: bool | None = None
+    columns: str | None = None
+    duplicates: str = "error"
+    rating_scale: str | None = None
+
+    def load(self) -> Ratings:
+        """Load the ratings these flags describe."""
+        options = loader_options(self.sep, self.header, self.columns, self.duplicates, self.rating_scale)
+        return load(data=self.data, dataset=self.dataset, options=options, directory=self.data_dir)
+
+
+_DATA_OPTIONS = {"data": DataOpt, "dataset": DatasetOpt, "data_dir": DataDirOpt, "sep": SepOpt, "header": HeaderOpt,
+                 "columns": ColumnsOpt, "duplicates": DuplicatesOpt, "rating_scale": ScaleOpt}
+
+
+def data_options(command):
+    """Give a command the shared data flags; it receives them as one ``source: DataFlags``."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "source"]
+    defaults = DataFlags()
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=hint)
+              for name, hint in _DATA_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        source = DataFlags(**{name: kwargs.pop(name) for name in _DATA_OPTIONS})
+        return command(source=source, **kwargs)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
 def loader_options(sep, header, columns, duplicates, rating_scale) -> LoaderOptions:
     """Turn the shared loader flags into :class:`LoaderOptions` (usage errors for bad values)."""
     if sep is not None:
@@ -58,12 +103,6 @@ def loader_options(sep, header, columns, duplicates, rating_scale) -> LoaderOpti
         scale = (lo, hi)
     cols = tuple(c.strip() for c in columns.split(",")) if columns else None
     return LoaderOptions(sep=sep, header=header, columns=cols, duplicates=duplicates, scale=scale)
-
-
-def load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale) -> Ratings:
-    """Load ratings as the shared ``--data/--dataset`` flags describe."""
-    options = loader_options(sep, header, columns, duplicates, rating_scale)
-    return load(data=data, dataset=dataset, options=options, directory=data_dir)
 
 
 def make_split(ratings: Ratings, split: str, fold: str | None, seed: int) -> splitting.Split:
@@ -84,19 +123,13 @@ def apply_filter(ratings: Ratings, split: str, min_item: int | None, min_user: i
 
 
 @data_app.command("describe")
+@data_options
 def data_describe(
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
     """Ratings, users, items, rating range and values, density."""
-    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = source.load()
     summary = ratings.describe()
     if as_json:
         typer.echo(json.dumps(summary))
@@ -108,16 +141,10 @@ def data_describe(
 
 
 @data_app.command("split")
+@data_options
 def data_split(
     out: Annotated[Path, typer.Option("--out", help="Folder for train.csv, valid.csv, test.csv.")],
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     split: SplitOpt = "coverage",
     fold: FoldOpt = None,
     seed: SeedOpt = 0,
@@ -125,7 +152,7 @@ def data_split(
     min_user_ratings: MinUserOpt = 0,
 ):
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
-    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = source.load()
     ratings = apply_filter(ratings, split, min_item_ratings, min_user_ratings)
     parts = make_split(ratings, split, fold, seed)
     write_split(ratings, parts, out)
@@ -152,16 +179,15 @@ ModelOpt = Annotated[str, typer.Option("--model", help="mean, bias, mf, gmf, mlp
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder to write.")]
 
 
-def load_data_and_split(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale, split, fold, seed,
-                        min_item_ratings, min_user_ratings, split_dir, say=print):
+def load_data_and_split(source: DataFlags, split, fold, seed, min_item_ratings, min_user_ratings, split_dir, say=print):
     """Ratings and their split, from ``--split-dir`` or from the data flags plus ``--split``."""
     if split_dir is not None:
-        if data is not None or dataset is not None:
+        if source.data is not None or source.dataset is not None:
             raise UsageError("give either --split-dir or --data/--dataset with --split, not both")
         ratings, parts = load_split_dir(split_dir)
         say(f"split from {split_dir}: " + ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
         return ratings, parts
-    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = source.load()
     ratings = apply_filter(ratings, split, min_item_ratings, min_user_ratings, say)
     return ratings, make_split(ratings, split, fold, seed)
 
@@ -184,16 +210,10 @@ def model_params(model: str, config: Path | None, flags: dict) -> tuple[str, dic
 
 
 @app.command("train")
+@data_options
 def train(
     out: OutOpt,
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     split: SplitOpt = "movielens",
     fold: FoldOpt = None,
     seed: SeedOpt = 0,
@@ -218,8 +238,7 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")] = sys.stderr.isatty(),
 ):
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
-    ratings, parts = load_data_and_split(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale,
-                                         split, fold, seed, min_item_ratings, min_user_ratings, split_dir)
+    ratings, parts = load_data_and_split(source, split, fold, seed, min_item_ratings, min_user_ratings, split_dir)
     flags = dict(factors=factors, layers=layers, alpha=alpha, input_dropout=input_dropout, dropout=dropout,
                  mask_target=mask_target, epochs=epochs, batch_size=batch_size, lr=lr, l2=l2, patience=patience,
                  device=device, dtype=dtype)
@@ -233,9 +252,10 @@ def train(
     from .runs import fit_and_score, write_run
 
     fitted, metrics = fit_and_score(model, train_part, valid_part, test_part, **params)
-    source = {"data": str(data) if data else None, "dataset": dataset, "split_dir": str(split_dir) if split_dir else None}
+    origin = {"data": str(source.data) if source.data else None, "dataset": source.dataset,
+              "split_dir": str(split_dir) if split_dir else None}
     run_config = {"model": model, "params": {**params, "progress": False} if "progress" in params else params,
-                  "source": source, "split": None if split_dir else {"name": split, "fold": fold, "seed": seed},
+                  "source": origin, "split": None if split_dir else {"name": split, "fold": fold, "seed": seed},
                   "sizes": parts.sizes()}
     write_run(out, fitted, metrics, run_config, test_part)
     test = metrics["test"]
@@ -309,16 +329,10 @@ def _verdict(verdict) -> None:
 
 
 @diagnose_app.command("overfit")
+@data_options
 def diagnose_overfit(
     out: OutOpt,
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     model: ModelOpt = "neumf",
     seed: SeedOpt = 0,
     fraction: Annotated[float, typer.Option(help="Share of users and of items sampled (ratings of either are kept).")] = 0.003,
@@ -328,21 +342,15 @@ def diagnose_overfit(
     """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL."""
     from .diagnostics import overfit
 
-    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = source.load()
     _verdict(overfit(ratings, model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out))
 
 
 @diagnose_app.command("noise")
+@data_options
 def diagnose_noise(
     out: OutOpt,
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     model: ModelOpt = "neumf",
     seed: SeedOpt = 0,
     margin: Annotated[float, typer.Option(help="How much lower the real data's validation RMSE must be.")] = 0.1,
@@ -350,7 +358,7 @@ def diagnose_noise(
     """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG."""
     from .diagnostics import noise
 
-    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = source.load()
     _verdict(noise(ratings, model=model, seed=seed, margin=margin, out=out))
 
 
@@ -364,16 +372,10 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
 
 
 @app.command("compare")
+@data_options
 def compare_models(
     out: OutOpt,
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     split: SplitOpt = "movielens",
     folds: Annotated[Optional[str], typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
@@ -387,7 +389,7 @@ def compare_models(
     names = [m.strip() for m in models.split(",") if m.strip()]
     for name in names:
         make_model(name)  # unknown names fail before any training
-    ratings = load_from_flags(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale)
+    ratings = source.load()
     result = compare(ratings, split, names, folds=_int_list(folds, "--folds"), seed=seed, min_item_ratings=min_item_ratings)
     typer.echo(format_table(result.table))
     for path in write_comparison(result, out):
@@ -395,18 +397,12 @@ def compare_models(
 
 
 @app.command("tune")
+@data_options
 def tune_model(
     out: OutOpt,
     storage: Annotated[str, typer.Option(help="Optuna storage, e.g. sqlite:///tune.db (resumable).")],
     study_name: Annotated[str, typer.Option("--study-name", help="Study name inside the storage.")],
-    data: DataOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    sep: SepOpt = None,
-    header: HeaderOpt = None,
-    columns: ColumnsOpt = None,
-    duplicates: DuplicatesOpt = "error",
-    rating_scale: ScaleOpt = None,
+    source: DataFlags = None,
     split: SplitOpt = "movielens",
     fold: FoldOpt = None,
     seed: SeedOpt = 0,
@@ -421,8 +417,7 @@ def tune_model(
 
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
-    ratings, parts = load_data_and_split(data, dataset, data_dir, sep, header, columns, duplicates, rating_scale,
-                                         split, fold, seed, min_item_ratings, min_user_ratings, None)
+    ratings, parts = load_data_and_split(source, split, fold, seed, min_item_ratings, min_user_ratings, None)
     best = tune(ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
                 epochs=epochs, seed=seed, out=out)
     typer.echo(f"best validation RMSE {best['valid_rmse']:.4f} (trial {best['trial']} of {best['trials']}): {json.dumps(best['params'])}")

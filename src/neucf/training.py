@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -190,7 +191,8 @@ class Trainer:
                 )
                 bar.write(
                     f"epoch {epoch}: train mse {train_mse:.4f}, train mse + reg {train_loss:.4f}, "
-                    f"valid rmse {valid_rmse:.4f} ({row['seconds']:.2f} s)"
+                    f"valid rmse {valid_rmse:.4f} ({row['seconds']:.2f} s)",
+                    file=sys.stderr,
                 )
             if callback is not None:
                 callback(row)

@@ -60,11 +60,12 @@ def tune(train: Ratings, valid: Ratings | None, model: str, trials: int, storage
     except (ValueError, ImportError) as exc:
         raise UsageError(f"--storage {storage!r}: {exc}") from None
     if valid is None or len(valid) == 0:
-        import numpy as np
+        from .models.baselines import held_out_mask
+        from .training import TrainConfig
 
-        held = np.random.default_rng(seed).random(len(train)) < 0.05
-        train, valid = train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
-        say(f"no validation part: tuning against a seeded 5% of train ({len(valid):,} ratings)")
+        held = held_out_mask(len(train), TrainConfig(seed=seed))
+        train, valid = train.subset(~held), train.subset(held)
+        say(f"no validation part: tuning against a seeded share of train ({len(valid):,} ratings)")
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     remaining = max(0, trials - len(finished))
     if finished:

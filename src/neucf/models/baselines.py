@@ -82,14 +82,9 @@ def split_params(params: dict, *configs: type) -> list[dict]:
     return out
 
 
-def training_data(train: Ratings, valid: Ratings | None, cfg: TrainConfig):
-    """Index arrays for the trainer; without ``valid``, a seeded ``valid_fraction`` of train is held out."""
-    arrays = (train.users, train.items, train.ratings)
-    if valid is not None and len(valid):
-        return arrays, (valid.users, valid.items, valid.ratings), False
-    rng = np.random.default_rng(cfg.seed)
-    held = rng.random(len(train)) < cfg.valid_fraction
-    return tuple(a[~held] for a in arrays), tuple(a[held] for a in arrays), True
+def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
+    """The seeded ``valid_fraction`` of n training ratings held out when no validation part is given."""
+    return np.random.default_rng(cfg.seed).random(n) < cfg.valid_fraction
 
 
 @dataclass
@@ -126,8 +121,14 @@ class TorchRecommender(Recommender):
 
     def _fit(self, train, valid):
         cfg = self.training
-        fit_arrays, valid_arrays, held_out = training_data(train, valid, cfg)
-        self.held_out_validation = held_out
+        arrays = (train.users, train.items, train.ratings)
+        if valid is not None and len(valid):
+            self.held_out_ = None
+            fit_arrays, valid_arrays = arrays, (valid.users, valid.items, valid.ratings)
+        else:
+            self.held_out_ = held_out_mask(len(train), cfg)
+            fit_arrays = tuple(a[~self.held_out_] for a in arrays)
+            valid_arrays = tuple(a[self.held_out_] for a in arrays)
         # the network reads its inputs from the matrix it is trained on (held-out ratings excluded)
         self.inputs_ = fit_arrays
         with torch.random.fork_rng(devices=[]):
@@ -142,6 +143,11 @@ class TorchRecommender(Recommender):
             pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
         return pred.to(torch.float32).numpy() if dtype != torch.float32 else pred.numpy()
 
+    @property
+    def held_out_validation(self) -> bool:
+        """Whether early stopping used a held-out share of train (no validation part was given)."""
+        return self.held_out_ is not None
+
     def _input_ratings(self) -> Ratings:
         users, items, values = self.inputs_
         return Ratings(users=users, items=items, ratings=values, user_ids=self.user_ids,
@@ -149,11 +155,12 @@ class TorchRecommender(Recommender):
 
     def _state(self):
         return {"weights": self.net.state_dict(), "training": self.training.__dict__,
-                "inputs": [torch.from_numpy(np.asarray(a)) for a in self.inputs_]}
+                "held_out": None if self.held_out_ is None else torch.from_numpy(self.held_out_)}
 
     def _restore(self, state):
         self.training = TrainConfig(**state["training"])
-        self.inputs_ = tuple(t.numpy() for t in state["inputs"])
+        self.held_out_ = None if state["held_out"] is None else state["held_out"].numpy()
+        self.inputs_ = self.train_ if self.held_out_ is None else tuple(a[~self.held_out_] for a in self.train_)
         self.net = self._build(self._input_ratings())
         self.net.to(dtype=self.training.torch_dtype())
         self.net.load_state_dict(state["weights"])
