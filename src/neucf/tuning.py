@@ -60,7 +60,7 @@ def tune(train: Ratings, valid: Ratings | None, model: str, trials: int, storage
     except (ValueError, ImportError) as exc:
         raise UsageError(f"--storage {storage!r}: {exc}") from None
     if valid is None or len(valid) == 0:
-        from .models.baselines import held_out_mask
+        from .models.trained import held_out_mask
         from .training import TrainConfig
 
         held = held_out_mask(len(train), TrainConfig(seed=seed))

@@ -8,7 +8,8 @@ Example:
 
 from .base import REGISTRY as MODELS
 from .base import Recommender, fit_biases
-from .baselines import Biases, GlobalMean, MatrixFactorization, TorchRecommender
+from .baselines import Biases, GlobalMean, MatrixFactorization
+from .trained import TorchRecommender
 from .networks import BiasedMFNet, NetworkConfig, RatingVectorNet, gmf, mlp, neumf
 from .neural import GMF, MLP, NeuMF
 

@@ -67,6 +67,8 @@ class Recommender:
         if unknown not in ("error", "fallback"):
             raise UsageError(f"unknown must be 'error' or 'fallback', not {unknown!r}")
         self.unknown = unknown
+        if self.config_class is None and params:
+            raise UsageError(f"the {self.name} model takes no parameters, got {', '.join(params)}")
         self.config = self.config_class(**params) if self.config_class else None
         self.history = None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .baselines import TorchRecommender
+from .trained import TorchRecommender
 from .networks import NetworkConfig, gmf, mlp, neumf
 
 
