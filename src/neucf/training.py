@@ -117,6 +117,8 @@ class Trainer:
         self.config = config
 
     def fit(self, net: nn.Module, train, valid=None, callback=None) -> History:
+        """Train ``net`` on ``train = (users, items, ratings)`` index arrays; ``valid`` (same
+        form) drives early stopping. The best weights are restored; returns the history."""
         # Multi-threaded scatter-adds (the backward of gathering a batch's rows) sum in a
         # varying order; deterministic kernels make the same seed give the same numbers.
         previous = torch.are_deterministic_algorithms_enabled()

@@ -166,5 +166,6 @@ class BiasedMFNet(nn.Module):
         return self.mean + bu + bi + (p * q).sum(1)
 
     def penalty(self) -> torch.Tensor:
+        """Mean over the last training batch of its users' and items' squared factors and biases."""
         p, q, bu, bi = self._batch
         return ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(bu)
