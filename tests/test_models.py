@@ -209,3 +209,17 @@ def test_progress_bar_shows_the_seed_status_figures(parts, capsys):
     GMF(factors=4, epochs=2, batch_size=64, progress=True).fit(train, valid)
     err = capsys.readouterr().err
     assert "epoch 1: train mse" in err and "train mse + reg" in err and "valid rmse" in err
+
+
+def test_prediction_cache_follows_weight_updates():
+    m = small_matrix()
+    proj = SparseRowProjection(m, 4, mode="full").eval()
+    rows = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        first = proj(rows).clone()
+        proj.weight.add_(1.0)  # an optimiser step changes the weights in place
+        second = proj(rows)
+    expected = SparseRowProjection(m, 4, mode="bag").eval()
+    expected.load_state_dict(proj.state_dict())
+    torch.testing.assert_close(second, expected(rows).detach())
+    assert not torch.allclose(first, second)

@@ -124,6 +124,20 @@ class SparseRowProjection(nn.Module):
             values = values * keep / (1.0 - self.dropout)
         return values
 
+    def _all_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """``X @ W`` for every row. Predicting (eval mode, no gradient) reuses it across
+        batches until the weights change, so scoring a large set costs one product."""
+        frozen = not self.training and not torch.is_grad_enabled()
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
+        if frozen and getattr(self, "_cached_key", None) == key:
+            return self._cached
+        x = torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape, check_invariants=False)
+        x_t = torch.sparse_csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], size=self.shape[::-1],
+                                      check_invariants=False)
+        out = _SparseTimesDense.apply(x, x_t, self.weight)
+        self._cached, self._cached_key = (out, key) if frozen else (None, None)
+        return out
+
     def _renormalize(self, out: torch.Tensor, rows: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Rows that lost their masked entry are re-scaled to their count without it."""
         if self.norm == 0:
@@ -136,10 +150,7 @@ class SparseRowProjection(nn.Module):
         values = self._input_values()
         target = self.position(rows, mask_cols) if mask_cols is not None else None
         if self.mode == "full":
-            x = torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape, check_invariants=False)
-            x_t = torch.sparse_csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], size=self.shape[::-1],
-                                          check_invariants=False)
-            out = _SparseTimesDense.apply(x, x_t, self.weight)[rows]
+            out = self._all_rows(values)[rows]
             if target is not None:
                 own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
                 out = self._renormalize(out - own[:, None] * self.weight[mask_cols], rows, target >= 0)
