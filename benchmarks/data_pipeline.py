@@ -2,6 +2,7 @@
 of loading a synthetic ratings file the size of MovieLens 25M.
 
     python benchmarks/data_pipeline.py --ml100k ../shared/datasets/ml-100k [--runs 7] [--skip-25m]
+    python benchmarks/data_pipeline.py --write-25m /tmp/ml-25m-synthetic/ratings.csv  (input for models.py --ml25m)
 
 Prints a table and writes benchmarks/results/data_pipeline.json. Targets: under 1 s for the
 ml-100k pipeline; under 3 GB peak for the 25M load.
@@ -59,6 +60,7 @@ def write_synthetic_25m(path: Path, n=25_000_095, n_users=162_541, n_items=59_04
     keys = np.sort(rng.choice(keys, n, replace=False))
     users, items = keys // n_items + 1, (keys % n_items) * 3 + 1  # MovieLens item ids are sparse
     chunk = 2_500_000
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         handle.write("userId,movieId,rating,timestamp\n")
         for start in range(0, n, chunk):
@@ -96,8 +98,13 @@ def main() -> None:
     parser.add_argument("--ml100k", type=Path, default=os.environ.get("NEUCF_ML100K", "../shared/datasets/ml-100k"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--skip-25m", action="store_true")
+    parser.add_argument("--write-25m", type=Path, help="only write the synthetic ML-25M-sized ratings.csv here, and stop")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "data_pipeline.json")
     args = parser.parse_args()
+    if args.write_25m:
+        write_synthetic_25m(args.write_25m)
+        print(f"wrote {args.write_25m}")
+        return
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "command": "python " + " ".join(sys.argv), "runs": args.runs,
