@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from neucf.datasets import filter_min_ratings, load
 from neucf.runs import fit_and_score, write_json
@@ -118,7 +117,6 @@ print(json.dumps({{"ratings": len(r), "users": r.n_users, "items": r.n_items, "l
 
 def surprise_ratio(ratings) -> dict | None:
     try:
-        import pandas as pd
         from surprise import SVD, Dataset, Reader
     except ImportError:
         return None

@@ -4,7 +4,7 @@ import pytest
 from neucf.datasets import LoaderOptions, Ratings, filter_min_ratings, load, read_ratings_file, sniff
 from neucf.errors import DataError, UsageError
 
-from conftest import synthetic_ratings, write_ratings
+from conftest import synthetic_ratings
 
 
 @pytest.mark.parametrize("sep,header", [(",", True), ("\t", False), ("::", False), (" ", False), (";", True)])

@@ -21,7 +21,7 @@ import typer
 
 from . import splits as splitting
 from .datasets import LoaderOptions, Ratings, filter_min_ratings, load, load_split_dir
-from .errors import DataError, NeucfError, UsageError
+from .errors import NeucfError, UsageError
 
 app = typer.Typer(
     add_completion=False,
