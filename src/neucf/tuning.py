@@ -82,6 +82,7 @@ def tune(train: Ratings, valid: Ratings | None, model: str, trials: int, storage
             def report(row):
                 trial.report(row["valid_rmse"], row["epoch"] - 1)
                 if trial.should_prune():
+                    say(f"trial {trial.number}: pruned after epoch {row['epoch']} (validation RMSE {row['valid_rmse']:.4f})")
                     raise optuna.TrialPruned()
 
             fitted.epoch_callback = report
