@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import splits as splitting
-from .datasets import LoaderOptions, Ratings, filter_min_ratings, load, load_split_dir
+from .datasets import LoaderOptions, Ratings, filter_for_split, load, load_split_dir
 from .errors import NeucfError, UsageError
 
 app = typer.Typer(
@@ -110,18 +110,6 @@ def make_split(ratings: Ratings, split: str, fold: str | None, seed: int) -> spl
     return splitting.split_by_name(split, ratings.users, ratings.items, ratings.timestamps, fold, seed)
 
 
-def apply_filter(ratings: Ratings, split: str, min_item: int | None, min_user: int, say=print) -> Ratings:
-    """The split's filter: ``coverage`` drops items with < 3 ratings by default (as the seed does)."""
-    if min_item is None:
-        min_item = 3 if split == "coverage" else 0
-        if split == "coverage":
-            say("coverage split: dropping items with fewer than 3 ratings (as the seed does; --min-item-ratings to change)")
-    filtered = filter_min_ratings(ratings, min_item=min_item, min_user=min_user)
-    if len(filtered) != len(ratings):
-        say(f"filter kept {len(filtered):,} of {len(ratings):,} ratings ({filtered.n_users:,} users, {filtered.n_items:,} items)")
-    return filtered
-
-
 @data_app.command("describe")
 @data_options
 def data_describe(
@@ -153,7 +141,7 @@ def data_split(
 ):
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
     ratings = source.load()
-    ratings = apply_filter(ratings, split, min_item_ratings, min_user_ratings)
+    ratings = filter_for_split(ratings, split, min_item_ratings, min_user_ratings, say=typer.echo)
     parts = make_split(ratings, split, fold, seed)
     write_split(ratings, parts, out)
     sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")
@@ -162,8 +150,6 @@ def data_split(
 
 def write_split(ratings: Ratings, parts: splitting.Split, out: Path) -> None:
     """Write each non-empty part as ``out/{part}.csv`` with raw ids, atomically."""
-    from .files import atomic_write
-
     out.mkdir(parents=True, exist_ok=True)
     for name in splitting.PARTS:
         index = getattr(parts, name)
@@ -171,8 +157,7 @@ def write_split(ratings: Ratings, parts: splitting.Split, out: Path) -> None:
         if len(index) == 0:
             target.unlink(missing_ok=True)
             continue
-        with atomic_write(target, "w") as handle:
-            ratings.subset(index).to_frame().to_csv(handle, index=False, float_format="%.7g")
+        ratings.subset(index).write_csv(target)
 
 
 ModelOpt = Annotated[str, typer.Option("--model", help="mean, bias, mf, gmf, mlp or neumf.")]
@@ -188,7 +173,7 @@ def load_data_and_split(source: DataFlags, split, fold, seed, min_item_ratings, 
         say(f"split from {split_dir}: " + ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
         return ratings, parts
     ratings = source.load()
-    ratings = apply_filter(ratings, split, min_item_ratings, min_user_ratings, say)
+    ratings = filter_for_split(ratings, split, min_item_ratings, min_user_ratings, say=say)
     return ratings, make_split(ratings, split, fold, seed)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .datasets import Ratings, filter_min_ratings
+from .datasets import Ratings, filter_for_split
 from .errors import UsageError
 from .files import atomic_write
 from .runs import fit_and_score, write_json
@@ -56,8 +56,7 @@ def compare(ratings: Ratings, split: str, models: list[str], folds: list[int] | 
     """Run every model on every fold; ``say`` receives progress lines (model, fold, time left)."""
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     folds = fold_list(split, folds)
-    if split == "coverage":
-        ratings = filter_min_ratings(ratings, min_item=3 if min_item_ratings is None else min_item_ratings)
+    ratings = filter_for_split(ratings, split, min_item_ratings)
     rows, total, done, start = [], len(folds) * len(models), 0, time.perf_counter()
     for fold in folds:
         fold_seed = seed if split in FOLDED else seed + fold - 1

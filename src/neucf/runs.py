@@ -89,8 +89,7 @@ def write_run(out: str | Path, model: Recommender, metrics: dict, config: dict, 
     learning_curve(metrics["history"], out / "learning_curve.png", title=f"{model.name} learning curve",
                    best_epoch=metrics.get("best_epoch") or None)
     if test is not None:
-        with atomic_write(out / "test.csv", "w") as handle:
-            test.to_frame().to_csv(handle, index=False, float_format="%.7g")
+        test.write_csv(out / "test.csv")
     return out
 
 

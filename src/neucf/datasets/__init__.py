@@ -12,14 +12,14 @@ import zipfile
 from pathlib import Path
 
 from ..errors import DataError, UsageError
-from .filters import filter_min_ratings
+from .filters import filter_for_split, filter_min_ratings
 from .movielens import DATASETS, DatasetSpec, data_dir, dataset_spec, fetch, load_movielens
 from .ratings import Ratings
 from .readers import LoaderOptions, read_ratings_file, resolve_duplicates, sniff
 
 __all__ = [
     "DATASETS", "DatasetSpec", "LoaderOptions", "Ratings", "data_dir", "dataset_spec", "fetch",
-    "filter_min_ratings", "load", "load_movielens", "load_split_dir", "read_ratings_file", "resolve_duplicates", "sniff",
+    "filter_for_split", "filter_min_ratings", "load", "load_movielens", "load_split_dir", "read_ratings_file", "resolve_duplicates", "sniff",
 ]
 
 

@@ -34,3 +34,24 @@ def filter_min_ratings(ratings: Ratings, min_item: int = 0, min_user: int = 0, u
     if keep.all():
         return ratings
     return ratings.subset(np.flatnonzero(keep)).compact()
+
+
+def filter_for_split(ratings: Ratings, split: str, min_item: int | None = None, min_user: int = 0, say=None) -> Ratings:
+    """The filter a split gets by default: ``coverage`` drops items with < 3 ratings, as the
+    seed does (it needs three per item); other splits filter nothing unless asked.
+    ``say`` receives a line about what was applied.
+
+    Example:
+        >>> r = Ratings.from_arrays([1, 2, 3, 1], ["a", "a", "a", "b"], [1, 2, 3, 4])
+        >>> len(filter_for_split(r, "coverage")), len(filter_for_split(r, "random"))
+        (3, 4)
+    """
+    say = say or (lambda text: None)
+    if min_item is None:
+        min_item = 3 if split == "coverage" else 0
+        if split == "coverage":
+            say("coverage split: dropping items with fewer than 3 ratings (as the seed does; --min-item-ratings to change)")
+    filtered = filter_min_ratings(ratings, min_item=min_item, min_user=min_user)
+    if len(filtered) != len(ratings):
+        say(f"filter kept {len(filtered):,} of {len(ratings):,} ratings ({filtered.n_users:,} users, {filtered.n_items:,} items)")
+    return filtered

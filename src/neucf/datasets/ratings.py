@@ -137,6 +137,13 @@ class Ratings:
             frame["timestamp"] = self.timestamps
         return frame
 
+    def write_csv(self, path) -> None:
+        """Write ``user,item,rating[,timestamp]`` with raw ids, atomically (temp file + rename)."""
+        from ..files import atomic_write
+
+        with atomic_write(path, "w") as handle:
+            self.to_frame().to_csv(handle, index=False, float_format="%.7g")
+
     def describe(self) -> dict:
         """Summary figures: counts, rating range, distinct values, density."""
         n_users = int(len(np.unique(self.users)))

@@ -85,12 +85,20 @@ class Recommender:
         self.user_ids, self.item_ids = train.user_ids, train.item_ids
         self.item_titles = train.item_titles
         self.scale = train.scale
-        self.train_ = (train.users, train.items, train.ratings)
-        self.known_users = np.bincount(train.users, minlength=train.n_users) > 0
-        self.known_items = np.bincount(train.items, minlength=train.n_items) > 0
-        self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train)
+        self._remember_training(train.users, train.items, train.ratings)
+        self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train, *self._bias_settings())
         self._fit(train, valid)
         return self
+
+    def _remember_training(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
+        """Keep the training ratings and which users and items they cover (the known ones)."""
+        self.train_ = (users, items, values)
+        self.known_users = np.bincount(users, minlength=len(self.user_ids)) > 0
+        self.known_items = np.bincount(items, minlength=len(self.item_ids)) > 0
+
+    def _bias_settings(self) -> tuple:
+        """``(reg_user, reg_item, n_iter)`` of the bias baseline used for fallbacks (Surprise's)."""
+        return 15.0, 10.0, 10
 
     def _fit(self, train: Ratings, valid: Ratings | None) -> None:
         raise NotImplementedError
@@ -227,10 +235,7 @@ class Recommender:
         titles = payload["item_titles"]
         model.item_titles = None if titles is None else np.array(titles, dtype=object)
         model.scale = tuple(payload["scale"])
-        model.train_ = tuple(t.numpy() for t in payload["train"])
-        users, items, _ = model.train_
-        model.known_users = np.bincount(users, minlength=len(model.user_ids)) > 0
-        model.known_items = np.bincount(items, minlength=len(model.item_ids)) > 0
+        model._remember_training(*(t.numpy() for t in payload["train"]))
         mean, bu, bi = payload["baseline"]
         model.mean_, model.user_bias_, model.item_bias_ = float(mean), bu.numpy(), bi.numpy()
         model.history = payload["history"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Recommender, fit_biases
+from .base import Recommender
 from .networks import BiasedMFNet
 from .trained import TorchRecommender
 
@@ -57,9 +57,11 @@ class Biases(Recommender):
     name = "bias"
     config_class = BiasConfig
 
+    def _bias_settings(self):
+        return self.config.reg_user, self.config.reg_item, self.config.n_iter
+
     def _fit(self, train, valid):
-        c = self.config
-        self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train, c.reg_user, c.reg_item, c.n_iter)
+        pass  # the base class fitted the biases with this model's settings
 
     def _predict_index(self, users, items):
         return (self.mean_ + self.user_bias_[users] + self.item_bias_[items]).astype(np.float32)

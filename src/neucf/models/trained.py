@@ -71,10 +71,8 @@ class TorchRecommender(Recommender):
         self.net.to("cpu")
 
     def _predict_index(self, users, items):
-        with torch.no_grad():
-            dtype = next(self.net.parameters()).dtype
-            pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
-        return pred.to(torch.float32).numpy() if dtype != torch.float32 else pred.numpy()
+        pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
+        return pred.to(torch.float32).numpy()
 
     @property
     def held_out_validation(self) -> bool:
