@@ -87,7 +87,7 @@ def test_duplicates_error_names_the_pair_and_the_option(tmp_path, capsys):
 
 def test_console_script_runs(ratings_file):
     result = subprocess.run(
-        [sys.executable, "-m", "neucf.cli", "data", "describe", "--data", str(ratings_file), "--json"],
+        [sys.executable, "-m", "neucf", "data", "describe", "--data", str(ratings_file), "--json"],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -72,13 +72,13 @@ def test_every_model_trains_from_a_split_dir(model, ratings_file, tmp_path, caps
     capsys.readouterr()
     out = tmp_path / model
     args = ["train", "--split-dir", str(split), "--model", model, "--out", str(out)]
-    if model not in ("mean", "bias"):
+    trained_by_gradient = model not in ("mean", "bias")
+    if trained_by_gradient:
         args += ["--epochs", "2", "--batch-size", "64", "--factors", "4"]
     assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert f"{model}: test RMSE" in printed
-    if model not in ("mean", "bias"):
-        assert "holding out a seeded 5% of train" in printed
+    captured = capsys.readouterr()
+    assert f"{model}: test RMSE" in captured.out
+    assert ("holding out a seeded 5% of train" in captured.err) == trained_by_gradient
     assert json.loads((out / "metrics.json").read_text())["test"]["rmse"] > 0
 
 
@@ -94,8 +94,52 @@ def test_config_file_and_bad_flags(ratings_file, tmp_path, capsys):
         (["--lr", "-1"], 2, "learning rate"),
         (["--device", "tpu"], 2, "device"),
         (["--input-dropout", "2"], 2, "input_dropout"),
+        (["--model", "bias", "--factors", "10"], 2, "the bias model does not take factors; it takes reg_user"),
+        (["--model", "mf", "--layers", "3"], 2, "the mf model does not take layers"),
+        (["--model", "gmf", "--layers", "3"], 2, "the gmf model does not take layers"),
     ]
     for extra, code, message in cases:
         assert main(["train", "--data", str(ratings_file), "--split", "random", "--out", str(tmp_path / "x"), *extra]) == code
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_flags_override_the_config_and_the_config_overrides_defaults(ratings_file, tmp_path, capsys):
+    config = tmp_path / "best.json"
+    config.write_text(json.dumps({"model": "gmf", "params": {"factors": 3, "epochs": 1, "batch_size": 64}}))
+    base = ["train", "--data", str(ratings_file), "--split", "random", "--config", str(config)]
+    assert main([*base, "--factors", "5", "--out", str(tmp_path / "a")]) == 0
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["model"] == "gmf" and saved["params"]["factors"] == 5 and saved["params"]["epochs"] == 1
+    # an explicit --model wins over the config's; the config's parameters it does not take are dropped, saying so
+    assert main([*base, "--model", "mf", "--out", str(tmp_path / "b")]) == 0
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["model"] == "mf" and saved["params"]["factors"] == 3 and saved["params"]["epochs"] == 1
+    assert "ignoring" not in capsys.readouterr().err
+    # a flag left unset keeps each model's own default
+    assert main(["train", "--data", str(ratings_file), "--split", "random", "--model", "mf", "--epochs", "1",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["params"]["factors"] == 100
+
+
+def test_a_run_records_versions_checksum_and_run_time_options(run_dir, ratings_file):
+    import hashlib
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert set(config["environment"]) >= {"neucf", "torch", "python"}
+    assert config["source"]["sha256"] == hashlib.sha256(ratings_file.read_bytes()).hexdigest()
+    assert config["runtime"]["device"] == "auto" and "progress" not in config["params"]
+
+
+def test_version_verbosity_and_threads(ratings_file, capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip().startswith("neucf ")
+    args = ["data", "split", "--data", str(ratings_file), "--split", "coverage"]
+    assert main(["-q", *args, "--out", "/tmp/neucf-q"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and "wrote" in quiet.out
+    assert main([*args, "--out", "/tmp/neucf-v"]) == 0
+    assert "dropping items with fewer than 3 ratings" in capsys.readouterr().err
+    assert main(["--threads", "0", "models"]) == 2
+    assert main(["--threads", "1", "models"]) == 0
+    assert "neumf" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from neucf.report import write_report
 
 from conftest import synthetic_ratings, write_ratings
 
-FAST = dict(factors=8, layers=2, epochs=15, batch_size=128)
+FAST = dict(factors=8, epochs=15, batch_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,8 @@ def test_noise_check_separates_signal_from_noise(ratings, tmp_path):
 
 
 def test_compare_is_reproducible_and_writes_everything(ratings, tmp_path):
-    quiet = lambda text: None  # noqa: E731
-    a = compare(ratings, "kfold", ["mean", "bias", "gmf"], folds=[1, 2], seed=3, params=FAST, say=quiet)
-    b = compare(ratings, "kfold", ["mean", "bias", "gmf"], folds=[1, 2], seed=3, params=FAST, say=quiet)
+    a = compare(ratings, "kfold", ["mean", "bias", "gmf"], folds=[1, 2], seed=3, params=FAST)
+    b = compare(ratings, "kfold", ["mean", "bias", "gmf"], folds=[1, 2], seed=3, params=FAST)
     np.testing.assert_array_equal(a.table["rmse_mean"], b.table["rmse_mean"])
     assert list(a.table["model"]) == ["mean", "bias", "gmf"] and (a.table["folds"] == 2).all()
     assert a.table.set_index("model").loc["gmf", "rmse_mean"] < a.table.set_index("model").loc["mean", "rmse_mean"]

@@ -5,13 +5,20 @@ import torch
 
 from neucf.datasets import Ratings
 from neucf.errors import DataError, TrainingError, UsageError
-from neucf.models import GMF, MLP, MODELS, Biases, GlobalMean, MatrixFactorization, NetworkConfig, NeuMF, Recommender, neumf
+from neucf.models import (
+    GMF, MLP, Biases, GlobalMean, MatrixFactorization, MLPConfig, NeuMF, RatingVectorNet, Recommender, model_class,
+    model_names,
+)
 from neucf.models.layers import SparseRowProjection
 from neucf.splits import random_split
 
 from conftest import synthetic_ratings
 
-FAST = dict(epochs=3, batch_size=64, progress=False)
+FAST = dict(epochs=3, batch_size=64)
+
+
+def neumf(matrix, scale, config):
+    return RatingVectorNet(matrix, scale, config, gmf_factors=config.factors, mlp_factors=config.factors)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +67,15 @@ def test_masking_in_the_network_hides_the_rating_itself():
         changed = m.copy()
         changed[u, i] = value
         torch.manual_seed(0)
-        net = neumf(changed, (1, 5), NetworkConfig(factors=4, layers=2, input_dropout=0.0, mask_target=True)).eval()
+        net = neumf(changed, (1, 5), MLPConfig(factors=4, layers=2, input_dropout=0.0, mask_target=True)).eval()
         outputs.append(net(torch.tensor([u]), torch.tensor([i])).item())
     assert outputs[0] == pytest.approx(outputs[1], abs=1e-6), "the prediction of r_ui must not depend on r_ui"
     torch.manual_seed(0)
-    leaky = neumf(m, (1, 5), NetworkConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
+    leaky = neumf(m, (1, 5), MLPConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
     changed = m.copy()
     changed[u, i] = 5.0 if m[u, i] != 5.0 else 1.0
     torch.manual_seed(0)
-    leaky2 = neumf(changed, (1, 5), NetworkConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
+    leaky2 = neumf(changed, (1, 5), MLPConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
     assert leaky(torch.tensor([u]), torch.tensor([i])).item() != pytest.approx(leaky2(torch.tensor([u]), torch.tensor([i])).item(), abs=1e-6)
 
 
@@ -89,11 +96,12 @@ def test_full_and_bag_projections_agree():
 @pytest.mark.parametrize("factory", [GMF, MLP, NeuMF])
 def test_gradients_reach_every_layer(factory, parts):
     train, _, _ = parts
-    model = factory(factors=4, layers=2, input_dropout=0.0, **FAST)
+    tower = {"layers": 2} if "layers" in factory.parameters() else {}
+    model = factory(factors=4, input_dropout=0.0, **tower, **FAST)
     net = model._build(train)
     net.train()
     users, items = torch.from_numpy(train.users[:32]).long(), torch.from_numpy(train.items[:32]).long()
-    loss = ((net(users, items) - torch.from_numpy(train.ratings[:32])) ** 2).mean() + 1e-3 * net.penalty()
+    loss = ((net(users, items) - torch.from_numpy(train.ratings[:32])) ** 2).mean() + 1e-3 * net.penalty(users, items)
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
@@ -104,16 +112,17 @@ def test_neumf_overfits_200_ratings(parts):
     train, _, _ = parts
     tiny = train.subset(np.arange(200))
     model = NeuMF(factors=32, layers=2, input_dropout=0.0, mask_target=False, l2=0.0, lr=5e-3, epochs=300,
-                  batch_size=50, patience=0, progress=False, seed=0)
+                  batch_size=50, patience=0, seed=0)
     model.fit(tiny, tiny)
     assert model.evaluate(tiny)["rmse"] < 0.1
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", model_names())
 def test_every_model_fits_predicts_and_round_trips(name, parts, tmp_path):
     train, valid, test = parts
-    params = {} if name in ("mean", "bias") else dict(FAST, **({"factors": 4} if name != "mf" else {"factors": 8}))
-    model = MODELS[name](**params).fit(train, valid)
+    cls = model_class(name)
+    small = dict(FAST, factors=4)
+    model = cls(**{k: v for k, v in small.items() if k in cls.parameters()}).fit(train, valid)
     scores = model.evaluate(test)
     assert 0 < scores["rmse"] < 2 and scores["n"] == len(test)
     raw_u, raw_i = test.user_ids[test.users], test.item_ids[test.items]
@@ -167,8 +176,12 @@ def test_unknown_ids_error_or_fall_back(parts):
 
 def test_bad_arguments_are_clear(parts, tmp_path):
     train, valid, _ = parts
-    with pytest.raises(UsageError, match="unknown parameter 'factor'"):
+    with pytest.raises(UsageError, match="the neumf model does not take factor; it takes factors, "):
         NeuMF(factor=3)
+    with pytest.raises(UsageError, match="the gmf model does not take layers"):
+        GMF(layers=3)
+    with pytest.raises(UsageError, match="the mean model does not take factors; it takes no parameters"):
+        GlobalMean(factors=3)
     with pytest.raises(UsageError, match="learning rate"):
         NeuMF(lr=-1)
     with pytest.raises(UsageError, match="input_dropout"):
@@ -180,7 +193,7 @@ def test_bad_arguments_are_clear(parts, tmp_path):
     with pytest.raises(UsageError, match="no CUDA"):
         if torch.cuda.is_available():
             raise UsageError("no CUDA (skipped: this machine has one)")
-        GMF(device="cuda", **FAST).fit(train, valid)
+        GMF(**FAST).fit(train, valid, device="cuda")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     with pytest.raises(DataError, match="not a neucf model file"):
@@ -188,6 +201,11 @@ def test_bad_arguments_are_clear(parts, tmp_path):
     GlobalMean().fit(train).save(tmp_path / "mean.pt")
     with pytest.raises(DataError, match="holds a 'mean' model"):
         NeuMF.load(tmp_path / "mean.pt")
+    # siblings are not subclasses of each other: a GMF file is not a NeuMF
+    GMF(factors=2, **FAST).fit(train, valid).save(tmp_path / "gmf.pt")
+    with pytest.raises(DataError, match="holds a 'gmf' model, not a neumf"):
+        NeuMF.load(tmp_path / "gmf.pt")
+    assert type(GMF.load(tmp_path / "gmf.pt")) is GMF
 
 
 def test_nan_loss_stops_with_a_clear_message(parts):
@@ -201,14 +219,45 @@ def test_training_without_validation_holds_out_part_of_train(parts):
     model = GMF(factors=4, **FAST).fit(train)
     assert model.held_out_validation
     assert len(model.inputs_[0]) < len(train)
-    assert np.isfinite(model.history["best_valid_rmse"])
+    assert np.isfinite(model.history.best_valid_rmse)
 
 
-def test_progress_bar_shows_the_seed_status_figures(parts, capsys):
+def test_progress_logs_the_seed_status_figures(parts, caplog):
     train, valid, _ = parts
-    GMF(factors=4, epochs=2, batch_size=64, progress=True).fit(train, valid)
-    err = capsys.readouterr().err
-    assert "epoch 1: train mse" in err and "train mse + reg" in err and "valid rmse" in err
+    with caplog.at_level("INFO", logger="neucf"):
+        GMF(factors=4, epochs=2, batch_size=64).fit(train, valid, progress=True)
+    assert "epoch 1: train mse" in caplog.text and "train mse + reg" in caplog.text and "valid rmse" in caplog.text
+
+
+def test_run_time_options_are_not_saved(parts, tmp_path):
+    train, valid, _ = parts
+    seen = []
+    model = GMF(factors=2, **FAST).fit(train, valid, progress=False, device="cpu", callbacks=[seen.append])
+    assert [s.epoch for s in seen] == [e.epoch for e in model.history.epochs]
+    params = model.get_params()
+    assert "progress" not in params and "device" not in params and params["epochs"] == 3
+    loaded = GMF.load(model.save(tmp_path / "m.pt"))
+    assert loaded.get_params() == params and loaded.seed == model.seed
+
+
+def test_an_older_model_file_says_to_retrain(parts, tmp_path):
+    train, _, _ = parts
+    path = GlobalMean().fit(train).save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 1
+    del payload["neucf_version"]
+    torch.save(payload, path)
+    with pytest.raises(DataError, match=r"written by neucf 0\.1\.0 \(model format 1\).*retrain"):
+        Recommender.load(path)
+
+
+def test_fitting_leaves_the_callers_random_state_alone(parts):
+    train, valid, _ = parts
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    GMF(factors=2, **FAST).fit(train, valid)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_prediction_cache_follows_weight_updates():

@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +17,11 @@ import pandas as pd
 from .datasets import Ratings, filter_for_split
 from .errors import UsageError
 from .files import atomic_write
+from .models import model_class
 from .runs import fit_and_score, write_json
-from .splits import FOLDED, split_by_name
+from .splits import Splitter, get_splitter
 
-BASELINES = ("mean", "bias")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,42 +36,59 @@ class Comparison:
         """The summary as a Markdown table."""
         lines = ["| model | folds | RMSE | MAE | train s |", "|---|---:|---:|---:|---:|"]
         for row in self.table.itertuples(index=False):
-            lines.append(f"| {row.model} | {row.folds} | {row.rmse_mean:.4f} ± {row.rmse_std:.4f} | "
-                         f"{row.mae_mean:.4f} ± {row.mae_std:.4f} | {row.train_seconds:.1f} |")
+            lines.append(
+                f"| {row.model} | {row.folds} | {row.rmse_mean:.4f} ± {row.rmse_std:.4f} | "
+                f"{row.mae_mean:.4f} ± {row.mae_std:.4f} | {row.train_seconds:.1f} |"
+            )
         return "\n".join(lines) + "\n"
 
 
-def fold_list(split: str, folds: list[int] | None) -> list[int]:
-    """The folds to run: all of a folded split (k-fold, MovieLens u1..u5) unless picked;
-    seeded splits run 5 repetitions (fold i uses seed + i - 1)."""
-    available = FOLDED.get(split, 5)
-    chosen = folds or list(range(1, available + 1))
-    bad = [f for f in chosen if not 1 <= f <= available]
-    if bad:
-        raise UsageError(f"--folds {bad[0]} is out of range: {split} has folds 1..{available}")
-    return chosen
+def shared_params(models: list[str], params: dict | None) -> dict[str, dict]:
+    """Give each model the shared ``params`` it takes; a parameter no model takes is an error.
+
+    Example:
+        >>> shared_params(["bias", "mf"], {"epochs": 3})
+        {'bias': {}, 'mf': {'epochs': 3}}
+    """
+    params = params or {}
+    accepted = {name: model_class(name).parameters() for name in models}
+    unused = [k for k in params if not any(k in names for names in accepted.values())]
+    if unused:
+        raise UsageError(f"no model among {', '.join(models)} takes {', '.join(unused)}")
+    return {name: {k: v for k, v in params.items() if k in names} for name, names in accepted.items()}
 
 
-def compare(ratings: Ratings, split: str, models: list[str], folds: list[int] | None = None, seed: int = 0,
-            min_item_ratings: int | None = None, params: dict | None = None, say=None) -> Comparison:
-    """Run every model on every fold; ``say`` receives progress lines (model, fold, time left)."""
-    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
-    folds = fold_list(split, folds)
-    ratings = filter_for_split(ratings, split, min_item_ratings)
+def compare(
+    ratings: Ratings,
+    split: str | Splitter,
+    models: list[str],
+    folds: list | None = None,
+    seed: int = 0,
+    min_item_ratings: int | None = None,
+    params: dict | None = None,
+) -> Comparison:
+    """Run every model on every fold of ``split`` (progress with the time left is logged).
+
+    ``params`` are shared parameters: each model gets those it takes (e.g. ``epochs`` goes to
+    the models trained by gradient, not to the closed-form baselines).
+    """
+    splitter = get_splitter(split) if isinstance(split, str) else split
+    folds = splitter.fold_list(folds)
+    per_model = shared_params(models, params)
+    ratings = filter_for_split(ratings, splitter, min_item_ratings)
     rows, total, done, start = [], len(folds) * len(models), 0, time.perf_counter()
     for fold in folds:
-        fold_seed = seed if split in FOLDED else seed + fold - 1
-        parts = split_by_name(split, ratings.users, ratings.items, ratings.timestamps,
-                              fold=fold if split in FOLDED else None, seed=fold_seed)
+        parts = splitter.split(ratings, fold=fold, seed=seed)
         train, valid, test = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
         for model in models:
             elapsed = time.perf_counter() - start
             eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
-            say(f"[{done + 1}/{total}] {model} on {split} fold {fold}{eta}")
-            extra = {} if model in BASELINES else dict({"seed": seed, "progress": False}, **(params or {}))
-            _, m = fit_and_score(model, train, valid, test, **extra)
-            rows.append({"model": model, "fold": fold, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"],
-                         "epochs": m["epochs"], "train_seconds": m["train_seconds"]})
+            log.info("[%d/%d] %s on %s fold %s%s", done + 1, total, model, splitter.name, fold, eta)
+            _, m = fit_and_score(model, train, valid, test, seed=seed, **per_model[model])
+            rows.append({
+                "model": model, "fold": fold, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"],
+                "epochs": m["epochs"], "train_seconds": m["train_seconds"],
+            })  # fmt: skip
             done += 1
     runs = pd.DataFrame(rows)
     grouped = runs.groupby("model", sort=False)
@@ -82,8 +100,8 @@ def compare(ratings: Ratings, split: str, models: list[str], folds: list[int] | 
         "mae_mean": grouped["mae"].mean().to_numpy(),
         "mae_std": grouped["mae"].std(ddof=1).fillna(0).to_numpy(),
         "train_seconds": grouped["train_seconds"].mean().to_numpy(),
-    })
-    return Comparison(runs=runs, table=table, split=split)
+    })  # fmt: skip
+    return Comparison(runs=runs, table=table, split=splitter.name)
 
 
 def write_comparison(result: Comparison, out: str | Path) -> list[Path]:

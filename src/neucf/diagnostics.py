@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import Ratings, filter_min_ratings
-from .errors import DataError
+from .errors import DataError, UsageError
 from .metrics import rmse
 from .plots import learning_curve
-from .runs import make_model
+from .models import model_class
 from .splits import random_split
-
-NO_REGULARISATION = dict(l2=0.0, input_dropout=0.0, dropout=0.0, patience=0)
 
 
 @dataclass
@@ -68,17 +66,16 @@ def overfit(ratings: Ratings, model: str = "neumf", fraction: float = 0.003, see
     The target is not masked here: the check is whether the network can fit, and the seed
     ran it on the unmasked model.
     """
+    cls = model_class(model)
+    if cls.fitted_by != "gradient":
+        raise UsageError(f"the {model} model is fitted in closed form: it has no training to overfit; pick one trained by gradient")
     sample = sample_users_and_items(ratings, fraction, seed)
-    settings = dict(NO_REGULARISATION, mask_target=False, epochs=epochs, batch_size=64, lr=5e-3, seed=seed,
-                    progress=False)
-    settings.update(params)
-    if model in ("mean", "bias"):
-        raise DataError(f"the {model} baseline has nothing to overfit; pick mf, gmf, mlp or neumf")
-    fitted = make_model(model, **settings)
+    settings = {**cls.unregularised(), "epochs": epochs, "batch_size": 64, "lr": 5e-3, **params}
+    fitted = cls(seed=seed, **settings)
     fitted.fit(sample, sample)
     train_rmse = fitted.evaluate(sample)["rmse"]
     passed = train_rmse < threshold
-    history = fitted.history["epochs"]
+    history = fitted.history.rows()
     line = (f"{'PASS' if passed else 'FAIL'} overfit: {model} train RMSE {train_rmse:.4f} "
             f"{'<' if passed else '>='} {threshold} after {len(history)} epochs on {len(sample):,} ratings "
             f"({len(np.unique(sample.users))} users, {len(np.unique(sample.items))} items)")
@@ -112,12 +109,12 @@ def noise(ratings: Ratings, model: str = "neumf", seed: int = 0, margin: float =
     results, curves = {}, {}
     for name, data in (("real", ratings), ("noise", noise_like(ratings, seed))):
         train, valid = data.subset(split.train), data.subset(split.valid)
-        fitted = make_model(model, **dict(dict(seed=seed, progress=False), **params)) if model not in ("mean", "bias") else make_model(model)
+        fitted = model_class(model)(seed=seed, **params)
         fitted.fit(train, valid)
         best = fitted.evaluate(valid)["rmse"]
         mean_error = rmse(valid.ratings, np.full(len(valid), train.ratings.astype(np.float64).mean()))
         results[name] = {"valid_rmse": best, "mean_rmse": mean_error}
-        curves[name] = (fitted.history or {}).get("epochs", [])
+        curves[name] = fitted.history.rows() if fitted.history is not None else []
     real, fake = results["real"], results["noise"]
     beats = real["valid_rmse"] <= fake["valid_rmse"] - margin
     learns_nothing = fake["valid_rmse"] >= fake["mean_rmse"] * (1 - tolerance)

@@ -1,7 +1,13 @@
-"""Figures (matplotlib, rendered off-screen): learning curves.
+"""Figures: learning curves and comparison bars, drawn with matplotlib's object API.
+
+Figures are made with :class:`matplotlib.figure.Figure` directly, never through pyplot, so
+drawing one neither switches the caller's backend nor touches pyplot's global figure list.
 
 Example:
-    >>> learning_curve([{"epoch": 1, "train_mse": 1.0, "valid_rmse": 1.1}], "curve.png")  # doctest: +SKIP
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "curve.png"
+    >>> learning_curve([{"epoch": 1, "train_mse": 1.0, "valid_rmse": 1.1}], path).suffix
+    '.png'
 """
 
 from __future__ import annotations
@@ -9,33 +15,35 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .files import atomic_write  # noqa: E402
+from .files import atomic_write
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Write a figure as PNG atomically and close it."""
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write a figure as PNG atomically."""
     path = Path(path)
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
-def learning_curve(history: list[dict], path: str | Path, title: str = "learning curve", best_epoch: int | None = None,
-                   series: dict[str, list[dict]] | None = None) -> Path:
+def learning_curve(
+    history: list[dict],
+    path: str | Path,
+    title: str = "learning curve",
+    best_epoch: int | None = None,
+    series: dict[str, list[dict]] | None = None,
+) -> Path:
     """Train and validation RMSE per epoch (one line pair per entry of ``series`` if given)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     for label, rows in (series or {"": history}).items():
         epochs = [r["epoch"] for r in rows]
         prefix = f"{label} " if label else ""
         ax.plot(epochs, [math.sqrt(r["train_mse"]) for r in rows], "--", label=f"{prefix}train RMSE")
         valid = [r["valid_rmse"] for r in rows]
-        if any(v == v for v in valid):
+        if any(v is not None and v == v for v in valid):
             ax.plot(epochs, valid, "-", label=f"{prefix}validation RMSE")
     if best_epoch:
         ax.axvline(best_epoch, color="grey", lw=0.8, ls=":", label=f"best epoch ({best_epoch})")
@@ -52,7 +60,8 @@ def learning_curve(history: list[dict], path: str | Path, title: str = "learning
 
 def bar_chart(table, path: str | Path, title: str = "test RMSE") -> Path:
     """Bars of mean RMSE per model with standard-deviation error bars (from a comparison table)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     x = range(len(table))
     ax.bar(x, table["rmse_mean"], yerr=table["rmse_std"], capsize=4, color="#4c72b0")
     ax.set_xticks(list(x), list(table["model"]))

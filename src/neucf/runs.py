@@ -13,44 +13,55 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from . import __version__
 from .datasets import LoaderOptions, Ratings, read_ratings_file
-from .errors import DataError, UsageError
+from .errors import DataError
 from .files import atomic_write
-from .models import MODELS, Recommender
+from .models import Recommender, make_model
 from .plots import learning_curve
 
 
-def make_model(name: str, **params) -> Recommender:
-    """A model by its CLI name (``mean``, ``bias``, ``mf``, ``gmf``, ``mlp``, ``neumf``)."""
-    if name not in MODELS:
-        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](**params)
+def fit_and_score(
+    model: str | Recommender,
+    train: Ratings,
+    valid: Ratings | None,
+    test: Ratings,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    callbacks=(),
+    **params,
+) -> tuple[Recommender, dict]:
+    """Fit on ``train`` (``valid`` for early stopping), then score ``test``; returns (model, metrics).
 
-
-def fit_and_score(model: str | Recommender, train: Ratings, valid: Ratings | None, test: Ratings,
-                  **params) -> tuple[Recommender, dict]:
-    """Fit on ``train`` (``valid`` for early stopping), then score ``test``; returns (model, metrics)."""
+    ``model`` is a model or a registered name (then ``params`` are its parameters).
+    """
     if isinstance(model, str):
         model = make_model(model, **params)
     valid = valid if valid is not None and len(valid) else None
     start = time.perf_counter()
-    model.fit(train, valid)
+    model.fit(train, valid, device=device, progress=progress, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    history = model.history or {}
-    epochs = history.get("epochs", [])
+    history = model.history
+    epochs = history.rows() if history is not None else []
+    if history is not None:
+        valid_rmse = history.best_valid_rmse
+    else:
+        valid_rmse = model.evaluate(valid)["rmse"] if valid is not None else float("nan")
     metrics = {
         "model": model.name,
         "test": model.evaluate(test),
-        "valid": {"rmse": history.get("best_valid_rmse", float("nan")) if epochs else
-                  (model.evaluate(valid)["rmse"] if valid is not None else float("nan"))},
+        "valid": {"rmse": valid_rmse},
         "train": model.evaluate(train),
         "epochs": len(epochs),
-        "best_epoch": history.get("best_epoch", 0),
+        "best_epoch": history.best_epoch if history is not None else 0,
         "held_out_validation": bool(getattr(model, "held_out_validation", False)),
         "train_seconds": seconds,
         "seconds_per_epoch": float(np.median([e["seconds"] for e in epochs])) if epochs else None,
@@ -58,6 +69,17 @@ def fit_and_score(model: str | Recommender, train: Ratings, valid: Ratings | Non
         "sizes": {"train": len(train), "valid": 0 if valid is None else len(valid), "test": len(test)},
     }
     return model, metrics
+
+
+def environment() -> dict:
+    """The versions a run was made with (recorded in every run folder).
+
+    Example:
+        >>> sorted(environment())
+        ['neucf', 'numpy', 'python', 'torch']
+    """
+    return {"neucf": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
 
 
 def _jsonable(value):

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,34 +248,90 @@ def _swap_in(part, users, items, target, missing_users, user_in, rng) -> None:
     )
 
 
-SPLITS = ("coverage", "random", "kfold", "movielens", "temporal")
-#: splits whose folds are fixed partitions; the others are repeated with seeds seed, seed+1, ...
-FOLDED = {"kfold": 5, "movielens": 5}
+def _kfold(users, items, timestamps, fold, seed):
+    return kfold_split(len(users), k=5, seed=seed)[int(fold) - 1]
 
 
-def split_by_name(name: str, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None = None,
-                  fold: int | str | None = None, seed: int = 0, k: int = 5) -> Split:
-    """Dispatch on a split's name, as the command line does; ``fold`` picks a k-fold or
-    MovieLens fold (default 1).
+@dataclass(frozen=True)
+class Splitter:
+    """One way of dividing ratings, as ``train``, ``compare``, ``tune`` and the benchmarks use it:
+    a number of folds, and fold ``k`` of a ratings table under a seed.
+
+    Attributes:
+        name: the ``--split`` name.
+        divide: ``(users, items, timestamps, fold, seed) -> Split``, one of the pure functions above.
+        folds: how many folds a comparison runs by default.
+        fixed: True when fold ``k`` is one part of a fixed partition (k-fold, MovieLens
+            u1..u5) and ``folds`` is its number of parts; False when the split is drawn at
+            random, and fold ``k`` is the same split under ``seed + k - 1`` (any k >= 1).
+        named_folds: extra fold names besides 1..folds (MovieLens' ``a`` and ``b``).
+        min_item_ratings: the item filter this split needs unless told otherwise (coverage: 3).
 
     Example:
-        >>> split_by_name("random", np.zeros(10, int), np.arange(10)).sizes()
+        >>> from neucf.datasets import Ratings
+        >>> r = Ratings.from_arrays(np.arange(10), np.zeros(10, int), np.ones(10))
+        >>> SPLITTERS["random"].split(r, fold=1, seed=0).sizes()
         {'train': 8, 'valid': 1, 'test': 1}
     """
-    if name == "coverage":
-        return coverage_split(users, items, seed=seed)
-    if name == "random":
-        return random_split(len(users), seed=seed)
-    if name == "kfold":
+
+    name: str
+    divide: Callable
+    folds: int = 5
+    fixed: bool = False
+    named_folds: tuple[str, ...] = ()
+    min_item_ratings: int = 0
+
+    def check_fold(self, fold: int | str | None) -> int | str:
+        """The fold as the split takes it (default 1); a :class:`UsageError` names the choices."""
+        if fold is None:
+            return 1
+        text = str(fold).strip().lower()
+        if text in self.named_folds:
+            return text
         try:
-            f = int(fold or 1)
+            number = int(text.removeprefix("u") if self.named_folds else text)
         except ValueError:
-            raise UsageError(f"--fold {fold!r} must be a number from 1 to {k}") from None
-        if not 1 <= f <= k:
-            raise UsageError(f"--fold {f} must be from 1 to {k}")
-        return kfold_split(len(users), k=k, seed=seed)[f - 1]
-    if name == "movielens":
-        return movielens_split(users, fold or 1)
-    if name == "temporal":
-        return temporal_split(users, timestamps, seed=seed)
-    raise UsageError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+            number = 0
+        if number >= 1 and (not self.fixed or number <= self.folds):
+            return number
+        choices = f"1..{self.folds}" if self.fixed else "a number >= 1 (fold k uses seed + k - 1)"
+        if self.named_folds:
+            choices += ", " + ", ".join(self.named_folds)
+        raise UsageError(f"--fold {fold!r} is not a fold of the {self.name} split; choose {choices}")
+
+    def split(self, ratings, fold: int | str | None = None, seed: int = 0) -> Split:
+        """Fold ``fold`` (default 1) of ``ratings`` under ``seed``."""
+        fold = self.check_fold(fold)
+        if not self.fixed:
+            seed = seed + int(fold) - 1
+        return self.divide(ratings.users, ratings.items, ratings.timestamps, fold, seed)
+
+    def fold_list(self, folds: list | None = None) -> list:
+        """The folds a comparison runs: ``folds`` when given (each checked), else 1..``self.folds``."""
+        return [self.check_fold(f) for f in folds] if folds else list(range(1, self.folds + 1))
+
+
+#: every split by its ``--split`` name; a new split is one entry here
+SPLITTERS: dict[str, Splitter] = {
+    s.name: s
+    for s in (
+        Splitter("coverage", lambda u, i, t, fold, seed: coverage_split(u, i, seed=seed), min_item_ratings=3),
+        Splitter("random", lambda u, i, t, fold, seed: random_split(len(u), seed=seed)),
+        Splitter("kfold", _kfold, fixed=True),
+        Splitter("movielens", lambda u, i, t, fold, seed: movielens_split(u, fold), fixed=True, named_folds=("a", "b")),
+        Splitter("temporal", lambda u, i, t, fold, seed: temporal_split(u, t, seed=seed)),
+    )
+}
+
+
+def get_splitter(name: str) -> Splitter:
+    """The split registered as ``name``; a :class:`UsageError` lists the choices.
+
+    Example:
+        >>> get_splitter("movielens").fixed
+        True
+    """
+    try:
+        return SPLITTERS[name]
+    except KeyError:
+        raise UsageError(f"unknown split {name!r}; choose one of {', '.join(SPLITTERS)}") from None

@@ -1,17 +1,24 @@
 """How models learn: mini-batch Adam on MSE + L2, validation every epoch, early stopping.
 
+:class:`TrainConfig` holds what shapes the learnt model (saved with it); :class:`FitOptions`
+holds how a fit runs (device, progress bar, callbacks), which never changes the numbers
+beyond the device's arithmetic and is not saved.
+
 Example:
     >>> cfg = TrainConfig(epochs=5, batch_size=128, seed=1)
     >>> (cfg.lr, cfg.patience)
-    (0.001, 3)
+    (0.003, 3)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
-import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -19,10 +26,16 @@ from torch import nn
 
 from .errors import TrainingError, UsageError
 
+log = logging.getLogger(__name__)
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by every trained model.
+    """Optimisation settings shared by every model trained by gradient.
 
     Attributes:
         epochs: most passes over the training ratings.
@@ -32,27 +45,23 @@ class TrainConfig:
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
         seed: seeds weight initialisation, shuffling and dropout.
-        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
         dtype: ``float32`` (default) or ``float64``.
-        progress: show a progress bar (train MSE, train MSE + reg, validation RMSE).
         valid_fraction: share of train held out for early stopping when no validation part is
             given (seeded).
 
     Example:
-        >>> TrainConfig(device="cpu").torch_device().type
-        'cpu'
+        >>> TrainConfig().torch_dtype()
+        torch.float32
     """
 
-    epochs: int = 60
-    batch_size: int = 2048
-    lr: float = 3e-3
-    l2: float = 1e-5
-    patience: int = 3
+    epochs: int = field(default=60, metadata=_help("Most epochs."))
+    batch_size: int = field(default=2048, metadata=_help("Ratings per step."))
+    lr: float = field(default=3e-3, metadata=_help("Adam learning rate."))
+    l2: float = field(default=1e-5, metadata=_help("L2 weight."))
+    patience: int = field(default=3, metadata=_help("Early-stopping patience in epochs (0: off)."))
     seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
-    progress: bool = False
-    valid_fraction: float = 0.05
+    dtype: str = field(default="float32", metadata=_help("float32 or float64."))
+    valid_fraction: float = field(default=0.05, metadata=_help("Share of train held out when a split has no validation part."))
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -63,26 +72,74 @@ class TrainConfig:
             raise UsageError(f"learning rate must be a positive number, got {self.lr}")
         if not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise UsageError(f"l2 must be >= 0, got {self.l2}")
+        if self.patience < 0:
+            raise UsageError(f"patience must be >= 0, got {self.patience}")
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not 0 < self.valid_fraction < 1:
             raise UsageError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
 
-    def torch_device(self) -> torch.device:
-        """The device to train on; ``auto`` picks CUDA when available."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise UsageError(f"unknown device {self.device!r}; use auto, cpu or cuda") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
-        return device
-
     def torch_dtype(self) -> torch.dtype:
         """``torch.float32`` or ``torch.float64``."""
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The device named by ``device``; ``auto`` picks CUDA when available.
+
+    Example:
+        >>> resolve_device("cpu").type
+        'cpu'
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return resolved
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a fit runs, apart from what it learns: not saved with the model.
+
+    Attributes:
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
+        progress: show a progress bar (train MSE, train MSE + reg, validation RMSE) and log
+            one line per epoch.
+        callbacks: called with each epoch's :class:`EpochStats` (Optuna's pruning raises from there).
+
+    Example:
+        >>> FitOptions().device
+        'auto'
+    """
+
+    device: str = "auto"
+    progress: bool = False
+    callbacks: tuple[Callable, ...] = ()
+
+
+@dataclass
+class EpochStats:
+    """One epoch's figures.
+
+    Example:
+        >>> EpochStats(1, 1.0, 1.1, 0.9, 0.5).epoch
+        1
+    """
+
+    epoch: int
+    train_mse: float
+    train_loss: float
+    valid_rmse: float
+    seconds: float
 
 
 @dataclass
@@ -90,47 +147,87 @@ class History:
     """Per-epoch figures of a training run and where it stopped.
 
     Example:
-        >>> History().best_epoch
-        0
+        >>> h = History(epochs=[EpochStats(1, 1.0, 1.1, 0.9, 0.5)], best_epoch=1)
+        >>> History.from_dict(h.to_dict()) == h
+        True
     """
 
-    epochs: list[dict] = field(default_factory=list)
+    epochs: list[EpochStats] = field(default_factory=list)
     best_epoch: int = 0
     best_valid_rmse: float = float("nan")
     seconds: float = 0.0
     stopped_early: bool = False
 
+    def to_dict(self) -> dict:
+        """Plain values (for JSON and model files)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**{**data, "epochs": [EpochStats(**e) for e in data["epochs"]]})
+
+    def rows(self) -> list[dict]:
+        """The epochs as dicts (for tables and plots)."""
+        return [dataclasses.asdict(e) for e in self.epochs]
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators for ``device`` (and the CPU) and give the caller's state back after.
+
+    Weight initialisation and dropout draw from torch's default generators; forking them
+    keeps a fit deterministic under ``seed`` without changing the caller's random state.
+
+    Example:
+        >>> before = torch.rand(1); _ = torch.manual_seed(0); a = torch.rand(1)
+        >>> with seeded(3, torch.device("cpu")): _ = torch.rand(1)
+        >>> _ = torch.manual_seed(0); bool(torch.rand(1) == a)
+        True
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
 
 class Trainer:
     """Fits a network that maps (user index, item index) batches to predicted ratings.
 
-    The network must provide ``forward(users, items)`` and ``penalty()`` (the L2 sum of
-    squares it wants regularised). ``callback(epoch_row)``, if given, is called after every
-    epoch with that epoch's figures (Optuna's pruning raises from there).
+    The network must provide ``forward(users, items)`` and ``penalty(users, items)`` (the L2
+    sum of squares it wants regularised for that batch).
 
     Example:
-        >>> trainer = Trainer(TrainConfig(epochs=1))  # doctest: +SKIP
-        >>> history = trainer.fit(net, (u, i, r), valid=(vu, vi, vr))  # doctest: +SKIP
+        >>> from neucf.models import BiasedMFNet
+        >>> net = BiasedMFNet(3, 2, factors=2, mean=3.0)
+        >>> u, i, r = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), torch.tensor([3.0, 4.0, 5.0])
+        >>> Trainer(TrainConfig(epochs=2, batch_size=2)).fit(net, (u, i, r), (u, i, r)).best_epoch > 0
+        True
     """
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, options: FitOptions = FitOptions()):
         self.config = config
+        self.options = options
 
-    def fit(self, net: nn.Module, train, valid=None, callback=None) -> History:
+    def fit(self, net: nn.Module, train, valid=None) -> History:
         """Train ``net`` on ``train = (users, items, ratings)`` index arrays; ``valid`` (same
         form) drives early stopping. The best weights are restored; returns the history."""
         # Multi-threaded scatter-adds (the backward of gathering a batch's rows) sum in a
         # varying order; deterministic kernels make the same seed give the same numbers.
         previous = torch.are_deterministic_algorithms_enabled()
+        previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
-            return self._fit(net, train, valid, callback)
+            return self._fit(net, train, valid)
         finally:
-            torch.use_deterministic_algorithms(previous)
+            torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
-    def _fit(self, net: nn.Module, train, valid, callback) -> History:
-        cfg = self.config
-        device, dtype = cfg.torch_device(), cfg.torch_dtype()
+    def _fit(self, net: nn.Module, train, valid) -> History:
+        cfg, options = self.config, self.options
+        device, dtype = resolve_device(options.device), cfg.torch_dtype()
         net.to(device=device, dtype=dtype)
         users, items, ratings = (torch.as_tensor(a).to(device) for a in train)
         users, items, ratings = users.long(), items.long(), ratings.to(dtype)
@@ -147,7 +244,7 @@ class Trainer:
         n = len(ratings)
         n_batches = max(1, math.ceil(n / cfg.batch_size))
         start = time.perf_counter()
-        bar = _progress(cfg, n_batches)
+        bar = _progress(options, n_batches)
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             t0 = time.perf_counter()
@@ -159,9 +256,10 @@ class Trainer:
                 bar.set_description(f"epoch {epoch}/{cfg.epochs}")
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                pred = net(users[idx], items[idx])
+                bu, bi = users[idx], items[idx]
+                pred = net(bu, bi)
                 mse = torch.mean((pred - ratings[idx]) ** 2)
-                loss = mse + cfg.l2 * net.penalty() if cfg.l2 > 0 else mse
+                loss = mse + cfg.l2 * net.penalty(bu, bi) if cfg.l2 > 0 else mse
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -170,7 +268,7 @@ class Trainer:
                 if bar is not None:
                     bar.update()
                     if b % 50 == 0 or b == n_batches - 1:
-                        bar.set_postfix_str(_status(sum_mse, sum_loss, b, idx, cfg, n, history), refresh=False)
+                        bar.set_postfix_str(_status(sum_mse, sum_loss, b, cfg, n, history), refresh=False)
             train_mse = float(sum_mse) / n
             train_loss = float(sum_loss) / n
             if not (math.isfinite(train_mse) and math.isfinite(train_loss)):
@@ -179,25 +277,19 @@ class Trainer:
                     f"(now {cfg.lr:g}) or check the data for extreme values"
                 )
             valid_rmse = rmse_of(net, *valid, batch_size=8192) if valid is not None else float("nan")
-            row = {
-                "epoch": epoch,
-                "train_mse": train_mse,
-                "train_loss": train_loss,
-                "valid_rmse": valid_rmse,
-                "seconds": time.perf_counter() - t0,
-            }
-            history.epochs.append(row)
+            stats = EpochStats(epoch, train_mse, train_loss, valid_rmse, time.perf_counter() - t0)
+            history.epochs.append(stats)
             if bar is not None:
                 bar.set_postfix_str(
                     f"train mse {train_mse:.4f} | mse+reg {train_loss:.4f} | valid rmse {valid_rmse:.4f}", refresh=True
                 )
-                bar.write(
-                    f"epoch {epoch}: train mse {train_mse:.4f}, train mse + reg {train_loss:.4f}, "
-                    f"valid rmse {valid_rmse:.4f} ({row['seconds']:.2f} s)",
-                    file=sys.stderr,
-                )
-            if callback is not None:
-                callback(row)
+            if options.progress:
+                log.info(
+                    "epoch %d: train mse %.4f, train mse + reg %.4f, valid rmse %.4f (%.2f s)",
+                    epoch, train_mse, train_loss, valid_rmse, stats.seconds,
+                )  # fmt: skip
+            for callback in options.callbacks:
+                callback(stats)
             score = valid_rmse if valid is not None else train_loss
             if score < best:
                 best, history.best_epoch = score, epoch
@@ -215,14 +307,14 @@ class Trainer:
         return history
 
 
-def _status(sum_mse, sum_loss, b, idx, cfg, n, history) -> str:
+def _status(sum_mse, sum_loss, b, cfg, n, history) -> str:
     seen = min((b + 1) * cfg.batch_size, n)
-    last = history.epochs[-1]["valid_rmse"] if history.epochs else float("nan")
+    last = history.epochs[-1].valid_rmse if history.epochs else float("nan")
     return f"train mse {float(sum_mse) / seen:.4f} | mse+reg {float(sum_loss) / seen:.4f} | valid rmse {last:.4f}"
 
 
-def _progress(cfg: TrainConfig, total: int):
-    if not cfg.progress:
+def _progress(options: FitOptions, total: int):
+    if not options.progress:
         return None
     from tqdm.auto import tqdm
 
@@ -231,9 +323,11 @@ def _progress(cfg: TrainConfig, total: int):
 
 @torch.no_grad()
 def predict_batches(net: nn.Module, users: torch.Tensor, items: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Predictions of ``net`` in eval mode, in batches (no dropout, no gradient)."""
+    """Predictions of ``net`` in eval mode, in batches (no dropout, no gradient), on the net's device."""
     was_training = net.training
     net.eval()
+    device = next(net.parameters()).device
+    users, items = users.to(device), items.to(device)
     out = torch.cat([net(users[s : s + batch_size], items[s : s + batch_size]) for s in range(0, len(users), batch_size)])
     net.train(was_training)
     return out

@@ -16,10 +16,11 @@ from .filters import filter_for_split, filter_min_ratings
 from .movielens import DATASETS, DatasetSpec, data_dir, dataset_spec, fetch, load_movielens
 from .ratings import Ratings
 from .readers import LoaderOptions, read_ratings_file, resolve_duplicates, sniff
+from .split_files import load_split_dir, write_split_dir
 
 __all__ = [
     "DATASETS", "DatasetSpec", "LoaderOptions", "Ratings", "data_dir", "dataset_spec", "fetch",
-    "filter_for_split", "filter_min_ratings", "load", "load_movielens", "load_split_dir", "read_ratings_file", "resolve_duplicates", "sniff",
+    "filter_for_split", "filter_min_ratings", "load", "load_movielens", "load_split_dir", "read_ratings_file", "resolve_duplicates", "sniff", "write_split_dir",
 ]
 
 
@@ -49,31 +50,3 @@ def load(
     if path.is_dir() or zipfile.is_zipfile(path):
         return load_movielens(path, options)
     return read_ratings_file(path, options)
-
-
-def load_split_dir(directory: str | Path, options: LoaderOptions = LoaderOptions(sep=",", header=True)):
-    """Read a folder written by ``neucf data split``: ``train.csv``, optional ``valid.csv``,
-    ``test.csv``. Returns ``(ratings, split)`` with one shared id map, parts as written.
-
-    Example:
-        >>> ratings, split = load_split_dir("split/")  # doctest: +SKIP
-    """
-    import numpy as np
-    import pandas as pd
-
-    from ..splits import Split
-
-    directory = Path(directory)
-    frames = {}
-    for part in ("train", "valid", "test"):
-        path = directory / f"{part}.csv"
-        if path.is_file():
-            frames[part] = read_ratings_file(path, options).to_frame()
-        elif part != "valid":
-            raise DataError(f"{directory}: has no {part}.csv; write one with neucf data split --out {directory}")
-    joined = pd.concat(frames.values(), ignore_index=True)
-    label = np.concatenate([np.full(len(f), part) for part, f in frames.items()])
-    timestamps = joined["timestamp"] if "timestamp" in joined and not joined["timestamp"].isna().any() else None
-    ratings = Ratings.from_arrays(joined["user"], joined["item"], joined["rating"], timestamps, options.scale)
-    ratings = resolve_duplicates(ratings, "error", str(directory))
-    return ratings, Split(*(np.flatnonzero(label == p) for p in ("train", "valid", "test")))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .ratings import Ratings
+
+log = logging.getLogger(__name__)
 
 
 def filter_min_ratings(ratings: Ratings, min_item: int = 0, min_user: int = 0, until_stable: bool = False) -> Ratings:
@@ -36,22 +40,28 @@ def filter_min_ratings(ratings: Ratings, min_item: int = 0, min_user: int = 0, u
     return ratings.subset(np.flatnonzero(keep)).compact()
 
 
-def filter_for_split(ratings: Ratings, split: str, min_item: int | None = None, min_user: int = 0, say=None) -> Ratings:
-    """The filter a split gets by default: ``coverage`` drops items with < 3 ratings, as the
-    seed does (it needs three per item); other splits filter nothing unless asked.
-    ``say`` receives a line about what was applied.
+def filter_for_split(ratings: Ratings, splitter, min_item: int | None = None, min_user: int = 0) -> Ratings:
+    """The filter a split gets by default: its ``min_item_ratings`` (coverage: 3, as the seed
+    does, for it needs three ratings per item) unless ``min_item`` says otherwise. What was
+    applied is logged.
 
     Example:
+        >>> from neucf.splits import get_splitter
         >>> r = Ratings.from_arrays([1, 2, 3, 1], ["a", "a", "a", "b"], [1, 2, 3, 4])
-        >>> len(filter_for_split(r, "coverage")), len(filter_for_split(r, "random"))
+        >>> len(filter_for_split(r, get_splitter("coverage"))), len(filter_for_split(r, get_splitter("random")))
         (3, 4)
     """
-    say = say or (lambda text: None)
     if min_item is None:
-        min_item = 3 if split == "coverage" else 0
-        if split == "coverage":
-            say("coverage split: dropping items with fewer than 3 ratings (as the seed does; --min-item-ratings to change)")
+        min_item = splitter.min_item_ratings
+        if min_item:
+            log.info(
+                "%s split: dropping items with fewer than %d ratings (--min-item-ratings to change)",
+                splitter.name, min_item,
+            )  # fmt: skip
     filtered = filter_min_ratings(ratings, min_item=min_item, min_user=min_user)
     if len(filtered) != len(ratings):
-        say(f"filter kept {len(filtered):,} of {len(ratings):,} ratings ({filtered.n_users:,} users, {filtered.n_items:,} items)")
+        log.info(
+            "filter kept %s of %s ratings (%s users, %s items)",
+            f"{len(filtered):,}", f"{len(ratings):,}", f"{filtered.n_users:,}", f"{filtered.n_items:,}",
+        )  # fmt: skip
     return filtered

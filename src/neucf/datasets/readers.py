@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Literal
@@ -13,6 +14,8 @@ import pandas as pd
 
 from ..errors import DataError, UsageError
 from .ratings import Ratings, show_id
+
+log = logging.getLogger(__name__)
 
 ROLES = ("user", "item", "rating", "timestamp")
 _ALIASES = {
@@ -66,26 +69,67 @@ class LoaderOptions:
             raise UsageError(f"rating scale {self.scale} must be (min, max) with min < max")
 
 
-def sniff(first_line: str, sep: str | None = None) -> tuple[str, bool]:
-    """Guess (separator, has_header) from a file's first line; a given ``sep`` is kept.
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fields(line: str, sep: str) -> list[str]:
+    line = line.rstrip("\r\n")
+    return [f.strip() for f in (line.split(sep) if sep != " " else line.split())]
+
+
+def separator(line: str, sep: str | None = None) -> str:
+    """The field separator of ``line`` (``::``, tab, comma, space, in that order); a given one is kept.
+
+    Example:
+        >>> separator("1::2::5")
+        '::'
+    """
+    sep = sep or next((s for s in SEPARATORS if s in line), None)
+    if sep is None:
+        raise DataError(f"cannot tell the separator of {line.rstrip()[:60]!r}; pass --sep")
+    return sep
+
+
+def sniff(first_line: str, sep: str | None = None, next_lines=(), name: str = "data") -> tuple[str, bool]:
+    """Guess (separator, has_header) from a file's first lines; a given ``sep`` is kept.
+
+    A first line is a header only when it reads like one: a field is a known column name
+    (user, item, rating, userId, movieId, ...: certain), or none of its fields is a number
+    while the following lines' rating fields are (likely: a warning says which was taken and
+    that ``--header/--no-header`` overrides). A first line with any number in it is data.
 
     Example:
         >>> sniff("userId,movieId,rating,timestamp")
         (',', True)
         >>> sniff("196\\t242\\t3\\t881250949")
         ('\\t', False)
+        >>> sniff("1\\t1\\tfive\\t0", next_lines=["2\\t2\\t4\\t0"])
+        ('\\t', False)
+        >>> sniff("u12,j7,3.5")
+        (',', False)
     """
     line = first_line.rstrip("\r\n")
-    sep = sep or next((s for s in SEPARATORS if s in line), None)
-    if sep is None:
-        raise DataError(f"cannot tell the separator of {line[:60]!r}; pass --sep")
-    fields = line.split(sep) if sep != " " else line.split()
-    try:
-        float(fields[2] if len(fields) > 2 else "x")
-        header = False
-    except ValueError:
-        header = True
-    return sep, header
+    sep = separator(line, sep)
+    fields = _fields(line, sep)
+    if any(_ALIASES.get(f.lower().replace(" ", "")) for f in fields):
+        return sep, True
+    if any(_is_number(f) for f in fields):
+        return sep, False
+    rating_at = 2 if len(fields) > 2 else len(fields) - 1
+    following = [_fields(ln, sep) for ln in next_lines if ln.strip()][:20]
+    later_numeric = bool(following) and all(len(f) > rating_at and _is_number(f[rating_at]) for f in following)
+    if not following or later_numeric:
+        log.warning(
+            "%s: taking the first line %r as a header (none of its fields is a number); "
+            "pass --no-header if it is data", name, line[:60],
+        )  # fmt: skip
+        return sep, True
+    return sep, False
 
 
 Opener = Callable[[], IO[bytes]]
@@ -123,11 +167,16 @@ def read_ratings_file(
         name = name or "data"
     with opener() as stream:
         text_head = stream.read(65536).decode("latin-1")
-    first_line = next((ln for ln in text_head.splitlines() if ln.strip()), None)
-    if first_line is None:
+    lines = text_head.splitlines()
+    if len(text_head) == 65536 and len(lines) > 1:
+        lines = lines[:-1]  # the head may end mid-line
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
         raise DataError(f"{name}: the file is empty; it must hold one rating per line")
-    sep, header = sniff(first_line, options.sep)
-    header = options.header if options.header is not None else header
+    if options.header is None:
+        sep, header = sniff(lines[0], options.sep, lines[1:], name)
+    else:
+        sep, header = separator(lines[0], options.sep), options.header
 
     frame = _parse(opener, sep, header, name)
     roles = _roles(frame, options.columns, header, name)

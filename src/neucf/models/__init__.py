@@ -1,19 +1,42 @@
 """What learns: the seed's NeuMF, GMF and MLP over rating vectors, and baselines.
 
+One family per module: ``neumf`` (NeuMF, GMF, MLP), ``mf`` (biased MF), ``baselines``
+(mean, biases); ``base`` is the estimator API, ``torch_estimator`` the base of models
+trained by gradient, ``registry`` maps ``--model`` names to classes.
+
 Example:
-    >>> from neucf.models import NeuMF, MODELS
-    >>> sorted(MODELS)
+    >>> from neucf.models import model_names
+    >>> sorted(model_names())
     ['bias', 'gmf', 'mean', 'mf', 'mlp', 'neumf']
 """
 
-from .base import REGISTRY as MODELS
-from .base import Recommender, fit_biases
-from .baselines import Biases, GlobalMean, MatrixFactorization
-from .trained import TorchRecommender
-from .networks import BiasedMFNet, NetworkConfig, RatingVectorNet, gmf, mlp, neumf
-from .neural import GMF, MLP, NeuMF
+from .base import NoParameters, Recommender, fit_biases
+from .baselines import BiasConfig, Biases, GlobalMean
+from .mf import BiasedMFNet, MatrixFactorization, MFConfig
+from .neumf import GMF, MLP, MLPConfig, NetworkConfig, NeuMF, RatingVectorModel, RatingVectorNet
+from .registry import make_model, model_class, model_names, register
+from .torch_estimator import TorchRecommender
 
 __all__ = [
-    "MODELS", "GMF", "MLP", "BiasedMFNet", "Biases", "GlobalMean", "MatrixFactorization", "NetworkConfig",
-    "NeuMF", "RatingVectorNet", "Recommender", "TorchRecommender", "fit_biases", "gmf", "mlp", "neumf",
+    "GMF",
+    "MLP",
+    "BiasConfig",
+    "BiasedMFNet",
+    "Biases",
+    "GlobalMean",
+    "MFConfig",
+    "MLPConfig",
+    "MatrixFactorization",
+    "NetworkConfig",
+    "NeuMF",
+    "NoParameters",
+    "RatingVectorModel",
+    "RatingVectorNet",
+    "Recommender",
+    "TorchRecommender",
+    "fit_biases",
+    "make_model",
+    "model_class",
+    "model_names",
+    "register",
 ]

@@ -1,8 +1,22 @@
-"""The sklearn-like face every model shares: fit, predict, recommend, evaluate, save, load."""
+"""The sklearn-like face every model shares: fit, predict, recommend, evaluate, save, load.
+
+A model class states what it can do through class attributes, which the rest of neucf
+reads instead of testing names:
+
+- ``config_class``: the typed dataclass of its architecture parameters (:class:`NoParameters`
+  for a model without any);
+- ``fitted_by``: ``"closed_form"`` or ``"gradient"`` (trained by :class:`~neucf.training.Trainer`,
+  takes :class:`~neucf.training.TrainConfig`'s parameters too);
+- ``can_fold_in``: whether a user unseen in training can be scored from their ratings alone;
+- :meth:`Recommender.search_space`: its tuning space; :meth:`Recommender.unregularised`: the
+  parameters that switch its regularisation off (for ``diagnose overfit``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -10,15 +24,29 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import __version__
 from ..datasets import Ratings
 from ..datasets.ratings import lookup_ids, show_id
 from ..errors import DataError, UsageError
 from ..files import atomic_write
 from ..metrics import mae, rmse
+from ..training import FitOptions, History
+
+log = logging.getLogger(__name__)
 
 FORMAT = "neucf-model"
-FORMAT_VERSION = 1
-REGISTRY: dict[str, type["Recommender"]] = {}
+#: version 2: typed configs per model family, run-time options no longer saved
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class NoParameters:
+    """The config of a model that has no parameters.
+
+    Example:
+        >>> dataclasses.fields(NoParameters())
+        ()
+    """
 
 
 def fit_biases(train: Ratings, reg_user: float = 15.0, reg_item: float = 10.0, n_iter: int = 10):
@@ -51,43 +79,93 @@ class Recommender:
     ``"error"`` (default) raises a clear :class:`DataError`; ``"fallback"`` predicts the
     regularised baseline ``mean + b_u + b_i`` with the unknown side's bias taken as 0 (the
     global mean when both are unknown). :meth:`evaluate` always uses the fallback and says how
-    often it was needed.
+    often it was needed. ``seed`` seeds everything random in fitting. Other keyword arguments
+    are the model's parameters; one the model does not take is an error naming those it does.
 
     Example:
-        >>> model = NeuMF(epochs=5).fit(train, valid)          # doctest: +SKIP
-        >>> model.predict([196], [242])                        # raw ids  # doctest: +SKIP
-        >>> model.recommend(196, k=10)                         # doctest: +SKIP
-        >>> model.save("neumf.pt"); NeuMF.load("neumf.pt")     # doctest: +SKIP
+        >>> from neucf.models import Biases
+        >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+        >>> model = Biases().fit(r)
+        >>> model.predict([1], [2]).shape
+        (1,)
+        >>> Biases(factors=3)
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: the bias model does not take factors; it takes reg_user, reg_item, n_iter
     """
 
-    name: ClassVar[str] = "base"
-    config_class: ClassVar[type | None] = None
+    #: the ``--model`` name; set by :func:`~neucf.models.registry.register`
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = NoParameters
+    fitted_by: ClassVar[str] = "closed_form"
+    can_fold_in: ClassVar[bool] = False
 
-    def __init__(self, unknown: str = "error", **params):
+    def __init__(self, unknown: str = "error", seed: int = 0, **params):
         if unknown not in ("error", "fallback"):
             raise UsageError(f"unknown must be 'error' or 'fallback', not {unknown!r}")
         self.unknown = unknown
-        if self.config_class is None and params:
-            raise UsageError(f"the {self.name} model takes no parameters, got {', '.join(params)}")
-        self.config = self.config_class(**params) if self.config_class else None
-        self.history = None
+        self.seed = int(seed)
+        self.check_params(params)
+        self._configure(params)
+        self.history: History | None = None
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.name != "base":
-            REGISTRY[cls.name] = cls
+    # ---- what the class can do -----------------------------------------------------------
+    @classmethod
+    def parameters(cls) -> dict[str, dataclasses.Field]:
+        """The parameters this model takes, by name (the fields of its config dataclasses).
+
+        Example:
+            >>> from neucf.models import Biases
+            >>> list(Biases.parameters())
+            ['reg_user', 'reg_item', 'n_iter']
+        """
+        return {f.name: f for f in dataclasses.fields(cls.config_class)}
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Raise a :class:`UsageError` naming any parameter this model does not take."""
+        accepted = cls.parameters()
+        bad = [k for k in params if k not in accepted]
+        if bad:
+            takes = ", ".join(accepted) if accepted else "no parameters"
+            raise UsageError(f"the {cls.name or cls.__name__} model does not take {', '.join(bad)}; it takes {takes}")
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Parameters drawn from an Optuna ``trial``; empty when there is nothing to tune."""
+        return {}
+
+    @classmethod
+    def unregularised(cls) -> dict:
+        """Parameters that switch every regulariser off (``diagnose overfit`` trains with them)."""
+        return {}
+
+    def _configure(self, params: dict) -> None:
+        """Build the typed config(s) from checked parameters (subclasses with several extend)."""
+        self.config = self.config_class(**params)
+
+    def get_params(self) -> dict:
+        """The model's parameters as plain values (what ``save`` stores and ``--config`` takes)."""
+        return dataclasses.asdict(self.config)
 
     # ---- fitting -------------------------------------------------------------------------
-    def fit(self, train: Ratings, valid: Ratings | None = None) -> "Recommender":
-        """Learn from ``train``; ``valid`` (same id maps, e.g. from one split) guides early stopping."""
+    def fit(self, train: Ratings, valid: Ratings | None = None, *, device: str = "auto", progress: bool = False,
+            callbacks=()) -> Recommender:
+        """Learn from ``train``; ``valid`` (same id maps, e.g. from one split) guides early stopping.
+
+        ``device``, ``progress`` and ``callbacks`` (called with each epoch's
+        :class:`~neucf.training.EpochStats`) are run-time options: they change how fitting
+        runs, never what is learnt, and are not saved with the model.
+        """
         if len(train) == 0:
             raise DataError("cannot fit on an empty training set")
+        options = FitOptions(device=device, progress=progress, callbacks=tuple(callbacks))
         self.user_ids, self.item_ids = train.user_ids, train.item_ids
         self.item_titles = train.item_titles
         self.scale = train.scale
         self._remember_training(train.users, train.items, train.ratings)
         self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train, *self._bias_settings())
-        self._fit(train, valid)
+        self._fit(train, valid, options)
         return self
 
     def _remember_training(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
@@ -100,7 +178,7 @@ class Recommender:
         """``(reg_user, reg_item, n_iter)`` of the bias baseline used for fallbacks (Surprise's)."""
         return 15.0, 10.0, 10
 
-    def _fit(self, train: Ratings, valid: Ratings | None) -> None:
+    def _fit(self, train: Ratings, valid: Ratings | None, options: FitOptions) -> None:
         raise NotImplementedError
 
     def _predict_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -118,8 +196,9 @@ class Recommender:
         items = np.asarray(items, dtype=np.int64)
         if users.shape != items.shape:
             raise UsageError(f"users and items must have the same length ({users.shape} vs {items.shape})")
-        if len(users) and (users.min() < 0 or users.max() >= len(self.user_ids)
-                           or items.min() < 0 or items.max() >= len(self.item_ids)):
+        if len(users) and (
+            users.min() < 0 or users.max() >= len(self.user_ids) or items.min() < 0 or items.max() >= len(self.item_ids)
+        ):
             raise DataError("user or item index out of range")
         return self._predict_mapped(users, items, unknown or self.unknown)[0]
 
@@ -142,13 +221,20 @@ class Recommender:
         known = user_known & item_known & in_map
         if policy == "error" and not known.all():
             bad = int(np.argmin(known))
-            kind, ids, index = ("user", self.user_ids, u[bad]) if not user_known[bad] else ("item", self.item_ids, i[bad])
+            if not user_known[bad]:
+                kind, ids, index = "user", self.user_ids, u[bad]
+            else:
+                kind, ids, index = "item", self.item_ids, i[bad]
             raise DataError(
                 f"{kind} {show_id(ids[index])} has no training rating; pass unknown='fallback' "
                 "(CLI: --fallback) to predict the baseline instead"
             )
         # the baseline: mean + b_u + b_i, an unknown side contributing 0
-        out = self.mean_ + np.where(user_known, self.user_bias_[uc], 0.0) + np.where(item_known, self.item_bias_[ic], 0.0)
+        out = (
+            self.mean_
+            + np.where(user_known, self.user_bias_[uc], 0.0)
+            + np.where(item_known, self.item_bias_[ic], 0.0)
+        )
         out = out.astype(np.float32)
         if known.any():
             out[known] = self._predict_index(u[known], i[known])
@@ -179,33 +265,40 @@ class Recommender:
         u = lookup_ids(self.user_ids, ratings.user_ids[ratings.users], "user", missing_ok=True)
         i = lookup_ids(self.item_ids, ratings.item_ids[ratings.items], "item", missing_ok=True)
         pred, known = self._predict_mapped(u, i, "fallback")
-        return {"rmse": rmse(ratings.ratings, pred), "mae": mae(ratings.ratings, pred), "n": int(len(ratings)),
-                "n_fallback": int((~known).sum())}
+        return {
+            "rmse": rmse(ratings.ratings, pred),
+            "mae": mae(ratings.ratings, pred),
+            "n": len(ratings),
+            "n_fallback": int((~known).sum()),
+        }
 
     # ---- persistence -------------------------------------------------------------------
     def _state(self) -> dict:
         """Model-specific tensors (subclasses extend)."""
         return {}
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, state: dict, device: str) -> None:
         """Rebuild model-specific parts from :meth:`_state` (subclasses extend)."""
 
     def save(self, path: str | Path) -> Path:
         """Write one file with config, weights, id maps, scale and the training matrix (atomically)."""
         self._check_fitted()
+        titles = self.item_titles
         payload = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
+            "neucf_version": __version__,
             "model": self.name,
             "unknown": self.unknown,
-            "config": dataclasses.asdict(self.config) if self.config else {},
+            "seed": self.seed,
+            "params": self.get_params(),
             "user_ids": _ids_out(self.user_ids),
             "item_ids": _ids_out(self.item_ids),
-            "item_titles": None if self.item_titles is None else [None if t is None or t != t else str(t) for t in self.item_titles],
+            "item_titles": None if titles is None else [None if t is None or t != t else str(t) for t in titles],
             "scale": list(self.scale),
             "train": [torch.from_numpy(np.asarray(a)) for a in self.train_],
             "baseline": [self.mean_, torch.from_numpy(self.user_bias_), torch.from_numpy(self.item_bias_)],
-            "history": self.history,
+            "history": None if self.history is None else self.history.to_dict(),
             "state": self._state(),
         }
         path = Path(path)
@@ -214,8 +307,13 @@ class Recommender:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recommender":
-        """Read a file written by :meth:`save`; ``Recommender.load`` returns the right class."""
+    def load(cls, path: str | Path, device: str = "cpu") -> Recommender:
+        """Read a file written by :meth:`save`; ``Recommender.load`` returns the right class.
+
+        ``device`` is where the model will predict (a run-time choice, not saved).
+        """
+        from .registry import model_class
+
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such model file")
@@ -225,12 +323,18 @@ class Recommender:
             raise DataError(f"{path}: not a neucf model file ({type(exc).__name__})") from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise DataError(f"{path}: not a neucf model file")
-        if payload["version"] > FORMAT_VERSION:
-            raise DataError(f"{path}: written by a newer neucf (format {payload['version']}); upgrade neucf")
-        model_cls = REGISTRY.get(payload["model"])
-        if model_cls is None or not issubclass(model_cls, cls):
-            raise DataError(f"{path}: holds a {payload['model']!r} model, not a {cls.name}")
-        model = model_cls(unknown=payload["unknown"], **payload["config"])
+        version = payload.get("version")
+        if version != FORMAT_VERSION:
+            wrote = payload.get("neucf_version", "0.1.0" if version == 1 else "an unknown version")
+            newer = isinstance(version, int) and version > FORMAT_VERSION
+            raise DataError(
+                f"{path}: written by neucf {wrote} (model format {version}); this neucf {__version__} reads format "
+                f"{FORMAT_VERSION}: " + ("upgrade neucf" if newer else "retrain the run with this version")
+            )
+        model_cls = model_class(payload["model"])
+        if cls is not Recommender and model_cls is not cls:
+            raise DataError(f"{path}: holds a {payload['model']!r} model, not a {cls.name or cls.__name__}")
+        model = model_cls(unknown=payload["unknown"], seed=payload["seed"], **payload["params"])
         model.user_ids, model.item_ids = _ids_in(payload["user_ids"]), _ids_in(payload["item_ids"])
         titles = payload["item_titles"]
         model.item_titles = None if titles is None else np.array(titles, dtype=object)
@@ -238,8 +342,8 @@ class Recommender:
         model._remember_training(*(t.numpy() for t in payload["train"]))
         mean, bu, bi = payload["baseline"]
         model.mean_, model.user_bias_, model.item_bias_ = float(mean), bu.numpy(), bi.numpy()
-        model.history = payload["history"]
-        model._restore(payload["state"])
+        model.history = None if payload["history"] is None else History.from_dict(payload["history"])
+        model._restore(payload["state"], device)
         return model
 
 

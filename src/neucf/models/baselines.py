@@ -1,16 +1,17 @@
-"""Baselines that tell whether a neural model is worth it: global mean, biases, biased MF."""
+"""Baselines that tell whether a neural model is worth it: the global mean and the biases."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UsageError
 from .base import Recommender
-from .networks import BiasedMFNet
-from .trained import TorchRecommender
+from .registry import register
 
 
+@register("mean")
 class GlobalMean(Recommender):
     """Predicts the mean training rating for everything.
 
@@ -21,9 +22,7 @@ class GlobalMean(Recommender):
         [3.0]
     """
 
-    name = "mean"
-
-    def _fit(self, train, valid):
+    def _fit(self, train, valid, options):
         pass
 
     def _predict_index(self, users, items):
@@ -39,11 +38,16 @@ class BiasConfig:
         15.0
     """
 
-    reg_user: float = 15.0
-    reg_item: float = 10.0
-    n_iter: int = 10
+    reg_user: float = field(default=15.0, metadata={"help": "Shrinkage of user biases (bias 15)."})
+    reg_item: float = field(default=10.0, metadata={"help": "Shrinkage of item biases (bias 10)."})
+    n_iter: int = field(default=10, metadata={"help": "Alternating least-squares sweeps."})
+
+    def __post_init__(self):
+        if self.reg_user < 0 or self.reg_item < 0 or self.n_iter < 1:
+            raise UsageError("reg_user and reg_item must be >= 0 and n_iter >= 1")
 
 
+@register("bias")
 class Biases(Recommender):
     """``mean + b_u + b_i`` with regularised biases, fitted by alternating least squares.
 
@@ -54,44 +58,26 @@ class Biases(Recommender):
         [4.0]
     """
 
-    name = "bias"
     config_class = BiasConfig
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Both shrinkage strengths."""
+        return {
+            "reg_user": trial.suggest_float("reg_user", 0.0, 40.0),
+            "reg_item": trial.suggest_float("reg_item", 0.0, 40.0),
+        }
+
+    @classmethod
+    def unregularised(cls) -> dict:
+        """No shrinkage."""
+        return {"reg_user": 0.0, "reg_item": 0.0}
 
     def _bias_settings(self):
         return self.config.reg_user, self.config.reg_item, self.config.n_iter
 
-    def _fit(self, train, valid):
+    def _fit(self, train, valid, options):
         pass  # the base class fitted the biases with this model's settings
 
     def _predict_index(self, users, items):
         return (self.mean_ + self.user_bias_[users] + self.item_bias_[items]).astype(np.float32)
-
-
-@dataclass
-class MFConfig:
-    """Biased MF settings; defaults are Surprise's tuned SVD on ml-100k (100 factors, reg 0.1).
-
-    Example:
-        >>> MFConfig().factors
-        100
-    """
-
-    factors: int = 100
-    init_std: float = 0.1
-
-
-class MatrixFactorization(TorchRecommender):
-    """Biased matrix factorisation, SVD-style: ``mean + b_u + b_i + p_u . q_i``.
-
-    Example:
-        >>> MatrixFactorization(factors=50, epochs=20).training.epochs
-        20
-    """
-
-    name = "mf"
-    config_class = MFConfig
-    train_defaults = {"lr": 3e-3, "l2": 0.1, "batch_size": 256}
-
-    def _build(self, train):
-        return BiasedMFNet(train.n_users, train.n_items, self.config.factors,
-                           float(train.ratings.mean()), self.config.init_std)

@@ -17,9 +17,14 @@ from torch import nn
 from torch.nn import functional as F
 
 
-# torch flags every CSR tensor as beta; the two operations used here (construction and
-# CSR @ dense) are covered by the tests, so the warning is noise for users
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+def _csr_tensor(indptr, indices, values, size) -> torch.Tensor:
+    """A CSR tensor, without torch's "beta" warning: the two operations used here (construction
+    and CSR @ dense) are covered by the tests, so the warning is noise for users. Filtered
+    here only, never for the whole process."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(indptr, indices, values, size=size, check_invariants=False)
 
 
 class _SparseTimesDense(torch.autograd.Function):
@@ -131,9 +136,8 @@ class SparseRowProjection(nn.Module):
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if frozen and getattr(self, "_cached_key", None) == key:
             return self._cached
-        x = torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape, check_invariants=False)
-        x_t = torch.sparse_csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], size=self.shape[::-1],
-                                      check_invariants=False)
+        x = _csr_tensor(self.indptr, self.indices, values, self.shape)
+        x_t = _csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], self.shape[::-1])
         out = _SparseTimesDense.apply(x, x_t, self.weight)
         self._cached, self._cached_key = (out, key) if frozen else (None, None)
         return out

@@ -1,0 +1,133 @@
+"""The ``neucf`` command line: a thin layer over the library.
+
+One module per command group: ``data`` (describe, split), ``runs`` (train, evaluate, predict,
+recommend, models), ``experiments`` (diagnose, compare, tune, report); ``options`` holds the
+option groups they share. Results go to stdout, messages (the library's log) to stderr.
+Exit codes: 0 success, 1 data error, 2 usage error, 130 interrupted; errors are one line on
+stderr.
+
+Example:
+    >>> main(["--version"])
+    neucf 0.1.0
+    0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import NeucfError, UsageError
+from . import data, experiments, runs
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"neucf {__version__}")
+        raise typer.Exit(0)
+
+
+def _global_options(
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More messages on stderr (-vv: debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice, or OMP_NUM_THREADS).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+):  # fmt: skip
+    """Neural collaborative filtering for explicit ratings."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("neucf").setLevel(level)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def build_app() -> typer.Typer:
+    """The typer application; built per call so that model flags cover every registered model."""
+    app = typer.Typer(
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        help="Neural collaborative filtering for explicit ratings.",
+    )
+    app.callback()(_global_options)
+    data.add_commands(app)
+    runs.add_commands(app)
+    experiments.add_commands(app)
+    return app
+
+
+class _Messages(logging.Formatter):
+    """Info lines as they are; warnings and above prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neucf`` script: runs the app and maps errors to one line + exit code.
+
+    Set ``NEUCF_DEBUG=1`` to see the traceback of an unexpected error.
+    """
+    logger = logging.getLogger("neucf")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Messages("%(message)s"))
+    previous = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        return _run(argv)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+
+def _run(argv: list[str] | None) -> int:
+    command = typer.main.get_command(build_app())
+    try:
+        result = command.main(args=argv, prog_name="neucf", standalone_mode=False)
+    except NeucfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; use a smaller dataset, batch size or model", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # typer's (vendored) click raises usage errors that carry exit_code and format_message
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if type(exc).__name__.startswith("NoArgsIsHelp"):
+                print(exc.format_message())
+                return 0
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            return int(exc.exit_code)
+        if os.environ.get("NEUCF_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (a bug: please report it with the command; "
+            "NEUCF_DEBUG=1 shows the details)",
+            file=sys.stderr,
+        )
+        return 1
+    # without standalone mode, a command's typer.Exit(code) comes back as the return value
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script wrapper: exits with :func:`main`'s code."""
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""``neucf data``: inspect and split ratings data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..datasets import filter_for_split, write_split_dir
+from .options import DataFlags, SeedOpt, SplitFlags, data_options, split_options
+
+
+def describe(
+    source: DataFlags = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Ratings, users, items, rating range and values, density."""
+    summary = source.load().describe()
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        typer.echo(f"{key:>15}: {value}")
+
+
+def split(
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.csv, valid.csv, test.csv.")],
+    source: DataFlags = None,
+    splitting: SplitFlags = None,
+    seed: SeedOpt = 0,
+):
+    """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
+    splitter = splitting.splitter()
+    ratings = filter_for_split(source.load(), splitter, splitting.min_item_ratings, splitting.min_user_ratings)
+    parts = splitter.split(ratings, fold=splitting.fold, seed=seed)
+    write_split_dir(ratings, parts, out)
+    sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")
+    typer.echo(f"wrote {out}: {sizes}")
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Register the ``data`` command group on ``app``."""
+    group = typer.Typer(no_args_is_help=True, help="Inspect and split ratings data.")
+    group.command("describe")(data_options(describe))
+    group.command("split")(data_options(split_options("coverage", split_dir=False)(split)))
+    app.add_typer(group, name="data")

@@ -1,0 +1,136 @@
+"""``neucf diagnose``, ``compare``, ``tune`` and ``report``: judging models, not just training them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..models import model_class
+from .options import DataFlags, MinItemOpt, SeedOpt, SplitFlags, SplitOpt, data_options, split_options
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write into.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name (see 'neucf models').")]
+
+
+def _verdict(verdict) -> None:
+    typer.echo(verdict.line)
+    for path in verdict.files:
+        typer.echo(f"wrote {path}")
+    if not verdict.passed:
+        raise typer.Exit(1)
+
+
+def diagnose_overfit(
+    out: OutOpt,
+    source: DataFlags = None,
+    model: ModelOpt = "neumf",
+    seed: SeedOpt = 0,
+    fraction: Annotated[float, typer.Option(help="Share of users and of items sampled (ratings of either are kept).")] = 0.003,
+    epochs: Annotated[int, typer.Option(help="Epochs without regularisation.")] = 400,
+    threshold: Annotated[float, typer.Option(help="PASS when the final train RMSE is below this.")] = 0.1,
+):  # fmt: skip
+    """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL."""
+    from ..diagnostics import overfit
+
+    model_class(model)
+    _verdict(overfit(source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out))
+
+
+def diagnose_noise(
+    out: OutOpt,
+    source: DataFlags = None,
+    model: ModelOpt = "neumf",
+    seed: SeedOpt = 0,
+    margin: Annotated[float, typer.Option(help="How much lower the real data's validation RMSE must be.")] = 0.1,
+):  # fmt: skip
+    """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG."""
+    from ..diagnostics import noise
+
+    model_class(model)
+    _verdict(noise(source.load(), model=model, seed=seed, margin=margin, out=out))
+
+
+def _list(text: str | None, flag: str) -> list[str] | None:
+    if not text:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"{flag} {text!r} names nothing; give a comma-separated list")
+    return items
+
+
+def compare_models(
+    out: OutOpt,
+    source: DataFlags = None,
+    split: SplitOpt = "movielens",
+    folds: Annotated[Optional[str], typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
+    seed: SeedOpt = 0,
+    min_item_ratings: MinItemOpt = None,
+):  # fmt: skip
+    """Every model on every fold: a table (mean ± sd of RMSE and MAE, train time), files and a chart."""
+    from ..compare import compare, format_table, write_comparison
+    from ..splits import get_splitter
+
+    names = _list(models, "--models")
+    for name in names:
+        model_class(name)  # unknown names fail before any training
+    splitter = get_splitter(split)
+    fold_list = splitter.fold_list(_list(folds, "--folds"))
+    result = compare(source.load(), splitter, names, folds=fold_list, seed=seed, min_item_ratings=min_item_ratings)
+    typer.echo(format_table(result.table))
+    for path in write_comparison(result, out):
+        typer.echo(f"wrote {path}")
+
+
+def tune_model(
+    out: OutOpt,
+    storage: Annotated[str, typer.Option(help="Optuna storage, e.g. sqlite:///tune.db (resumable).")],
+    study_name: Annotated[str, typer.Option("--study-name", help="Study name inside the storage.")],
+    source: DataFlags = None,
+    splitting: SplitFlags = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = "neumf",
+    trials: Annotated[int, typer.Option(help="Trials in all (an interrupted study's finished trials count).")] = 20,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs per trial.")] = None,
+):  # fmt: skip
+    """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
+    from ..tuning import tune
+
+    model_class(model)
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {trials}")
+    if epochs is not None and epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {epochs}")
+    ratings, parts = splitting.load(source, seed)
+    best = tune(
+        ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
+        epochs=epochs, seed=seed, out=out,
+    )  # fmt: skip
+    typer.echo(
+        f"best validation RMSE {best['valid_rmse']:.4f} (trial {best['trial']} of {best['trials']}): "
+        f"{json.dumps(best['params'])}"
+    )
+    typer.echo(f"wrote {Path(out) / 'best.json'}; use it with: neucf train --config {Path(out) / 'best.json'} ...")
+
+
+def report(folder: Annotated[Path, typer.Argument(help="A run folder (neucf train) or comparison folder (neucf compare).")]):
+    """Write one self-contained HTML page (settings, metrics, plots) into the folder."""
+    from ..report import write_report
+
+    typer.echo(f"wrote {write_report(folder)}")
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Register diagnose, compare, tune and report on ``app``."""
+    diagnose = typer.Typer(no_args_is_help=True, help="The seed's sanity checks: overfit a tiny sample, train on noise.")
+    diagnose.command("overfit")(data_options(diagnose_overfit))
+    diagnose.command("noise")(data_options(diagnose_noise))
+    app.add_typer(diagnose, name="diagnose")
+    app.command("compare")(data_options(compare_models))
+    app.command("tune")(data_options(split_options(split_dir=False)(tune_model)))
+    app.command("report")(report)

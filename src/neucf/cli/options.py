@@ -1,0 +1,243 @@
+"""Option groups the commands share: data flags, split flags and model flags.
+
+Each group is one decorator that adds its options to a command's signature and hands the
+command one typed value (:class:`DataFlags`, :class:`SplitFlags`, or the model parameters
+that were given). Model flags are generated from the registered models' config dataclasses,
+so a new model's parameters become flags without touching the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import logging
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..datasets import LoaderOptions, Ratings, filter_for_split, load, load_split_dir
+from ..errors import UsageError
+from ..files import checksum
+from ..models import model_class, model_names
+from ..splits import SPLITTERS, Split, Splitter, get_splitter
+from ..training import TrainConfig
+
+log = logging.getLogger("neucf.cli")
+
+
+def option_group(target: str, options: dict[str, tuple[object, object]], make):
+    """A decorator that adds ``options`` (name -> (annotation, default)) to a command and passes
+    the command ``make(**their values)`` as its ``target`` argument instead."""
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != target]
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+            for name, (hint, default) in options.items()
+        ]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {name: kwargs.pop(name) for name in options}
+            return command(**{target: make(**values)}, **kwargs)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+        wrapper.__signature__ = signature.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+# ---- data ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataFlags:
+    """The flags every data-reading command shares: where the ratings are and how to read them."""
+
+    data: Path | None = None
+    dataset: str | None = None
+    data_dir: Path | None = None
+    sep: str | None = None
+    header: bool | None = None
+    columns: str | None = None
+    duplicates: str = "error"
+    rating_scale: str | None = None
+
+    def options(self) -> LoaderOptions:
+        """The loader options these flags describe (usage errors for bad values)."""
+        sep = self.sep
+        if sep is not None:
+            sep = {"tab": "\t", "\\t": "\t", "space": " "}.get(sep, sep)
+        scale = None
+        if self.rating_scale is not None:
+            try:
+                lo, hi = (float(x) for x in self.rating_scale.split(","))
+            except ValueError:
+                raise UsageError(f"--rating-scale {self.rating_scale!r} must be MIN,MAX, e.g. 1,5") from None
+            scale = (lo, hi)
+        cols = tuple(c.strip() for c in self.columns.split(",")) if self.columns else None
+        return LoaderOptions(sep=sep, header=self.header, columns=cols, duplicates=self.duplicates, scale=scale)
+
+    def load(self) -> Ratings:
+        """Load the ratings these flags describe."""
+        return load(data=self.data, dataset=self.dataset, options=self.options(), directory=self.data_dir)
+
+    def checksum(self) -> str | None:
+        """SHA-256 of the input file or folder (``--dataset``: the downloaded archive)."""
+        if self.data is not None:
+            return checksum(self.data)
+        if self.dataset is not None:
+            from ..datasets import data_dir, dataset_spec
+
+            archive = data_dir(self.data_dir) / dataset_spec(self.dataset).filename
+            return checksum(archive) if archive.is_file() else None
+        return None
+
+    def describe(self) -> dict:
+        """Where the data came from, for a run's config."""
+        return {"data": str(self.data) if self.data else None, "dataset": self.dataset, "sha256": self.checksum()}
+
+
+_DATA_OPTIONS = {
+    "data": (Annotated[Optional[Path], typer.Option("--data", help="A MovieLens folder or zip, or any ratings file.")], None),
+    "dataset": (Annotated[Optional[str], typer.Option("--dataset", help="A built-in dataset, e.g. ml-100k (downloaded once).")], None),
+    "data_dir": (Annotated[Optional[Path], typer.Option("--data-dir", help="Download cache (default $NEUCF_DATA_DIR or the platform cache).")], None),
+    "sep": (Annotated[Optional[str], typer.Option("--sep", help="Field separator (detected when omitted; 'tab' or '\\t' for tab).")], None),
+    "header": (Annotated[Optional[bool], typer.Option("--header/--no-header", help="Whether the first line names the columns (detected).")], None),
+    "columns": (Annotated[Optional[str], typer.Option("--columns", help="Role of each column in order: user,item,rating[,timestamp]; '-' skips one.")], None),
+    "duplicates": (Annotated[str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last or mean.")], "error"),
+    "rating_scale": (Annotated[Optional[str], typer.Option("--rating-scale", help="MIN,MAX of the rating scale (inferred when omitted).")], None),
+}  # fmt: skip
+
+#: gives a command the shared data flags as one ``source: DataFlags`` argument
+data_options = option_group("source", _DATA_OPTIONS, DataFlags)
+
+
+# ---- splits -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitFlags:
+    """How the ratings are divided: a named split and fold, or a folder written by ``data split``."""
+
+    split: str = "movielens"
+    fold: str | None = None
+    min_item_ratings: int | None = None
+    min_user_ratings: int = 0
+    split_dir: Path | None = None
+
+    def splitter(self) -> Splitter:
+        """The named split, its fold checked (before any data is read)."""
+        splitter = get_splitter(self.split)
+        splitter.check_fold(self.fold)
+        return splitter
+
+    def load(self, source: DataFlags, seed: int) -> tuple[Ratings, Split]:
+        """Ratings and their split, from ``--split-dir`` or from the data flags plus ``--split``."""
+        if self.split_dir is not None:
+            if source.data is not None or source.dataset is not None:
+                raise UsageError("give either --split-dir or --data/--dataset with --split, not both")
+            ratings, parts = load_split_dir(self.split_dir)
+            log.info("split from %s: %s", self.split_dir, ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
+            return ratings, parts
+        splitter = self.splitter()
+        ratings = filter_for_split(source.load(), splitter, self.min_item_ratings, self.min_user_ratings)
+        return ratings, splitter.split(ratings, fold=self.fold, seed=seed)
+
+    def describe(self, seed: int) -> dict:
+        """The split's settings, for a run's config."""
+        if self.split_dir is not None:
+            return {"split_dir": str(self.split_dir), "sha256": checksum(self.split_dir)}
+        return {"name": self.split, "fold": self.fold, "seed": seed, "min_item_ratings": self.min_item_ratings,
+                "min_user_ratings": self.min_user_ratings}  # fmt: skip
+
+
+SplitOpt = Annotated[str, typer.Option("--split", help=f"How to divide the ratings: {', '.join(SPLITTERS)}.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+MinItemOpt = Annotated[Optional[int], typer.Option("--min-item-ratings", help="Drop items with fewer ratings (coverage default 3).")]
+
+
+def split_options(default_split: str = "movielens", split_dir: bool = True):
+    """Give a command the split flags as one ``splitting: SplitFlags`` argument."""
+    options = {
+        "split": (SplitOpt, default_split),
+        "fold": (Annotated[Optional[str], typer.Option("--fold", help="Fold: 1..5 for kfold, 1-5/a/b for movielens, k for seed + k - 1 otherwise.")], None),
+        "min_item_ratings": (MinItemOpt, None),
+        "min_user_ratings": (Annotated[int, typer.Option("--min-user-ratings", help="Drop users with fewer ratings.")], 0),
+    }  # fmt: skip
+    if split_dir:
+        options["split_dir"] = (
+            Annotated[Optional[Path], typer.Option("--split-dir", help="A folder written by 'neucf data split', used as is.")],
+            None,
+        )
+    return option_group("splitting", options, SplitFlags)
+
+
+# ---- models -------------------------------------------------------------------------------
+def _model_parameters() -> dict[str, tuple[type, str, dict]]:
+    """Every registered model's parameters: name -> (type, help, {default: [models]})."""
+    found: dict[str, tuple[type, str, dict]] = {}
+    for name in model_names():
+        cls = model_class(name)
+        for field in cls.parameters().values():
+            owner = next(c for c in (cls.config_class, TrainConfig) if field.name in {f.name for f in dataclasses.fields(c)})
+            kind = typing.get_type_hints(owner)[field.name]
+            help_text = field.metadata.get("help", "")
+            default = field.default if field.default is not dataclasses.MISSING else None
+            default = getattr(cls, "train_defaults", {}).get(field.name, default)
+            entry = found.setdefault(field.name, (kind, help_text, {}))
+            entry[2].setdefault(default, []).append(name)
+    return found
+
+
+def model_options():
+    """Flags for every parameter of every registered model (generated from their config
+    dataclasses); the command receives ``params``: only the flags that were given."""
+    options = {}
+    for name, (kind, help_text, defaults) in _model_parameters().items():
+        flag = name.replace("_", "-")
+        by_default = "; ".join(f"{'/'.join(models)} {value}" for value, models in defaults.items())
+        text = f"{help_text} Default: {by_default}.".strip()
+        decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
+        options[name] = (Annotated[Optional[kind], typer.Option(decl, help=text)], None)
+    return option_group("params", options, lambda **given: {k: v for k, v in given.items() if v is not None})
+
+
+def read_config(path: Path | None) -> tuple[str | None, dict]:
+    """``(model, params)`` from a ``--config`` JSON (``neucf tune``'s best.json or a run's config.json)."""
+    if path is None:
+        return None, {}
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--config {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("params", {}), dict):
+        raise UsageError(f"--config {path}: expected a JSON object with 'model' and 'params'")
+    params = dict(loaded.get("params", loaded))
+    params.pop("model", None)
+    model = loaded.get("model")
+    return (str(model) if model is not None else None), params
+
+
+def resolve_model(model: str | None, config: Path | None, flags: dict) -> tuple[str, dict]:
+    """Model name and parameters: explicit flags override ``--config``, which overrides each
+    model's own defaults (a parameter left unset keeps the model's default).
+
+    Example:
+        >>> resolve_model(None, None, {"factors": 8})
+        ('neumf', {'factors': 8})
+    """
+    config_model, params = read_config(config)
+    name = model or config_model or "neumf"
+    if config_model and model and config_model != model:
+        # the config's parameters were chosen for another model: keep those this one takes
+        accepted = model_class(model).parameters()
+        dropped = sorted(k for k in params if k not in accepted)
+        if dropped:
+            log.warning("--config %s is for %s: ignoring %s, which %s does not take", config, config_model, ", ".join(dropped), model)
+        params = {k: v for k, v in params.items() if k in accepted}
+    return name, {**params, **flags}

@@ -1,0 +1,62 @@
+"""Split folders: ``train.csv``, ``valid.csv`` (optional) and ``test.csv`` with raw ids, so any
+library can run on exactly the same split.
+
+Example:
+    >>> ratings, split = load_split_dir("split/")  # doctest: +SKIP
+    >>> write_split_dir(ratings, split, "copy/")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .ratings import Ratings
+from .readers import LoaderOptions, read_ratings_file, resolve_duplicates
+
+PARTS = ("train", "valid", "test")
+
+
+def write_split_dir(ratings: Ratings, split, out: str | Path) -> list[Path]:
+    """Write each non-empty part of ``split`` as ``out/{part}.csv`` with raw ids, each atomically;
+    a part left empty has its old file removed. Returns the files written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PARTS:
+        index = getattr(split, name)
+        target = out / f"{name}.csv"
+        if len(index) == 0:
+            target.unlink(missing_ok=True)
+            continue
+        ratings.subset(index).write_csv(target)
+        written.append(target)
+    return written
+
+
+def load_split_dir(directory: str | Path, options: LoaderOptions = LoaderOptions(sep=",", header=True)):
+    """Read a folder written by ``neucf data split``: ``train.csv``, optional ``valid.csv``,
+    ``test.csv``. Returns ``(ratings, split)`` with one shared id map, parts as written.
+
+    Example:
+        >>> ratings, split = load_split_dir("split/")  # doctest: +SKIP
+    """
+    from ..splits import Split
+
+    directory = Path(directory)
+    frames = {}
+    for part in PARTS:
+        path = directory / f"{part}.csv"
+        if path.is_file():
+            frames[part] = read_ratings_file(path, options).to_frame()
+        elif part != "valid":
+            raise DataError(f"{directory}: has no {part}.csv; write one with neucf data split --out {directory}")
+    joined = pd.concat(frames.values(), ignore_index=True)
+    label = np.concatenate([np.full(len(f), part) for part, f in frames.items()])
+    timestamps = joined["timestamp"] if "timestamp" in joined and not joined["timestamp"].isna().any() else None
+    ratings = Ratings.from_arrays(joined["user"], joined["item"], joined["rating"], timestamps, options.scale)
+    ratings = resolve_duplicates(ratings, "error", str(directory))
+    return ratings, Split(*(np.flatnonzero(label == p) for p in PARTS))

@@ -1,0 +1,125 @@
+"""The estimator face of models trained by :class:`~neucf.training.Trainer` (MF and the
+neural models): parameters split between the architecture config and
+:class:`~neucf.training.TrainConfig`, a held-out validation share when none is given, and
+persistence of the network."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..datasets import Ratings
+from ..training import FitOptions, TrainConfig, Trainer, predict_batches, resolve_device, seeded
+from .base import Recommender
+
+
+def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
+    """The seeded ``valid_fraction`` of n training ratings held out when no validation part is given.
+
+    Example:
+        >>> int(held_out_mask(1000, TrainConfig(seed=0)).sum())
+        46
+    """
+    return np.random.default_rng(cfg.seed).random(n) < cfg.valid_fraction
+
+
+class TorchRecommender(Recommender):
+    """A model whose network is trained by :class:`~neucf.training.Trainer`.
+
+    Keyword arguments are shared out between the model's architecture config and
+    :class:`~neucf.training.TrainConfig` by name; ``train_defaults`` are the family's own
+    training defaults (a parameter left unset keeps them).
+
+    Example:
+        >>> from neucf.models import NeuMF
+        >>> model = NeuMF(factors=16, epochs=10)
+        >>> (model.config.factors, model.training.epochs)
+        (16, 10)
+    """
+
+    fitted_by: ClassVar[str] = "gradient"
+    train_defaults: ClassVar[dict] = {}
+
+    @classmethod
+    def parameters(cls) -> dict[str, dataclasses.Field]:
+        """Architecture parameters, then training parameters (``seed`` is the model's own argument)."""
+        own = super().parameters()
+        training = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "seed"}
+        return {**own, **training}
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Learning rate and batch size; families add their own parameters."""
+        return {
+            "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [256, 512, 1024, 2048, 4096]),
+        }
+
+    @classmethod
+    def unregularised(cls) -> dict:
+        """No L2 and no early stopping."""
+        return {"l2": 0.0, "patience": 0}
+
+    def _configure(self, params: dict) -> None:
+        arch_names = {f.name for f in dataclasses.fields(self.config_class)}
+        self.config = self.config_class(**{k: v for k, v in params.items() if k in arch_names})
+        train = {k: v for k, v in params.items() if k not in arch_names}
+        self.training = TrainConfig(**{**self.train_defaults, **train, "seed": self.seed})
+
+    def get_params(self) -> dict:
+        """Architecture and training parameters (without the seed, which is saved apart)."""
+        training = dataclasses.asdict(self.training)
+        training.pop("seed")
+        return {**dataclasses.asdict(self.config), **training}
+
+    def _build(self, train: Ratings) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _fit(self, train: Ratings, valid: Ratings | None, options: FitOptions) -> None:
+        cfg = self.training
+        arrays = (train.users, train.items, train.ratings)
+        if valid is not None and len(valid):
+            self.held_out_ = None
+            fit_arrays, valid_arrays = arrays, (valid.users, valid.items, valid.ratings)
+        else:
+            self.held_out_ = held_out_mask(len(train), cfg)
+            fit_arrays = tuple(a[~self.held_out_] for a in arrays)
+            valid_arrays = tuple(a[self.held_out_] for a in arrays)
+        # the network reads its inputs from the matrix it is trained on (held-out ratings excluded)
+        self.inputs_ = fit_arrays
+        device = resolve_device(options.device)
+        with seeded(cfg.seed, device):
+            self.net = self._build(self._input_ratings())
+            self.history = Trainer(cfg, options).fit(self.net, fit_arrays, valid_arrays)
+        self.net.to("cpu")
+
+    def _predict_index(self, users, items):
+        pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
+        return pred.to(torch.float32).cpu().numpy()
+
+    @property
+    def held_out_validation(self) -> bool:
+        """Whether early stopping used a held-out share of train (no validation part was given)."""
+        return self.held_out_ is not None
+
+    def _input_ratings(self) -> Ratings:
+        users, items, values = self.inputs_
+        return Ratings(
+            users=users, items=items, ratings=values, user_ids=self.user_ids, item_ids=self.item_ids, scale=self.scale
+        )
+
+    def _state(self):
+        held = None if self.held_out_ is None else torch.from_numpy(self.held_out_)
+        return {"weights": self.net.state_dict(), "held_out": held}
+
+    def _restore(self, state, device: str):
+        self.held_out_ = None if state["held_out"] is None else state["held_out"].numpy()
+        self.inputs_ = self.train_ if self.held_out_ is None else tuple(a[~self.held_out_] for a in self.train_)
+        self.net = self._build(self._input_ratings())
+        self.net.to(dtype=self.training.torch_dtype())
+        self.net.load_state_dict(state["weights"])
+        self.net.to(resolve_device(device))
+        self.net.eval()
