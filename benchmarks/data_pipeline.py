@@ -65,8 +65,14 @@ def write_synthetic_25m(path: Path, n=25_000_095, n_users=162_541, n_items=59_04
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
             m = sl.stop - sl.start
-            frame = pd.DataFrame({"u": users[sl], "i": items[sl], "r": rng.integers(1, 11, m) / 2,
-                                  "t": rng.integers(789652009, 1574327703, m)})
+            frame = pd.DataFrame(
+                {
+                    "u": users[sl],
+                    "i": items[sl],
+                    "r": rng.integers(1, 11, m) / 2,
+                    "t": rng.integers(789652009, 1574327703, m),
+                }
+            )
             frame.to_csv(handle, header=False, index=False)
 
 
@@ -97,7 +103,9 @@ def main() -> None:
     parser.add_argument("--ml100k", type=Path, default=os.environ.get("NEUCF_ML100K", "../shared/datasets/ml-100k"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--skip-25m", action="store_true")
-    parser.add_argument("--write-25m", type=Path, help="only write the synthetic ML-25M-sized ratings.csv here, and stop")
+    parser.add_argument(
+        "--write-25m", type=Path, help="only write the synthetic ML-25M-sized ratings.csv here, and stop"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "data_pipeline.json")
     args = parser.parse_args()
     if args.write_25m:
@@ -105,9 +113,12 @@ def main() -> None:
         print(f"wrote {args.write_25m}")
         return
 
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-              "command": "python " + " ".join(sys.argv), "runs": args.runs,
-              "ml100k_median_seconds": time_ml100k(args.ml100k, args.runs)}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "command": "python " + " ".join(sys.argv),
+        "runs": args.runs,
+        "ml100k_median_seconds": time_ml100k(args.ml100k, args.runs),
+    }
     if not args.skip_25m:
         with tempfile.TemporaryDirectory() as tmp:
             result["synthetic_25m_load"] = peak_memory_25m(Path(tmp))

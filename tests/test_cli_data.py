@@ -5,9 +5,8 @@ import sys
 import pandas as pd
 import pytest
 
-from neucf.cli import main
-
 from conftest import synthetic_ratings, write_ratings
+from neucf.cli import main
 
 
 @pytest.fixture
@@ -24,7 +23,9 @@ def test_describe_json(ratings_file, capsys):
     assert (summary["rating_min"], summary["rating_max"]) == (1.0, 5.0)
 
 
-@pytest.mark.parametrize("split,parts", [("coverage", 3), ("random", 3), ("kfold", 2), ("temporal", 3), ("movielens", 2)])
+@pytest.mark.parametrize(
+    "split,parts", [("coverage", 3), ("random", 3), ("kfold", 2), ("temporal", 3), ("movielens", 2)]
+)
 def test_split_writes_csvs_that_cover_the_data(ratings_file, tmp_path, capsys, split, parts):
     out = tmp_path / "split"
     assert main(["data", "split", "--data", str(ratings_file), "--split", split, "--out", str(out), "--seed", "3"]) == 0
@@ -35,12 +36,27 @@ def test_split_writes_csvs_that_cover_the_data(ratings_file, tmp_path, capsys, s
     joined = pd.concat(frames)
     original = pd.read_csv(ratings_file)
     assert len(joined) == len(original)
-    assert set(map(tuple, joined[["user", "item"]].to_numpy())) == set(map(tuple, original[["user", "item"]].to_numpy()))
+    assert set(map(tuple, joined[["user", "item"]].to_numpy())) == set(
+        map(tuple, original[["user", "item"]].to_numpy())
+    )
 
 
 def test_split_is_deterministic_under_seed(ratings_file, tmp_path):
     for name in ("a", "b"):
-        main(["data", "split", "--data", str(ratings_file), "--split", "random", "--seed", "7", "--out", str(tmp_path / name)])
+        main(
+            [
+                "data",
+                "split",
+                "--data",
+                str(ratings_file),
+                "--split",
+                "random",
+                "--seed",
+                "7",
+                "--out",
+                str(tmp_path / name),
+            ]
+        )
     assert (tmp_path / "a" / "test.csv").read_bytes() == (tmp_path / "b" / "test.csv").read_bytes()
 
 
@@ -56,7 +72,24 @@ def test_split_is_deterministic_under_seed(ratings_file, tmp_path):
         (["data", "describe", "--frobnicate"], 2, "--frobnicate"),
         (["data", "split", "--data", "RATINGS", "--split", "nope", "--out", "OUT"], 2, "unknown split"),
         (["data", "split", "--data", "RATINGS", "--split", "kfold", "--fold", "9", "--out", "OUT"], 2, "--fold"),
-        (["data", "split", "--data", "RATINGS", "--split", "coverage", "--min-item-ratings", "0", "--min-user-ratings", "0", "--out", "OUT"], 0, ""),
+        (
+            [
+                "data",
+                "split",
+                "--data",
+                "RATINGS",
+                "--split",
+                "coverage",
+                "--min-item-ratings",
+                "0",
+                "--min-user-ratings",
+                "0",
+                "--out",
+                "OUT",
+            ],
+            0,
+            "",
+        ),
     ],
 )
 def test_errors_are_one_line_with_exit_codes(ratings_file, tmp_path, capsys, args, code, message):
@@ -88,7 +121,9 @@ def test_duplicates_error_names_the_pair_and_the_option(tmp_path, capsys):
 def test_console_script_runs(ratings_file):
     result = subprocess.run(
         [sys.executable, "-m", "neucf", "data", "describe", "--data", str(ratings_file), "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ratings"] > 0
@@ -100,7 +135,7 @@ def test_split_dir_round_trip_keeps_the_parts(ratings_file, tmp_path):
     for split, expected in (("kfold", {"valid": 0}), ("random", {})):
         out = tmp_path / split
         assert main(["data", "split", "--data", str(ratings_file), "--split", split, "--out", str(out)]) == 0
-        ratings, parts = load_split_dir(out)
+        _, parts = load_split_dir(out)
         for name, size in parts.sizes().items():
             path = out / f"{name}.csv"
             assert size == (len(pd.read_csv(path)) if path.exists() else 0)

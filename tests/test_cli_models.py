@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from neucf.cli import main
-
 from conftest import synthetic_ratings, write_ratings
+from neucf.cli import main
 
 FAST = ["--epochs", "2", "--batch-size", "64", "--factors", "4", "--layers", "2"]
 
@@ -17,13 +16,21 @@ def ratings_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(ratings_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "neumf"
-    code = main(["train", "--data", str(ratings_file), "--split", "random", "--model", "neumf", "--out", str(out), *FAST])
+    code = main(
+        ["train", "--data", str(ratings_file), "--split", "random", "--model", "neumf", "--out", str(out), *FAST]
+    )
     assert code == 0
     return out
 
 
 def test_train_writes_a_complete_run_folder(run_dir):
-    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "model.pt", "learning_curve.png", "metrics.json", "test.csv"}
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.json",
+        "model.pt",
+        "learning_curve.png",
+        "metrics.json",
+        "test.csv",
+    }
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("epochs", "train_seconds", "seconds_per_epoch", "history"):
         assert key in metrics
@@ -68,7 +75,10 @@ def test_unknown_ids_and_bad_run_dirs_are_one_line_errors(run_dir, tmp_path, cap
 @pytest.mark.parametrize("model", ["mean", "bias", "mf", "gmf", "mlp"])
 def test_every_model_trains_from_a_split_dir(model, ratings_file, tmp_path, capsys):
     split = tmp_path / "split"
-    assert main(["data", "split", "--data", str(ratings_file), "--split", "kfold", "--fold", "2", "--out", str(split)]) == 0
+    assert (
+        main(["data", "split", "--data", str(ratings_file), "--split", "kfold", "--fold", "2", "--out", str(split)])
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / model
     args = ["train", "--split-dir", str(split), "--model", model, "--out", str(out)]
@@ -86,7 +96,10 @@ def test_config_file_and_bad_flags(ratings_file, tmp_path, capsys):
     config = tmp_path / "best.json"
     config.write_text(json.dumps({"model": "gmf", "params": {"factors": 3, "epochs": 1, "batch_size": 64}}))
     out = tmp_path / "run"
-    assert main(["train", "--data", str(ratings_file), "--split", "random", "--config", str(config), "--out", str(out)]) == 0
+    assert (
+        main(["train", "--data", str(ratings_file), "--split", "random", "--config", str(config), "--out", str(out)])
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["model"] == "gmf"
     capsys.readouterr()
     cases = [
@@ -99,7 +112,10 @@ def test_config_file_and_bad_flags(ratings_file, tmp_path, capsys):
         (["--model", "gmf", "--layers", "3"], 2, "the gmf model does not take layers"),
     ]
     for extra, code, message in cases:
-        assert main(["train", "--data", str(ratings_file), "--split", "random", "--out", str(tmp_path / "x"), *extra]) == code
+        assert (
+            main(["train", "--data", str(ratings_file), "--split", "random", "--out", str(tmp_path / "x"), *extra])
+            == code
+        )
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
 
@@ -117,8 +133,24 @@ def test_flags_override_the_config_and_the_config_overrides_defaults(ratings_fil
     assert saved["model"] == "mf" and saved["params"]["factors"] == 3 and saved["params"]["epochs"] == 1
     assert "ignoring" not in capsys.readouterr().err
     # a flag left unset keeps each model's own default
-    assert main(["train", "--data", str(ratings_file), "--split", "random", "--model", "mf", "--epochs", "1",
-                 "--out", str(tmp_path / "c")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(ratings_file),
+                "--split",
+                "random",
+                "--model",
+                "mf",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "c" / "config.json").read_text())["params"]["factors"] == 100
 
 

@@ -8,11 +8,10 @@ from functools import partial
 
 import pytest
 
+from conftest import synthetic_ratings
 from neucf.cli import main
 from neucf.datasets import DatasetSpec, fetch, load, load_movielens
 from neucf.errors import DataError
-
-from conftest import synthetic_ratings
 
 
 @pytest.fixture
@@ -20,6 +19,7 @@ def server(tmp_path):
     """Serve tmp_path/www on 127.0.0.1 for the duration of a test."""
     root = tmp_path / "www"
     root.mkdir()
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass

@@ -6,12 +6,11 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
 from neucf.compare import compare, write_comparison
 from neucf.diagnostics import noise, noise_like, overfit
 from neucf.report import write_report
-
-from conftest import synthetic_ratings, write_ratings
 
 FAST = dict(factors=8, epochs=15, batch_size=128)
 
@@ -82,18 +81,74 @@ def assert_self_contained(page: str, images: int):
 def test_cli_experiments_end_to_end(ratings, tmp_path, capsys):
     data = write_ratings(tmp_path / "r.csv", ratings)
     out = tmp_path / "diag"
-    assert main(["diagnose", "overfit", "--data", str(data), "--model", "mlp", "--fraction", "0.05", "--epochs", "200", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "diagnose",
+                "overfit",
+                "--data",
+                str(data),
+                "--model",
+                "mlp",
+                "--fraction",
+                "0.05",
+                "--epochs",
+                "200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "PASS overfit" in capsys.readouterr().out
-    assert main(["diagnose", "overfit", "--data", str(data), "--model", "gmf", "--fraction", "0.05", "--epochs", "1",
-                 "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "diagnose",
+                "overfit",
+                "--data",
+                str(data),
+                "--model",
+                "gmf",
+                "--fraction",
+                "0.05",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert "FAIL overfit" in capsys.readouterr().out
 
     cmp_dir = tmp_path / "cmp"
-    assert main(["compare", "--data", str(data), "--split", "random", "--folds", "1,2", "--models", "mean,bias",
-                 "--out", str(cmp_dir)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(data),
+                "--split",
+                "random",
+                "--folds",
+                "1,2",
+                "--models",
+                "mean,bias",
+                "--out",
+                str(cmp_dir),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "bias" in captured.out and "[1/4] mean on random fold 1" in captured.err and "left" in captured.err
-    assert {p.name for p in cmp_dir.iterdir()} >= {"comparison.md", "comparison.csv", "comparison.json", "comparison.png"}
+    assert {p.name for p in cmp_dir.iterdir()} >= {
+        "comparison.md",
+        "comparison.csv",
+        "comparison.json",
+        "comparison.png",
+    }
     assert main(["compare", "--data", str(data), "--models", "mean,svd", "--out", str(cmp_dir)]) == 2
     assert "unknown model 'svd'" in capsys.readouterr().err
 
@@ -107,8 +162,23 @@ def test_cli_experiments_end_to_end(ratings, tmp_path, capsys):
 def test_tune_resumes_from_storage_and_writes_a_train_config(ratings, tmp_path, capsys):
     data = write_ratings(tmp_path / "r.csv", ratings)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["tune", "--data", str(data), "--split", "random", "--model", "gmf", "--epochs", "3",
-            "--storage", storage, "--study-name", "s", "--out", str(tmp_path / "tune")]
+    args = [
+        "tune",
+        "--data",
+        str(data),
+        "--split",
+        "random",
+        "--model",
+        "gmf",
+        "--epochs",
+        "3",
+        "--storage",
+        storage,
+        "--study-name",
+        "s",
+        "--out",
+        str(tmp_path / "tune"),
+    ]
     assert main([*args, "--trials", "2"]) == 0
     assert main([*args, "--trials", "3"]) == 0
     captured = capsys.readouterr()
@@ -116,7 +186,21 @@ def test_tune_resumes_from_storage_and_writes_a_train_config(ratings, tmp_path, 
     best = json.loads((tmp_path / "tune" / "best.json").read_text())
     assert best["model"] == "gmf" and best["trials"] == 3 and best["valid_rmse"] > 0
     run = tmp_path / "tuned"
-    assert main(["train", "--data", str(data), "--split", "random", "--config", str(tmp_path / "tune" / "best.json"),
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--split",
+                "random",
+                "--config",
+                str(tmp_path / "tune" / "best.json"),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "gmf" and config["params"]["factors"] == best["params"]["factors"]

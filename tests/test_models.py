@@ -3,16 +3,24 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from conftest import synthetic_ratings
 from neucf.datasets import Ratings
 from neucf.errors import DataError, TrainingError, UsageError
 from neucf.models import (
-    GMF, MLP, Biases, GlobalMean, MatrixFactorization, MLPConfig, NeuMF, RatingVectorNet, Recommender, model_class,
+    GMF,
+    MLP,
+    Biases,
+    GlobalMean,
+    MatrixFactorization,
+    MLPConfig,
+    NeuMF,
+    RatingVectorNet,
+    Recommender,
+    model_class,
     model_names,
 )
 from neucf.models.layers import SparseRowProjection
 from neucf.splits import random_split
-
-from conftest import synthetic_ratings
 
 FAST = dict(epochs=3, batch_size=64)
 
@@ -76,7 +84,9 @@ def test_masking_in_the_network_hides_the_rating_itself():
     changed[u, i] = 5.0 if m[u, i] != 5.0 else 1.0
     torch.manual_seed(0)
     leaky2 = neumf(changed, (1, 5), MLPConfig(factors=4, layers=2, input_dropout=0.0, mask_target=False)).eval()
-    assert leaky(torch.tensor([u]), torch.tensor([i])).item() != pytest.approx(leaky2(torch.tensor([u]), torch.tensor([i])).item(), abs=1e-6)
+    assert leaky(torch.tensor([u]), torch.tensor([i])).item() != pytest.approx(
+        leaky2(torch.tensor([u]), torch.tensor([i])).item(), abs=1e-6
+    )
 
 
 def test_full_and_bag_projections_agree():
@@ -101,7 +111,8 @@ def test_gradients_reach_every_layer(factory, parts):
     net = model._build(train)
     net.train()
     users, items = torch.from_numpy(train.users[:32]).long(), torch.from_numpy(train.items[:32]).long()
-    loss = ((net(users, items) - torch.from_numpy(train.ratings[:32])) ** 2).mean() + 1e-3 * net.penalty(users, items)
+    pred, penalty = net.predict_and_penalty(users, items)
+    loss = ((pred - torch.from_numpy(train.ratings[:32])) ** 2).mean() + 1e-3 * penalty
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
@@ -111,8 +122,18 @@ def test_neumf_overfits_200_ratings(parts):
     """The seed's sanity check: with no regularisation a model can memorise a tiny set."""
     train, _, _ = parts
     tiny = train.subset(np.arange(200))
-    model = NeuMF(factors=32, layers=2, input_dropout=0.0, mask_target=False, l2=0.0, lr=5e-3, epochs=300,
-                  batch_size=50, patience=0, seed=0)
+    model = NeuMF(
+        factors=32,
+        layers=2,
+        input_dropout=0.0,
+        mask_target=False,
+        l2=0.0,
+        lr=5e-3,
+        epochs=300,
+        batch_size=50,
+        patience=0,
+        seed=0,
+    )
     model.fit(tiny, tiny)
     assert model.evaluate(tiny)["rmse"] < 0.1
 
@@ -215,7 +236,7 @@ def test_nan_loss_stops_with_a_clear_message(parts):
 
 
 def test_training_without_validation_holds_out_part_of_train(parts):
-    train, _, test = parts
+    train, _, _ = parts
     model = GMF(factors=4, **FAST).fit(train)
     assert model.held_out_validation
     assert len(model.inputs_[0]) < len(train)

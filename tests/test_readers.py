@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from conftest import synthetic_ratings
 from neucf.datasets import LoaderOptions, Ratings, filter_min_ratings, load, read_ratings_file, sniff
 from neucf.errors import DataError, UsageError
-
-from conftest import synthetic_ratings
 
 
 @pytest.mark.parametrize("sep,header", [(",", True), ("\t", False), ("::", False), (" ", False), (";", True)])
@@ -12,9 +11,11 @@ def test_round_trip_detects_format(tmp_path, sep, header):
     original = synthetic_ratings()
     path = tmp_path / "r.txt"
     frame = original.to_frame()
-    text = (sep.join(frame.columns) + "\n" if header else "") + "\n".join(
-        sep.join(str(v) for v in row) for row in frame.itertuples(index=False)
-    ) + "\n"
+    text = (
+        (sep.join(frame.columns) + "\n" if header else "")
+        + "\n".join(sep.join(str(v) for v in row) for row in frame.itertuples(index=False))
+        + "\n"
+    )
     path.write_text(text)
     options = LoaderOptions(sep=";") if sep == ";" else LoaderOptions()
     loaded = load(data=path, options=options)
@@ -44,7 +45,7 @@ def test_matrices_are_sparse_and_consistent():
     r = synthetic_ratings()
     ui, iu = r.user_item, r.item_user
     assert ui.format == "csr" and iu.format == "csr" and ui.dtype == np.float32
-    assert ui.nnz == len(r) and (ui.T != iu).nnz == 0
+    assert ui.nnz == len(r) and (iu != ui.T).nnz == 0
     assert ui[r.users[5], r.items[5]] == r.ratings[5]
 
 
@@ -130,3 +131,41 @@ def test_filter_min_ratings(until_stable):
     assert set(zip(f.user_ids[f.users].tolist(), f.item_ids[f.items].tolist())) <= set(
         zip(r.user_ids[r.users].tolist(), r.item_ids[r.items].tolist())
     )
+
+
+def test_a_first_line_with_numbers_and_a_bad_rating_is_data_not_a_header(tmp_path):
+    path = tmp_path / "r.tsv"
+    path.write_text("1\t1\tfive\t0\n2\t2\t4\t0\n3\t3\t2\t0\n")
+    with pytest.raises(DataError, match=r"r\.tsv line 1: rating 'five' is not a finite number"):
+        read_ratings_file(path)
+
+
+def test_a_bad_first_line_in_the_cli_is_one_line_naming_line_1(tmp_path, capsys):
+    from neucf.cli import main
+
+    path = tmp_path / "r.tsv"
+    path.write_text("1\t1\tfive\t0\n2\t2\t4\t0\n3\t3\t2\t0\n")
+    assert main(["data", "describe", "--data", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 1" in err
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_text_ids_with_and_without_a_header(tmp_path, header, caplog):
+    path = tmp_path / "r.csv"
+    path.write_text(("user,item,rating\n" if header else "") + "u12,j7,3.5\nu13,j7,4\nu12,j8,2\n")
+    with caplog.at_level("WARNING", logger="neucf"):
+        r = read_ratings_file(path)
+    assert len(r) == 3 and sorted(r.user_ids.tolist()) == ["u12", "u13"]
+    assert caplog.text == ""  # certain both ways: known names, or a number in the first line
+
+
+def test_an_uncertain_header_is_taken_and_said_so(tmp_path, caplog):
+    path = tmp_path / "r.csv"
+    path.write_text("u12,j7,five\nu13,j7,4\nu12,j8,2\n")
+    with caplog.at_level("WARNING", logger="neucf"):
+        r = read_ratings_file(path)
+    assert len(r) == 2
+    assert "taking the first line 'u12,j7,five' as a header" in caplog.text and "--no-header" in caplog.text
+    with pytest.raises(DataError, match="line 1: rating 'five'"):
+        read_ratings_file(path, LoaderOptions(header=False))

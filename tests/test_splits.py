@@ -3,10 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import synthetic_ratings
 from neucf.errors import DataError, UsageError
 from neucf.splits import Split, coverage_split, kfold_split, movielens_split, random_split, temporal_split
-
-from conftest import synthetic_ratings
 
 
 def assert_disjoint_cover(split: Split, n: int):
@@ -129,7 +128,7 @@ def test_movielens_folds_follow_mku_sh():
 @settings(max_examples=40, deadline=None)
 @given(rating_tables(min_per_item=1, min_per_user=1), st.integers(0, 100))
 def test_temporal_holds_out_each_users_latest(table, seed):
-    users, items, tseed = table
+    users, _, tseed = table
     times = np.random.default_rng(tseed).integers(0, 50, len(users))
     split = temporal_split(users, times, seed=seed)
     assert_disjoint_cover(split, len(users))

@@ -114,8 +114,10 @@ def write_comparison(result: Comparison, out: str | Path) -> list[Path]:
         handle.write(result.markdown())
     with atomic_write(out / "comparison.csv", "w") as handle:
         result.table.to_csv(handle, index=False, float_format="%.6f")
-    write_json(out / "comparison.json", {"split": result.split, "table": result.table.to_dict("records"),
-                                          "runs": result.runs.to_dict("records")})
+    write_json(
+        out / "comparison.json",
+        {"split": result.split, "table": result.table.to_dict("records"), "runs": result.runs.to_dict("records")},
+    )
     bar_chart(result.table, out / "comparison.png", title=f"test RMSE on {result.split} folds (mean ± sd)")
     return [out / f"comparison.{ext}" for ext in ("md", "csv", "json", "png")]
 
@@ -125,6 +127,8 @@ def format_table(table: pd.DataFrame) -> str:
     head = f"{'model':<8}{'folds':>6}{'RMSE':>18}{'MAE':>18}{'train s':>10}"
     lines = [head, "-" * len(head)]
     for r in table.itertuples(index=False):
-        lines.append(f"{r.model:<8}{r.folds:>6}{r.rmse_mean:>10.4f} ± {r.rmse_std:.4f}"
-                     f"{r.mae_mean:>10.4f} ± {r.mae_std:.4f}{r.train_seconds:>10.1f}")
+        lines.append(
+            f"{r.model:<8}{r.folds:>6}{r.rmse_mean:>10.4f} ± {r.rmse_std:.4f}"
+            f"{r.mae_mean:>10.4f} ± {r.mae_std:.4f}{r.train_seconds:>10.1f}"
+        )
     return "\n".join(lines)

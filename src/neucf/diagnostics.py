@@ -24,8 +24,8 @@ import numpy as np
 from .datasets import Ratings, filter_min_ratings
 from .errors import DataError, UsageError
 from .metrics import rmse
-from .plots import learning_curve
 from .models import model_class
+from .plots import learning_curve
 from .splits import random_split
 
 
@@ -59,8 +59,16 @@ def sample_users_and_items(ratings: Ratings, fraction: float, seed: int = 0) -> 
     return sample
 
 
-def overfit(ratings: Ratings, model: str = "neumf", fraction: float = 0.003, seed: int = 0, epochs: int = 400,
-            threshold: float = 0.1, out: str | Path | None = None, **params) -> Verdict:
+def overfit(
+    ratings: Ratings,
+    model: str = "neumf",
+    fraction: float = 0.003,
+    seed: int = 0,
+    epochs: int = 400,
+    threshold: float = 0.1,
+    out: str | Path | None = None,
+    **params,
+) -> Verdict:
     """Train without regularisation on a small sample; PASS when train RMSE < ``threshold``.
 
     The target is not masked here: the check is whether the network can fit, and the seed
@@ -68,7 +76,9 @@ def overfit(ratings: Ratings, model: str = "neumf", fraction: float = 0.003, see
     """
     cls = model_class(model)
     if cls.fitted_by != "gradient":
-        raise UsageError(f"the {model} model is fitted in closed form: it has no training to overfit; pick one trained by gradient")
+        raise UsageError(
+            f"the {model} model is fitted in closed form: it has no training to overfit; pick one trained by gradient"
+        )
     sample = sample_users_and_items(ratings, fraction, seed)
     settings = {**cls.unregularised(), "epochs": epochs, "batch_size": 64, "lr": 5e-3, **params}
     fitted = cls(seed=seed, **settings)
@@ -76,12 +86,18 @@ def overfit(ratings: Ratings, model: str = "neumf", fraction: float = 0.003, see
     train_rmse = fitted.evaluate(sample)["rmse"]
     passed = train_rmse < threshold
     history = fitted.history.rows()
-    line = (f"{'PASS' if passed else 'FAIL'} overfit: {model} train RMSE {train_rmse:.4f} "
-            f"{'<' if passed else '>='} {threshold} after {len(history)} epochs on {len(sample):,} ratings "
-            f"({len(np.unique(sample.users))} users, {len(np.unique(sample.items))} items)")
-    verdict = Verdict("overfit", passed, line, {"train_rmse": train_rmse, "ratings": len(sample), "epochs": len(history)})
+    line = (
+        f"{'PASS' if passed else 'FAIL'} overfit: {model} train RMSE {train_rmse:.4f} "
+        f"{'<' if passed else '>='} {threshold} after {len(history)} epochs on {len(sample):,} ratings "
+        f"({len(np.unique(sample.users))} users, {len(np.unique(sample.items))} items)"
+    )
+    verdict = Verdict(
+        "overfit", passed, line, {"train_rmse": train_rmse, "ratings": len(sample), "epochs": len(history)}
+    )
     if out is not None:
-        verdict.files.append(learning_curve(history, Path(out) / "overfit.png", title=f"overfit check: {model} on a {fraction:g} sample"))
+        verdict.files.append(
+            learning_curve(history, Path(out) / "overfit.png", title=f"overfit check: {model} on a {fraction:g} sample")
+        )
     return verdict
 
 
@@ -93,12 +109,25 @@ def noise_like(ratings: Ratings, seed: int = 0) -> Ratings:
     compare directly) while destroying any link between who rated what and how.
     """
     rng = np.random.default_rng(seed)
-    return Ratings(users=ratings.users, items=ratings.items, ratings=rng.permutation(ratings.ratings),
-                   user_ids=ratings.user_ids, item_ids=ratings.item_ids, scale=ratings.scale)
+    return Ratings(
+        users=ratings.users,
+        items=ratings.items,
+        ratings=rng.permutation(ratings.ratings),
+        user_ids=ratings.user_ids,
+        item_ids=ratings.item_ids,
+        scale=ratings.scale,
+    )
 
 
-def noise(ratings: Ratings, model: str = "neumf", seed: int = 0, margin: float = 0.1, tolerance: float = 0.02,
-          out: str | Path | None = None, **params) -> Verdict:
+def noise(
+    ratings: Ratings,
+    model: str = "neumf",
+    seed: int = 0,
+    margin: float = 0.1,
+    tolerance: float = 0.02,
+    out: str | Path | None = None,
+    **params,
+) -> Verdict:
     """Train on the real ratings and on noise of the same shape, side by side.
 
     PASS when (a) the real data's best validation RMSE beats the noise's by at least
@@ -119,10 +148,12 @@ def noise(ratings: Ratings, model: str = "neumf", seed: int = 0, margin: float =
     beats = real["valid_rmse"] <= fake["valid_rmse"] - margin
     learns_nothing = fake["valid_rmse"] >= fake["mean_rmse"] * (1 - tolerance)
     passed = beats and learns_nothing
-    line = (f"{'PASS' if passed else 'FAIL'} noise: {model} validation RMSE real {real['valid_rmse']:.4f} vs noise "
-            f"{fake['valid_rmse']:.4f} (margin {fake['valid_rmse'] - real['valid_rmse']:.4f}, needs >= {margin}); "
-            f"noise vs its mean predictor {fake['mean_rmse']:.4f} "
-            f"({'learns nothing' if learns_nothing else 'fits noise: overfitting or leaking'})")
+    line = (
+        f"{'PASS' if passed else 'FAIL'} noise: {model} validation RMSE real {real['valid_rmse']:.4f} vs noise "
+        f"{fake['valid_rmse']:.4f} (margin {fake['valid_rmse'] - real['valid_rmse']:.4f}, needs >= {margin}); "
+        f"noise vs its mean predictor {fake['mean_rmse']:.4f} "
+        f"({'learns nothing' if learns_nothing else 'fits noise: overfitting or leaking'})"
+    )
     verdict = Verdict("noise", passed, line, results)
     if out is not None:
         verdict.files.append(learning_curve([], Path(out) / "noise.png", title=f"noise check: {model}", series=curves))

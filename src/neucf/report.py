@@ -31,9 +31,7 @@ def _image(path: Path) -> str:
 
 def _table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -46,26 +44,49 @@ def _fmt(value) -> str:
 def _run_sections(folder: Path) -> list[str]:
     metrics = json.loads((folder / "metrics.json").read_text())
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    summary = [{"part": "test", "rmse": metrics["test"]["rmse"], "mae": metrics["test"]["mae"], "ratings": metrics["test"].get("n")},
-               {"part": "validation", "rmse": (metrics.get("valid") or {}).get("rmse"), "mae": None, "ratings": None}]
+    summary = [
+        {
+            "part": "test",
+            "rmse": metrics["test"]["rmse"],
+            "mae": metrics["test"]["mae"],
+            "ratings": metrics["test"].get("n"),
+        },
+        {"part": "validation", "rmse": (metrics.get("valid") or {}).get("rmse"), "mae": None, "ratings": None},
+    ]
     if "train" in metrics:
-        summary.append({"part": "train", "rmse": metrics["train"]["rmse"], "mae": metrics["train"]["mae"], "ratings": metrics["train"].get("n")})
-    out = [f"<h1>neucf run: {html.escape(str(metrics.get('model', '')))}</h1>",
-           "<h2>Metrics</h2>", _table(summary, ["part", "rmse", "mae", "ratings"]),
-           f"<p>{metrics.get('epochs', 0)} epochs (best {metrics.get('best_epoch', 0)}), "
-           f"{_fmt(metrics.get('train_seconds'))} s training, {_fmt(metrics.get('seconds_per_epoch'))} s per epoch.</p>"]
+        summary.append(
+            {
+                "part": "train",
+                "rmse": metrics["train"]["rmse"],
+                "mae": metrics["train"]["mae"],
+                "ratings": metrics["train"].get("n"),
+            }
+        )
+    out = [
+        f"<h1>neucf run: {html.escape(str(metrics.get('model', '')))}</h1>",
+        "<h2>Metrics</h2>",
+        _table(summary, ["part", "rmse", "mae", "ratings"]),
+        f"<p>{metrics.get('epochs', 0)} epochs (best {metrics.get('best_epoch', 0)}), "
+        f"{_fmt(metrics.get('train_seconds'))} s training, {_fmt(metrics.get('seconds_per_epoch'))} s per epoch.</p>",
+    ]
     if (folder / "learning_curve.png").is_file():
         out += ["<h2>Learning curve</h2>", _image(folder / "learning_curve.png")]
     if metrics.get("history"):
-        out += ["<h2>Per epoch</h2>", _table(metrics["history"], ["epoch", "train_mse", "train_loss", "valid_rmse", "seconds"])]
+        out += [
+            "<h2>Per epoch</h2>",
+            _table(metrics["history"], ["epoch", "train_mse", "train_loss", "valid_rmse", "seconds"]),
+        ]
     out += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"]
     return out
 
 
 def _comparison_sections(folder: Path) -> list[str]:
     data = json.loads((folder / "comparison.json").read_text())
-    out = [f"<h1>neucf comparison on {html.escape(data['split'])} folds</h1>", "<h2>Summary (mean and standard deviation over folds)</h2>",
-           _table(data["table"], ["model", "folds", "rmse_mean", "rmse_std", "mae_mean", "mae_std", "train_seconds"])]
+    out = [
+        f"<h1>neucf comparison on {html.escape(data['split'])} folds</h1>",
+        "<h2>Summary (mean and standard deviation over folds)</h2>",
+        _table(data["table"], ["model", "folds", "rmse_mean", "rmse_std", "mae_mean", "mae_std", "train_seconds"]),
+    ]
     if (folder / "comparison.png").is_file():
         out += ["<h2>Test RMSE</h2>", _image(folder / "comparison.png")]
     out += ["<h2>Every fold</h2>", _table(data["runs"], ["model", "fold", "rmse", "mae", "epochs", "train_seconds"])]
@@ -84,8 +105,10 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     for extra in ("overfit.png", "noise.png"):
         if (folder / extra).is_file():
             sections += [f"<h2>{extra[:-4]} check</h2>", _image(folder / extra)]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>neucf report</title>"
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>neucf report</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
     target = Path(out) if out else folder / "report.html"
     with atomic_write(target, "w") as handle:
         handle.write(page)

@@ -78,8 +78,12 @@ def environment() -> dict:
         >>> sorted(environment())
         ['neucf', 'numpy', 'python', 'torch']
     """
-    return {"neucf": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    return {
+        "neucf": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _jsonable(value):
@@ -108,8 +112,12 @@ def write_run(out: str | Path, model: Recommender, metrics: dict, config: dict, 
     model.save(out / "model.pt")
     write_json(out / "config.json", config)
     write_json(out / "metrics.json", metrics)
-    learning_curve(metrics["history"], out / "learning_curve.png", title=f"{model.name} learning curve",
-                   best_epoch=metrics.get("best_epoch") or None)
+    learning_curve(
+        metrics["history"],
+        out / "learning_curve.png",
+        title=f"{model.name} learning curve",
+        best_epoch=metrics.get("best_epoch") or None,
+    )
     if test is not None:
         test.write_csv(out / "test.csv")
     return out

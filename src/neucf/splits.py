@@ -38,10 +38,10 @@ class Split:
 
     def sizes(self) -> dict[str, int]:
         """Number of ratings in each part."""
-        return {p: int(len(getattr(self, p))) for p in PARTS}
+        return {p: len(getattr(self, p)) for p in PARTS}
 
     @classmethod
-    def from_parts(cls, part: np.ndarray) -> "Split":
+    def from_parts(cls, part: np.ndarray) -> Split:
         """Build from an array giving each rating's part (0 train, 1 valid, 2 test)."""
         return cls(*(np.flatnonzero(part == k) for k in range(3)))
 
@@ -49,7 +49,9 @@ class Split:
 def _check_fractions(fractions) -> np.ndarray:
     f = np.asarray(fractions, dtype=np.float64)
     if len(f) != 3 or (f < 0).any() or not np.isclose(f.sum(), 1.0) or f[0] <= 0:
-        raise UsageError(f"split fractions {tuple(fractions)} must be three non-negative numbers summing to 1, train > 0")
+        raise UsageError(
+            f"split fractions {tuple(fractions)} must be three non-negative numbers summing to 1, train > 0"
+        )
     return f
 
 
@@ -204,12 +206,7 @@ def _fill_missing_users(part, users, items, target, n_users, n_items, rng) -> No
         if not missing.any():
             return
         source = part.astype(np.int64)
-        movable = (
-            missing[users]
-            & (source != target)
-            & (user_in[source, users] >= 2)
-            & (item_in[source, items] >= 2)
-        )
+        movable = missing[users] & (source != target) & (user_in[source, users] >= 2) & (item_in[source, items] >= 2)
         candidates = np.flatnonzero(movable)
         if len(candidates) == 0:
             _swap_in(part, users, items, target, np.flatnonzero(missing), user_in, rng)

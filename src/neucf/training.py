@@ -61,7 +61,9 @@ class TrainConfig:
     patience: int = field(default=3, metadata=_help("Early-stopping patience in epochs (0: off)."))
     seed: int = 0
     dtype: str = field(default="float32", metadata=_help("float32 or float64."))
-    valid_fraction: float = field(default=0.05, metadata=_help("Share of train held out when a split has no validation part."))
+    valid_fraction: float = field(
+        default=0.05, metadata=_help("Share of train held out when a split has no validation part.")
+    )
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -197,8 +199,9 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 class Trainer:
     """Fits a network that maps (user index, item index) batches to predicted ratings.
 
-    The network must provide ``forward(users, items)`` and ``penalty(users, items)`` (the L2
-    sum of squares it wants regularised for that batch).
+    The network must provide ``forward(users, items)`` (predictions) and
+    ``predict_and_penalty(users, items)`` (predictions and the L2 sum of squares it wants
+    regularised for that batch, returned together so that both can share one gather).
 
     Example:
         >>> from neucf.models import BiasedMFNet
@@ -257,9 +260,13 @@ class Trainer:
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 bu, bi = users[idx], items[idx]
-                pred = net(bu, bi)
-                mse = torch.mean((pred - ratings[idx]) ** 2)
-                loss = mse + cfg.l2 * net.penalty(bu, bi) if cfg.l2 > 0 else mse
+                if cfg.l2 > 0:
+                    pred, penalty = net.predict_and_penalty(bu, bi)
+                    mse = torch.mean((pred - ratings[idx]) ** 2)
+                    loss = mse + cfg.l2 * penalty
+                else:
+                    pred = net(bu, bi)
+                    loss = mse = torch.mean((pred - ratings[idx]) ** 2)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -328,7 +335,9 @@ def predict_batches(net: nn.Module, users: torch.Tensor, items: torch.Tensor, ba
     net.eval()
     device = next(net.parameters()).device
     users, items = users.to(device), items.to(device)
-    out = torch.cat([net(users[s : s + batch_size], items[s : s + batch_size]) for s in range(0, len(users), batch_size)])
+    out = torch.cat(
+        [net(users[s : s + batch_size], items[s : s + batch_size]) for s in range(0, len(users), batch_size)]
+    )
     net.train(was_training)
     return out
 

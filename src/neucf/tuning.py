@@ -66,7 +66,9 @@ def tune(
         held = held_out_mask(len(train), TrainConfig(seed=seed))
         train, valid = train.subset(~held), train.subset(held)
         log.info("no validation part: tuning against a seeded share of train (%s ratings)", f"{len(valid):,}")
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     remaining = max(0, trials - len(finished))
     if finished:
         log.info("study %r has %d finished trials; running %d more", study_name, len(finished), remaining)
@@ -78,7 +80,12 @@ def tune(
         def report(stats):
             trial.report(stats.valid_rmse, stats.epoch - 1)
             if trial.should_prune():
-                log.info("trial %d: pruned after epoch %d (validation RMSE %.4f)", trial.number, stats.epoch, stats.valid_rmse)
+                log.info(
+                    "trial %d: pruned after epoch %d (validation RMSE %.4f)",
+                    trial.number,
+                    stats.epoch,
+                    stats.valid_rmse,
+                )
                 raise optuna.TrialPruned()
 
         fitted.fit(train, valid, callbacks=[report])

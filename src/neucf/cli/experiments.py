@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,7 +37,9 @@ def diagnose_overfit(
     from ..diagnostics import overfit
 
     model_class(model)
-    _verdict(overfit(source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out))
+    _verdict(
+        overfit(source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out)
+    )
 
 
 def diagnose_noise(
@@ -67,7 +69,7 @@ def compare_models(
     out: OutOpt,
     source: DataFlags = None,
     split: SplitOpt = "movielens",
-    folds: Annotated[Optional[str], typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
+    folds: Annotated[str | None, typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
     seed: SeedOpt = 0,
     min_item_ratings: MinItemOpt = None,
@@ -96,7 +98,7 @@ def tune_model(
     seed: SeedOpt = 0,
     model: ModelOpt = "neumf",
     trials: Annotated[int, typer.Option(help="Trials in all (an interrupted study's finished trials count).")] = 20,
-    epochs: Annotated[Optional[int], typer.Option(help="Most epochs per trial.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs per trial.")] = None,
 ):  # fmt: skip
     """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
     from ..tuning import tune
@@ -118,7 +120,9 @@ def tune_model(
     typer.echo(f"wrote {Path(out) / 'best.json'}; use it with: neucf train --config {Path(out) / 'best.json'} ...")
 
 
-def report(folder: Annotated[Path, typer.Argument(help="A run folder (neucf train) or comparison folder (neucf compare).")]):
+def report(
+    folder: Annotated[Path, typer.Argument(help="A run folder (neucf train) or comparison folder (neucf compare).")],
+):
     """Write one self-contained HTML page (settings, metrics, plots) into the folder."""
     from ..report import write_report
 
@@ -127,7 +131,9 @@ def report(folder: Annotated[Path, typer.Argument(help="A run folder (neucf trai
 
 def add_commands(app: typer.Typer) -> None:
     """Register diagnose, compare, tune and report on ``app``."""
-    diagnose = typer.Typer(no_args_is_help=True, help="The seed's sanity checks: overfit a tiny sample, train on noise.")
+    diagnose = typer.Typer(
+        no_args_is_help=True, help="The seed's sanity checks: overfit a tiny sample, train on noise."
+    )
     diagnose.command("overfit")(data_options(diagnose_overfit))
     diagnose.command("noise")(data_options(diagnose_noise))
     app.add_typer(diagnose, name="diagnose")

@@ -16,7 +16,7 @@ import logging
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -105,14 +105,14 @@ class DataFlags:
 
 
 _DATA_OPTIONS = {
-    "data": (Annotated[Optional[Path], typer.Option("--data", help="A MovieLens folder or zip, or any ratings file.")], None),
-    "dataset": (Annotated[Optional[str], typer.Option("--dataset", help="A built-in dataset, e.g. ml-100k (downloaded once).")], None),
-    "data_dir": (Annotated[Optional[Path], typer.Option("--data-dir", help="Download cache (default $NEUCF_DATA_DIR or the platform cache).")], None),
-    "sep": (Annotated[Optional[str], typer.Option("--sep", help="Field separator (detected when omitted; 'tab' or '\\t' for tab).")], None),
-    "header": (Annotated[Optional[bool], typer.Option("--header/--no-header", help="Whether the first line names the columns (detected).")], None),
-    "columns": (Annotated[Optional[str], typer.Option("--columns", help="Role of each column in order: user,item,rating[,timestamp]; '-' skips one.")], None),
+    "data": (Annotated[Path | None, typer.Option("--data", help="A MovieLens folder or zip, or any ratings file.")], None),
+    "dataset": (Annotated[str | None, typer.Option("--dataset", help="A built-in dataset, e.g. ml-100k (downloaded once).")], None),
+    "data_dir": (Annotated[Path | None, typer.Option("--data-dir", help="Download cache (default $NEUCF_DATA_DIR or the platform cache).")], None),
+    "sep": (Annotated[str | None, typer.Option("--sep", help="Field separator (detected when omitted; 'tab' or '\\t' for tab).")], None),
+    "header": (Annotated[bool | None, typer.Option("--header/--no-header", help="Whether the first line names the columns (detected).")], None),
+    "columns": (Annotated[str | None, typer.Option("--columns", help="Role of each column in order: user,item,rating[,timestamp]; '-' skips one.")], None),
     "duplicates": (Annotated[str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last or mean.")], "error"),
-    "rating_scale": (Annotated[Optional[str], typer.Option("--rating-scale", help="MIN,MAX of the rating scale (inferred when omitted).")], None),
+    "rating_scale": (Annotated[str | None, typer.Option("--rating-scale", help="MIN,MAX of the rating scale (inferred when omitted).")], None),
 }  # fmt: skip
 
 #: gives a command the shared data flags as one ``source: DataFlags`` argument
@@ -158,20 +158,24 @@ class SplitFlags:
 
 SplitOpt = Annotated[str, typer.Option("--split", help=f"How to divide the ratings: {', '.join(SPLITTERS)}.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
-MinItemOpt = Annotated[Optional[int], typer.Option("--min-item-ratings", help="Drop items with fewer ratings (coverage default 3).")]
+MinItemOpt = Annotated[
+    int | None, typer.Option("--min-item-ratings", help="Drop items with fewer ratings (coverage default 3).")
+]
 
 
 def split_options(default_split: str = "movielens", split_dir: bool = True):
     """Give a command the split flags as one ``splitting: SplitFlags`` argument."""
     options = {
         "split": (SplitOpt, default_split),
-        "fold": (Annotated[Optional[str], typer.Option("--fold", help="Fold: 1..5 for kfold, 1-5/a/b for movielens, k for seed + k - 1 otherwise.")], None),
+        "fold": (Annotated[str | None, typer.Option("--fold", help="Fold: 1..5 for kfold, 1-5/a/b for movielens, k for seed + k - 1 otherwise.")], None),
         "min_item_ratings": (MinItemOpt, None),
         "min_user_ratings": (Annotated[int, typer.Option("--min-user-ratings", help="Drop users with fewer ratings.")], 0),
     }  # fmt: skip
     if split_dir:
         options["split_dir"] = (
-            Annotated[Optional[Path], typer.Option("--split-dir", help="A folder written by 'neucf data split', used as is.")],
+            Annotated[
+                Path | None, typer.Option("--split-dir", help="A folder written by 'neucf data split', used as is.")
+            ],
             None,
         )
     return option_group("splitting", options, SplitFlags)
@@ -184,7 +188,9 @@ def _model_parameters() -> dict[str, tuple[type, str, dict]]:
     for name in model_names():
         cls = model_class(name)
         for field in cls.parameters().values():
-            owner = next(c for c in (cls.config_class, TrainConfig) if field.name in {f.name for f in dataclasses.fields(c)})
+            owner = next(
+                c for c in (cls.config_class, TrainConfig) if field.name in {f.name for f in dataclasses.fields(c)}
+            )
             kind = typing.get_type_hints(owner)[field.name]
             help_text = field.metadata.get("help", "")
             default = field.default if field.default is not dataclasses.MISSING else None
@@ -203,7 +209,7 @@ def model_options():
         by_default = "; ".join(f"{'/'.join(models)} {value}" for value, models in defaults.items())
         text = f"{help_text} Default: {by_default}.".strip()
         decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
-        options[name] = (Annotated[Optional[kind], typer.Option(decl, help=text)], None)
+        options[name] = (Annotated[kind | None, typer.Option(decl, help=text)], None)
     return option_group("params", options, lambda **given: {k: v for k, v in given.items() if v is not None})
 
 
@@ -238,6 +244,12 @@ def resolve_model(model: str | None, config: Path | None, flags: dict) -> tuple[
         accepted = model_class(model).parameters()
         dropped = sorted(k for k in params if k not in accepted)
         if dropped:
-            log.warning("--config %s is for %s: ignoring %s, which %s does not take", config, config_model, ", ".join(dropped), model)
+            log.warning(
+                "--config %s is for %s: ignoring %s, which %s does not take",
+                config,
+                config_model,
+                ", ".join(dropped),
+                model,
+            )
         params = {k: v for k, v in params.items() if k in accepted}
     return name, {**params, **flags}

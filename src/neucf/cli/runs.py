@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,11 +25,11 @@ def train(
     source: DataFlags = None,
     splitting: SplitFlags = None,
     seed: SeedOpt = 0,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name (see 'neucf models'); default neumf.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="JSON with model parameters (e.g. from 'neucf tune'); flags override it.")] = None,
-    params: dict = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (see 'neucf models'); default neumf.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON with model parameters (e.g. from 'neucf tune'); flags override it.")] = None,
+    params: dict | None = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (run-time: not saved with the model).")] = "auto",
-    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
 ):  # fmt: skip
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
     name, model_params = resolve_model(model, config, params)

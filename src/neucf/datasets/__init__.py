@@ -19,8 +19,22 @@ from .readers import LoaderOptions, read_ratings_file, resolve_duplicates, sniff
 from .split_files import load_split_dir, write_split_dir
 
 __all__ = [
-    "DATASETS", "DatasetSpec", "LoaderOptions", "Ratings", "data_dir", "dataset_spec", "fetch",
-    "filter_for_split", "filter_min_ratings", "load", "load_movielens", "load_split_dir", "read_ratings_file", "resolve_duplicates", "sniff", "write_split_dir",
+    "DATASETS",
+    "DatasetSpec",
+    "LoaderOptions",
+    "Ratings",
+    "data_dir",
+    "dataset_spec",
+    "fetch",
+    "filter_for_split",
+    "filter_min_ratings",
+    "load",
+    "load_movielens",
+    "load_split_dir",
+    "read_ratings_file",
+    "resolve_duplicates",
+    "sniff",
+    "write_split_dir",
 ]
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError, UsageError
-from .readers import LoaderOptions, read_ratings_file
 from .ratings import Ratings
+from .readers import LoaderOptions, read_ratings_file
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 
@@ -142,11 +142,11 @@ def load_movielens(path: str | Path, options: LoaderOptions = LoaderOptions()) -
     if zipfile.is_zipfile(path):
         archive = zipfile.ZipFile(path)
         members = {Path(n).name: n for n in archive.namelist()}
-        opener_of = lambda base: (lambda: archive.open(members[base]))  # noqa: E731
+        opener_of = lambda base: lambda: archive.open(members[base])  # noqa: E731
         present = members.keys()
     elif path.is_dir():
         files = {p.name: p for p in [*path.glob("*"), *path.glob("*/*")] if p.is_file()}
-        opener_of = lambda base: (lambda: open(files[base], "rb"))  # noqa: E731
+        opener_of = lambda base: lambda: open(files[base], "rb")  # noqa: E731
         present = files.keys()
     else:
         raise DataError(f"{path}: not a MovieLens folder or zip")

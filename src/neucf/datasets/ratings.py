@@ -37,7 +37,7 @@ class Ratings:
     item_titles: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def from_arrays(cls, users, items, ratings, timestamps=None, scale=None, item_titles=None) -> "Ratings":
+    def from_arrays(cls, users, items, ratings, timestamps=None, scale=None, item_titles=None) -> Ratings:
         """Build from raw id arrays; indices follow sorted raw ids.
 
         ``scale`` is ``(min, max)``; when omitted it is inferred from the data.
@@ -77,7 +77,7 @@ class Ratings:
         """Number of items in the id map."""
         return len(self.item_ids)
 
-    def subset(self, index: np.ndarray) -> "Ratings":
+    def subset(self, index: np.ndarray) -> Ratings:
         """The ratings at ``index`` (positions), sharing this object's id maps and scale."""
         index = np.asarray(index)
         return Ratings(
@@ -91,7 +91,7 @@ class Ratings:
             item_titles=self.item_titles,
         )
 
-    def compact(self) -> "Ratings":
+    def compact(self) -> Ratings:
         """Drop users and items that have no rating, re-indexing densely (order preserved)."""
         u_keep = np.unique(self.users)
         i_keep = np.unique(self.items)
@@ -146,16 +146,16 @@ class Ratings:
 
     def describe(self) -> dict:
         """Summary figures: counts, rating range, distinct values, density."""
-        n_users = int(len(np.unique(self.users)))
-        n_items = int(len(np.unique(self.items)))
+        n_users = len(np.unique(self.users))
+        n_items = len(np.unique(self.items))
         values = np.unique(self.ratings)
         return {
-            "ratings": int(len(self)),
+            "ratings": len(self),
             "users": n_users,
             "items": n_items,
             "rating_min": float(self.ratings.min()),
             "rating_max": float(self.ratings.max()),
-            "rating_values": [float(v) for v in values] if len(values) <= 20 else int(len(values)),
+            "rating_values": [float(v) for v in values] if len(values) <= 20 else len(values),
             "rating_mean": float(self.ratings.astype(np.float64).mean()),
             "scale": list(self.scale),
             "density": float(len(self)) / (n_users * n_items),

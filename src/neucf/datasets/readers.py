@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Literal
+from typing import IO, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,23 @@ log = logging.getLogger(__name__)
 
 ROLES = ("user", "item", "rating", "timestamp")
 _ALIASES = {
-    "user": "user", "userid": "user", "user_id": "user", "uid": "user",
-    "item": "item", "itemid": "item", "item_id": "item", "movieid": "item", "movie_id": "item", "iid": "item",
-    "rating": "rating", "ratings": "rating", "score": "rating", "stars": "rating",
-    "timestamp": "timestamp", "time": "timestamp", "ts": "timestamp",
+    "user": "user",
+    "userid": "user",
+    "user_id": "user",
+    "uid": "user",
+    "item": "item",
+    "itemid": "item",
+    "item_id": "item",
+    "movieid": "item",
+    "movie_id": "item",
+    "iid": "item",
+    "rating": "rating",
+    "ratings": "rating",
+    "score": "rating",
+    "stars": "rating",
+    "timestamp": "timestamp",
+    "time": "timestamp",
+    "ts": "timestamp",
 }
 SEPARATORS = ("::", "\t", ",", " ")
 DuplicatePolicy = Literal["error", "last", "mean"]
@@ -205,9 +219,7 @@ def read_ratings_file(
         outside = (values < lo) | (values > hi)
         if outside.any():
             row = int(np.argmax(outside))
-            raise DataError(
-                f"{name} line {line_of(row)}: rating {values[row]:g} is outside the scale {lo:g}..{hi:g}"
-            )
+            raise DataError(f"{name} line {line_of(row)}: rating {values[row]:g} is outside the scale {lo:g}..{hi:g}")
     timestamps = None
     if "timestamp" in cols:
         ts = pd.to_numeric(cols["timestamp"], errors="coerce")
@@ -291,7 +303,9 @@ def _ids(column: pd.Series) -> np.ndarray:
     return column.to_numpy()
 
 
-def resolve_duplicates(ratings: Ratings, policy: DuplicatePolicy, name: str = "data", first_line_no: int = 1) -> Ratings:
+def resolve_duplicates(
+    ratings: Ratings, policy: DuplicatePolicy, name: str = "data", first_line_no: int = 1
+) -> Ratings:
     """Apply the duplicate (user, item) policy; ``error`` names the first repeated pair.
 
     Example:

@@ -149,8 +149,15 @@ class Recommender:
         return dataclasses.asdict(self.config)
 
     # ---- fitting -------------------------------------------------------------------------
-    def fit(self, train: Ratings, valid: Ratings | None = None, *, device: str = "auto", progress: bool = False,
-            callbacks=()) -> Recommender:
+    def fit(
+        self,
+        train: Ratings,
+        valid: Ratings | None = None,
+        *,
+        device: str = "auto",
+        progress: bool = False,
+        callbacks=(),
+    ) -> Recommender:
         """Learn from ``train``; ``valid`` (same id maps, e.g. from one split) guides early stopping.
 
         ``device``, ``progress`` and ``callbacks`` (called with each epoch's
@@ -231,9 +238,7 @@ class Recommender:
             )
         # the baseline: mean + b_u + b_i, an unknown side contributing 0
         out = (
-            self.mean_
-            + np.where(user_known, self.user_bias_[uc], 0.0)
-            + np.where(item_known, self.item_bias_[ic], 0.0)
+            self.mean_ + np.where(user_known, self.user_bias_[uc], 0.0) + np.where(item_known, self.item_bias_[ic], 0.0)
         )
         out = out.astype(np.float32)
         if known.any():

@@ -17,7 +17,6 @@ from torch import nn
 from torch.nn import functional as F
 
 
-
 def _csr_tensor(indptr, indices, values, size) -> torch.Tensor:
     """A CSR tensor, without torch's "beta" warning: the two operations used here (construction
     and CSR @ dense) are covered by the tests, so the warning is noise for users. Filtered
@@ -75,8 +74,15 @@ class SparseRowProjection(nn.Module):
         torch.Size([2, 3])
     """
 
-    def __init__(self, matrix: sp.csr_matrix, out_features: int, dropout: float = 0.0, mode: str = "auto",
-                 batch_size: int = 512, norm: float = 0.0):
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        out_features: int,
+        dropout: float = 0.0,
+        mode: str = "auto",
+        batch_size: int = 512,
+        norm: float = 0.0,
+    ):
         super().__init__()
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         matrix.sort_indices()
@@ -97,7 +103,9 @@ class SparseRowProjection(nn.Module):
         scale = np.maximum(counts, 1).astype(np.float64) ** -norm
         self.norm = norm
         self.register_buffer("counts", as_tensor(counts, torch.float32), persistent=False)
-        self.register_buffer("values", as_tensor(matrix.data * np.repeat(scale, counts), torch.float32), persistent=False)
+        self.register_buffer(
+            "values", as_tensor(matrix.data * np.repeat(scale, counts), torch.float32), persistent=False
+        )
         # row-major keys of the non-zeros, sorted: finds the position of (row, col) by bisection
         rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
         self.register_buffer("keys", as_tensor(rows * n_cols + matrix.indices), persistent=False)
@@ -156,7 +164,9 @@ class SparseRowProjection(nn.Module):
         if self.mode == "full":
             out = self._all_rows(values)[rows]
             if target is not None:
-                own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
+                own = torch.where(
+                    target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype)
+                )
                 out = self._renormalize(out - own[:, None] * self.weight[mask_cols], rows, target >= 0)
             return out + self.bias
         start = self.indptr[rows]

@@ -53,16 +53,24 @@ class BiasedMFNet(nn.Module):
             nn.init.zeros_(emb.weight)
         self.register_buffer("mean", torch.tensor(float(mean)))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        p, q = self.user_factors(users), self.item_factors(items)
-        bu, bi = self.user_bias(users).squeeze(1), self.item_bias(items).squeeze(1)
-        return self.mean + bu + bi + (p * q).sum(1)
+    def _gather(self, users, items):
+        return self.user_factors(users), self.item_factors(items), self.user_bias(users), self.item_bias(items)
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of its users' and items' squared factors and biases."""
-        p, q = self.user_factors(users), self.item_factors(items)
-        bu, bi = self.user_bias(users), self.item_bias(items)
-        return ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(users)
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self._combine(*self._gather(users, items))
+
+    def _combine(self, p, q, bu, bi) -> torch.Tensor:
+        return self.mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1)
+
+    def predict_and_penalty(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and the L2 term: the batch's squared factors and biases, per rating.
+
+        Both come from one gather of the batch's rows, so the backward scatters into the
+        embedding tables once, not twice.
+        """
+        p, q, bu, bi = self._gather(users, items)
+        penalty = ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(users)
+        return self._combine(p, q, bu, bi), penalty
 
 
 @register("mf")

@@ -51,7 +51,9 @@ class NetworkConfig:
 
     factors: int = field(default=30, metadata=_help("Units per projection / MLP layer (seed 30)."))
     alpha: float = field(default=0.4, metadata=_help("LeakyReLU slope (seed 0.4)."))
-    input_dropout: float = field(default=0.3, metadata=_help("Share of input rating-vector entries dropped while training."))
+    input_dropout: float = field(
+        default=0.3, metadata=_help("Share of input rating-vector entries dropped while training.")
+    )
     mask_target: bool = field(default=True, metadata=_help("Hide r_ui from its own input while training."))
     input_norm: float = field(default=0.5, metadata=_help("Divide each rating vector by its count ** this (0: raw)."))
     projection: str = field(default="auto", metadata=_help("First-layer product: auto, full or bag (all exact)."))
@@ -149,9 +151,11 @@ class RatingVectorNet(nn.Module):
         z = self.output(branches[0] if len(branches) == 1 else torch.cat(branches, dim=1))
         return self.scale(z).squeeze(1)
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Sum of squared weights (biases excluded), the L2 term; the same for every batch."""
-        return sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
+    def predict_and_penalty(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and the L2 term: the sum of squared weights (biases excluded)."""
+        pred = self(users, items)
+        penalty = sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
+        return pred, penalty
 
 
 class RatingVectorModel(TorchRecommender):

@@ -21,7 +21,7 @@ def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
 
     Example:
         >>> int(held_out_mask(1000, TrainConfig(seed=0)).sum())
-        46
+        45
     """
     return np.random.default_rng(cfg.seed).random(n) < cfg.valid_fraction
 
