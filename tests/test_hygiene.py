@@ -4,9 +4,8 @@ import os
 import subprocess
 import sys
 
-from neucf.files import atomic_write
-
 from conftest import synthetic_ratings
+from neucf.files import atomic_write
 
 _PROBE = """
 import json, sys, warnings
