@@ -29,7 +29,7 @@ def test_describe_json(ratings_file, capsys):
 def test_split_writes_csvs_that_cover_the_data(ratings_file, tmp_path, capsys, split, parts):
     out = tmp_path / "split"
     assert main(["data", "split", "--data", str(ratings_file), "--split", split, "--out", str(out), "--seed", "3"]) == 0
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert len(files) == parts and "train.csv" in files and "test.csv" in files
     frames = [pd.read_csv(out / f) for f in files]
     assert all(list(f.columns) == ["user", "item", "rating", "timestamp"] for f in frames)

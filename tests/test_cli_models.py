@@ -163,14 +163,14 @@ def test_a_run_records_versions_checksum_and_run_time_options(run_dir, ratings_f
     assert config["runtime"]["device"] == "auto" and "progress" not in config["params"]
 
 
-def test_version_verbosity_and_threads(ratings_file, capsys):
+def test_version_verbosity_and_threads(ratings_file, tmp_path, capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip().startswith("neucf ")
     args = ["data", "split", "--data", str(ratings_file), "--split", "coverage"]
-    assert main(["-q", *args, "--out", "/tmp/neucf-q"]) == 0
+    assert main(["-q", *args, "--out", str(tmp_path / "q")]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and "wrote" in quiet.out
-    assert main([*args, "--out", "/tmp/neucf-v"]) == 0
+    assert main([*args, "--out", str(tmp_path / "v")]) == 0
     assert "dropping items with fewer than 3 ratings" in capsys.readouterr().err
     assert main(["--threads", "0", "models"]) == 2
     assert main(["--threads", "1", "models"]) == 0

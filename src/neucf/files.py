@@ -70,3 +70,122 @@ def checksum(path: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+#: the file that marks a folder as a complete neucf output of one kind (written last)
+MARKER = ".neucf-output"
+
+
+def output_kind(folder: Path) -> str | None:
+    """The kind of neucf output ``folder`` holds (``run``, ``split``, ...), or None."""
+    try:
+        return (Path(folder) / MARKER).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def mark_output(folder: str | Path, kind: str) -> None:
+    """Mark ``folder`` as a neucf output of ``kind``, for outputs written file by file (each
+    atomically) into one folder, such as diagnostics and tuning results."""
+    with atomic_write(Path(folder) / MARKER, "w") as handle:
+        handle.write(kind + "\n")
+
+
+def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False) -> Path:
+    """Refuse, before any work, an ``--out`` that cannot or must not be written.
+
+    Refused always: a path that is a file, one that holds (or is) an input, one in a folder
+    that cannot be written. Refused unless ``force``: a non-empty folder that is not a
+    previous neucf output of the same ``kind``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "train.csv").write_text("1,1,5")
+        >>> check_output_dir(d, "split", inputs=[d / "train.csv"])
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: --out ... holds the input ...train.csv: writing there would destroy it; choose another folder
+    """
+    from .errors import UsageError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose another path")
+    target = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if source == target or target in source.parents:
+            raise UsageError(
+                f"--out {out} holds the input {given}: writing there would destroy it; choose another folder"
+            )
+    if out.is_dir() and any(out.iterdir()) and not force:
+        found = output_kind(out)
+        if found != kind:
+            what = f"a neucf {found} folder, not a {kind} folder" if found else "not a neucf output"
+            raise UsageError(f"--out {out} is not empty and is {what}; choose a new folder, or pass --force to replace it")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot create it in {parent} (not a writable folder)")
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Temp folders of earlier writes to ``out`` whose process is gone (killed with -9)."""
+    import shutil
+
+    for stale in out.parent.glob(f".{out.name}.*-neucf-*"):
+        try:
+            pid = int(stale.name.rsplit("-neucf-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if stale.is_dir() and not _alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False):
+    """Write a whole output folder atomically: yield a temporary sibling to fill, then mark it
+    complete and rename it over ``out`` (the old folder is kept until then). On any error or
+    signal the temporary folder is removed and ``out`` is left as it was.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+        >>> with output_dir(out, "run") as tmp: _ = (tmp / "a.txt").write_text("x")
+        >>> sorted(p.name for p in out.iterdir()), output_kind(out)
+        (['.neucf-output', 'a.txt'], 'run')
+    """
+    import shutil
+
+    out = check_output_dir(out, kind, inputs, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-neucf-{os.getpid()}-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        (tmp / MARKER).write_text(kind + "\n")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-neucf-{os.getpid()}-", dir=out.parent))
+            os.replace(out, old / "previous")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from ..datasets import filter_for_split, write_split_dir
-from .options import DataFlags, SeedOpt, SplitFlags, data_options, split_options
+from ..files import check_output_dir, output_dir
+from .options import DataFlags, ForceOpt, SeedOpt, SplitFlags, data_options, split_options
 
 
 def describe(
@@ -32,12 +33,16 @@ def split(
     source: DataFlags = None,
     splitting: SplitFlags = None,
     seed: SeedOpt = 0,
+    force: ForceOpt = False,
 ):
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
     splitter = splitting.splitter()
+    source.check()
+    check_output_dir(out, "split", [source.data], force)
     ratings = filter_for_split(source.load(), splitter, splitting.min_item_ratings, splitting.min_user_ratings)
     parts = splitter.split(ratings, fold=splitting.fold, seed=seed)
-    write_split_dir(ratings, parts, out)
+    with output_dir(out, "split", [source.data], force) as folder:
+        write_split_dir(ratings, parts, folder)
     sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")
     typer.echo(f"wrote {out}: {sizes}")
 

@@ -9,14 +9,25 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from ..files import check_output_dir, mark_output, output_dir
 from ..models import model_class
-from .options import DataFlags, MinItemOpt, SeedOpt, SplitFlags, SplitOpt, data_options, split_options
+from .options import (
+    DataFlags,
+    ForceOpt,
+    MinItemOpt,
+    SeedOpt,
+    SplitFlags,
+    SplitOpt,
+    data_options,
+    split_options,
+)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write into.")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name (see 'neucf models').")]
 
 
-def _verdict(verdict) -> None:
+def _verdict(verdict, out: Path) -> None:
+    mark_output(out, "diagnosis")
     typer.echo(verdict.line)
     for path in verdict.files:
         typer.echo(f"wrote {path}")
@@ -32,14 +43,18 @@ def diagnose_overfit(
     fraction: Annotated[float, typer.Option(help="Share of users and of items sampled (ratings of either are kept).")] = 0.003,
     epochs: Annotated[int, typer.Option(help="Epochs without regularisation.")] = 400,
     threshold: Annotated[float, typer.Option(help="PASS when the final train RMSE is below this.")] = 0.1,
+    force: ForceOpt = False,
 ):  # fmt: skip
     """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL."""
     from ..diagnostics import overfit
 
     model_class(model)
-    _verdict(
-        overfit(source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out)
-    )
+    if epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {epochs}")
+    source.check()
+    check_output_dir(out, "diagnosis", [source.data], force)
+    verdict = overfit(source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out)
+    _verdict(verdict, out)
 
 
 def diagnose_noise(
@@ -48,12 +63,15 @@ def diagnose_noise(
     model: ModelOpt = "neumf",
     seed: SeedOpt = 0,
     margin: Annotated[float, typer.Option(help="How much lower the real data's validation RMSE must be.")] = 0.1,
+    force: ForceOpt = False,
 ):  # fmt: skip
     """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG."""
     from ..diagnostics import noise
 
     model_class(model)
-    _verdict(noise(source.load(), model=model, seed=seed, margin=margin, out=out))
+    source.check()
+    check_output_dir(out, "diagnosis", [source.data], force)
+    _verdict(noise(source.load(), model=model, seed=seed, margin=margin, out=out), out)
 
 
 def _list(text: str | None, flag: str) -> list[str] | None:
@@ -73,6 +91,7 @@ def compare_models(
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
     seed: SeedOpt = 0,
     min_item_ratings: MinItemOpt = None,
+    force: ForceOpt = False,
 ):  # fmt: skip
     """Every model on every fold: a table (mean ± sd of RMSE and MAE, train time), files and a chart."""
     from ..compare import compare, format_table, write_comparison
@@ -83,10 +102,16 @@ def compare_models(
         model_class(name)  # unknown names fail before any training
     splitter = get_splitter(split)
     fold_list = splitter.fold_list(_list(folds, "--folds"))
+    if len(set(fold_list)) != len(fold_list):
+        raise UsageError(f"--folds {folds!r} names a fold twice")
+    source.check()
+    check_output_dir(out, "comparison", [source.data], force)
     result = compare(source.load(), splitter, names, folds=fold_list, seed=seed, min_item_ratings=min_item_ratings)
     typer.echo(format_table(result.table))
-    for path in write_comparison(result, out):
-        typer.echo(f"wrote {path}")
+    with output_dir(out, "comparison", [source.data], force) as folder:
+        written = write_comparison(result, folder)
+    for path in written:
+        typer.echo(f"wrote {Path(out) / path.name}")
 
 
 def tune_model(
@@ -99,6 +124,7 @@ def tune_model(
     model: ModelOpt = "neumf",
     trials: Annotated[int, typer.Option(help="Trials in all (an interrupted study's finished trials count).")] = 20,
     epochs: Annotated[int | None, typer.Option(help="Most epochs per trial.")] = None,
+    force: ForceOpt = False,
 ):  # fmt: skip
     """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
     from ..tuning import tune
@@ -108,11 +134,15 @@ def tune_model(
         raise UsageError(f"--trials must be >= 1, got {trials}")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
+    source.check()
+    splitting.check()
+    check_output_dir(out, "tune", [source.data], force)
     ratings, parts = splitting.load(source, seed)
     best = tune(
         ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
         epochs=epochs, seed=seed, out=out,
     )  # fmt: skip
+    mark_output(out, "tune")
     typer.echo(
         f"best validation RMSE {best['valid_rmse']:.4f} (trial {best['trial']} of {best['trials']}): "
         f"{json.dumps(best['params'])}"

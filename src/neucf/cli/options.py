@@ -30,6 +30,18 @@ from ..training import TrainConfig
 log = logging.getLogger("neucf.cli")
 
 
+def check_input(path: Path, flag: str) -> None:
+    """An input path must exist and be readable (a usage error, exit 2, before any work)."""
+    import os
+
+    if str(path) == "-":
+        return
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such file or folder")
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        raise UsageError(f"{flag} {path}: not readable (permission denied)")
+
+
 def option_group(target: str, options: dict[str, tuple[object, object]], make):
     """A decorator that adds ``options`` (name -> (annotation, default)) to a command and passes
     the command ``make(**their values)`` as its ``target`` argument instead."""
@@ -84,6 +96,16 @@ class DataFlags:
         cols = tuple(c.strip() for c in self.columns.split(",")) if self.columns else None
         return LoaderOptions(sep=sep, header=self.header, columns=cols, duplicates=self.duplicates, scale=scale)
 
+    def check(self) -> None:
+        """Validate the flags and the input path before any work (usage errors, exit 2)."""
+        self.options()
+        if self.data is not None:
+            check_input(self.data, "--data")
+        if self.dataset is not None:
+            from ..datasets import dataset_spec
+
+            dataset_spec(self.dataset)
+
     def load(self) -> Ratings:
         """Load the ratings these flags describe."""
         return load(data=self.data, dataset=self.dataset, options=self.options(), directory=self.data_dir)
@@ -136,6 +158,16 @@ class SplitFlags:
         splitter.check_fold(self.fold)
         return splitter
 
+    def check(self) -> None:
+        """Validate the split flags (or the split folder) before any data is read."""
+        if self.split_dir is None:
+            self.splitter()
+            return
+        check_input(self.split_dir, "--split-dir")
+        for part in ("train", "test"):
+            if not (self.split_dir / f"{part}.csv").is_file():
+                raise UsageError(f"--split-dir {self.split_dir} has no {part}.csv; write one with neucf data split")
+
     def load(self, source: DataFlags, seed: int) -> tuple[Ratings, Split]:
         """Ratings and their split, from ``--split-dir`` or from the data flags plus ``--split``."""
         if self.split_dir is not None:
@@ -158,6 +190,7 @@ class SplitFlags:
 
 SplitOpt = Annotated[str, typer.Option("--split", help=f"How to divide the ratings: {', '.join(SPLITTERS)}.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out that is not a neucf output of this kind.")]
 MinItemOpt = Annotated[
     int | None, typer.Option("--min-item-ratings", help="Drop items with fewer ratings (coverage default 3).")
 ]

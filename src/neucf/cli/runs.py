@@ -10,10 +10,20 @@ from typing import Annotated
 
 import typer
 
+from ..files import check_output_dir, output_dir
 from ..models import model_class, model_names
 from ..runs import environment, fit_and_score, read_run, run_test_part, write_run
 from ..training import resolve_device
-from .options import DataFlags, SeedOpt, SplitFlags, data_options, model_options, resolve_model, split_options
+from .options import (
+    DataFlags,
+    ForceOpt,
+    SeedOpt,
+    SplitFlags,
+    data_options,
+    model_options,
+    resolve_model,
+    split_options,
+)
 
 log = logging.getLogger("neucf.cli")
 
@@ -30,14 +40,17 @@ def train(
     params: dict | None = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (run-time: not saved with the model).")] = "auto",
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
+    force: ForceOpt = False,
 ):  # fmt: skip
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
     name, model_params = resolve_model(model, config, params)
     cls = model_class(name)
     estimator = cls(seed=seed, **model_params)  # bad parameters fail before any data is read
     resolve_device(device)
-    if splitting.split_dir is None:
-        splitting.splitter()
+    inputs = (source.data, splitting.split_dir, config)
+    source.check()
+    splitting.check()
+    check_output_dir(out, "run", inputs, force)
     ratings, parts = splitting.load(source, seed)
     train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
     if len(valid_part) == 0 and cls.fitted_by == "gradient":
@@ -54,7 +67,8 @@ def train(
         "runtime": {"device": device, "progress": show},
         "environment": environment(),
     }
-    write_run(out, fitted, metrics, run_config, test_part)
+    with output_dir(out, "run", inputs, force) as folder:
+        write_run(folder, fitted, metrics, run_config, test_part)
     test = metrics["test"]
     line = f"{name}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} on {test['n']:,} ratings"
     if test["n_fallback"]:
