@@ -65,7 +65,7 @@ def test_predict_and_recommend(run_dir, capsys):
 def test_unknown_ids_and_bad_run_dirs_are_one_line_errors(run_dir, tmp_path, capsys):
     assert main(["predict", str(run_dir), "--user", "99999", "--item", "100"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown user id 99999" in err
+    assert err.count("\n") == 1 and "unknown user id '99999'" in err
     assert main(["predict", str(run_dir), "--user", "99999", "--item", "100", "--fallback"]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path)]) == 1

@@ -1,6 +1,30 @@
-"""``python -m neucf``: the command line (as ``torchrun -m neucf`` will run it)."""
+"""``python -m neucf`` and the ``neucf`` script: the command line (as ``torchrun -m neucf`` runs it).
 
-from .cli import run
+The signal handlers are installed before the heavy imports (torch, pandas), so Ctrl-C or
+SIGTERM during start-up also ends with one line instead of a traceback.
+"""
+
+import signal
+import sys
+
+from .errors import Interrupted
+
+
+def _stop(signum, frame):
+    raise Interrupted(signum)
+
+
+def main() -> None:
+    """Run the command line and exit with its code."""
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        from .cli import main as cli_main
+    except Interrupted as exc:
+        print(f"error: {exc.line}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(cli_main())
+
 
 if __name__ == "__main__":
-    run()
+    main()

@@ -29,3 +29,30 @@ class TrainingError(NeucfError, RuntimeError):
     """Training cannot go on, e.g. the loss became NaN (exit 1)."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: the command stops, cleaning up as it unwinds.
+
+    A ``BaseException`` so that no ``except Exception`` on the way swallows it. ``written``
+    says what was kept, if anything (e.g. tuning results of the finished trials).
+
+    Example:
+        >>> import signal
+        >>> Interrupted(signal.SIGTERM).exit_code
+        143
+    """
+
+    def __init__(self, signum: int, written: str | None = None):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+        self.written = written
+
+    @property
+    def line(self) -> str:
+        """The one line a user sees."""
+        import signal
+
+        what = "interrupted" if self.signum == signal.SIGINT else "terminated"
+        return f"{what}; {self.written or 'nothing was written'}"

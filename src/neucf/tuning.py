@@ -11,16 +11,45 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .datasets import Ratings
-from .errors import UsageError
+from .errors import DataError, Interrupted, UsageError
+from .files import atomic_write, mark_output
 from .models import model_class
 from .models.torch_estimator import held_out_mask
 from .runs import write_json
 from .training import TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+def check_storage(storage: str) -> None:
+    """Refuse, before any work, a ``--storage`` that is not a database URL or whose SQLite
+    file cannot be created.
+
+    Example:
+        >>> check_storage("tune.db")
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: --storage 'tune.db' is not a database URL; use e.g. sqlite:///tune.db
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(storage)
+    except (ArgumentError, ValueError):
+        raise UsageError(f"--storage {storage!r} is not a database URL; use e.g. sqlite:///tune.db") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(url.database).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"--storage {storage!r}: cannot create the database in {folder} (no such writable folder)")
+
+
+def _study_record(model: str, split: dict | None, epochs: int | None) -> dict:
+    return {"model": model, "split": split, "epochs": epochs, "metric": "rmse", "direction": "minimize"}
 
 
 def tune(
@@ -33,59 +62,85 @@ def tune(
     epochs: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
+    split: dict | None = None,
 ) -> dict:
-    """Minimise validation RMSE over ``trials`` trials in all (completed trials of an earlier,
+    """Minimise validation RMSE over ``trials`` trials in all (finished trials of an earlier,
     interrupted run of the same study count). Returns and writes the best configuration,
-    in the form ``neucf train --config`` reads."""
+    in the form ``neucf train --config`` reads.
+
+    The study records its model, split, epochs and metric, and a resumed study with other
+    ones is refused. A resumed study continues its sampler: the sampler is seeded with
+    ``seed`` plus the number of trials already run, so new trials draw new configurations.
+    On an interrupt (:class:`~neucf.errors.Interrupted`) the finished trials are still written.
+    """
     try:
         import optuna
     except ImportError:
         raise UsageError("tuning needs optuna: pip install optuna") from None
     cls = model_class(model)
-    probe = optuna.trial.FixedTrial({})
-    try:
-        cls.search_space(probe)
+    try:  # a FixedTrial without values raises as soon as the space asks for one
+        cls.search_space(optuna.trial.FixedTrial({}))
     except ValueError:
-        pass  # a space with parameters: FixedTrial has no values for them
+        pass
     else:
         raise UsageError(f"the {model} model has no hyper-parameters to tune")
+    if epochs is not None and epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {epochs}")
     fixed = {"epochs": epochs} if epochs and "epochs" in cls.parameters() else {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_storage(storage)
+    verbosity = optuna.logging.get_verbosity()
+    # Optuna logs every failed or interrupted trial with its traceback; neucf says it in one line
+    optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+    try:
+        return _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split) -> dict:
     try:
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,
             load_if_exists=True,
             direction="minimize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
         )
-    except (ValueError, ImportError) as exc:
-        raise UsageError(f"--storage {storage!r}: {exc}") from None
+    except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for a bad database
+        raise UsageError(f"--storage {storage!r}: cannot open the study ({type(exc).__name__}: {exc})") from None
+    record = _study_record(model, split, epochs)
+    if study.trials:
+        stored = {k: study.user_attrs.get(k) for k in record}
+        if stored != record:
+            differ = ", ".join(f"{k} {stored[k]!r} (asked: {record[k]!r})" for k in record if stored[k] != record[k])
+            raise UsageError(
+                f"study {study_name!r} in {storage} was run with {differ}; resume it with the same settings "
+                "or give a new --study-name"
+            )
+    for key, value in record.items():
+        study.set_user_attr(key, value)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     if valid is None or len(valid) == 0:
         held = held_out_mask(len(train), TrainConfig(seed=seed))
         train, valid = train.subset(~held), train.subset(held)
         log.info("no validation part: tuning against a seeded share of train (%s ratings)", f"{len(valid):,}")
-    finished = [
-        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    ]
+    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = [t for t in study.trials if t.state in done_states]
     remaining = max(0, trials - len(finished))
     if finished:
         log.info("study %r has %d finished trials; running %d more", study_name, len(finished), remaining)
+    running = []
 
     def objective(trial):
+        running[:] = [trial]
         params = {**cls.search_space(trial), **fixed}
+        trial.set_user_attr("params", params)
         fitted = cls(seed=seed, **params)
 
         def report(stats):
             trial.report(stats.valid_rmse, stats.epoch - 1)
             if trial.should_prune():
-                log.info(
-                    "trial %d: pruned after epoch %d (validation RMSE %.4f)",
-                    trial.number,
-                    stats.epoch,
-                    stats.valid_rmse,
-                )
+                log.info("trial %d: pruned after epoch %d (validation RMSE %.4f)", trial.number, stats.epoch, stats.valid_rmse)
                 raise optuna.TrialPruned()
 
         fitted.fit(train, valid, callbacks=[report])
@@ -94,12 +149,28 @@ def tune(
         log.info("trial %d: validation RMSE %.4f %s", trial.number, score, params)
         return score
 
-    if remaining:
-        study.optimize(objective, n_trials=remaining, catch=())
+    try:
+        if remaining:
+            study.optimize(objective, n_trials=remaining, catch=())
+    except Interrupted as exc:
+        for trial in running:  # the trial cut short: failed, not left running in the storage
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if complete and out is not None:
+            _write(study, model, out)
+            exc.written = f"wrote best.json and trials.csv for the {len(complete)} finished trials in {out}"
+        raise
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise DataError(f"no trial of study {study_name!r} finished (all were pruned or failed); run more trials")
+    return _write(study, model, out)
+
+
+def _write(study, model: str, out) -> dict:
+    """The best trial as ``neucf train --config`` reads it (its own parameters, epochs included)."""
     best_trial = study.best_trial
     best = {
         "model": model,
-        "params": {**best_trial.params, **fixed},
+        "params": best_trial.user_attrs.get("params", best_trial.params),
         "valid_rmse": best_trial.value,
         "trial": best_trial.number,
         "trials": len(study.trials),
@@ -108,5 +179,7 @@ def tune(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "best.json", best)
-        study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+        with atomic_write(out / "trials.csv", "w") as handle:
+            study.trials_dataframe().to_csv(handle, index=False)
+        mark_output(out, "tune")
     return best

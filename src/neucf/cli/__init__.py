@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ..errors import NeucfError, UsageError
+from ..errors import Interrupted, NeucfError, UsageError
 from . import data, experiments, runs
 
 
@@ -86,11 +88,32 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        return _run(argv)
+        with _signals_as_interrupts():
+            return _run(argv)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
         logger.propagate = previous[1]
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals_as_interrupts():
+    """SIGINT and SIGTERM raise :class:`Interrupted` while a command runs, so that temporary
+    outputs are removed on the way out and the user sees one line (exit 130 / 143).
+    The caller's handlers are restored after (signals can only be set in the main thread)."""
+    try:
+        previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(argv: list[str] | None) -> int:
@@ -100,11 +123,19 @@ def _run(argv: list[str] | None) -> int:
     except NeucfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Interrupted as exc:
+        print(f"error: {exc.line}", file=sys.stderr)
+        return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # a file that vanished or cannot be read or written mid-way, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except MemoryError:
         print("error: out of memory; use a smaller dataset, batch size or model", file=sys.stderr)
         return 1
@@ -129,5 +160,5 @@ def _run(argv: list[str] | None) -> int:
 
 
 def run() -> None:
-    """Console-script wrapper: exits with :func:`main`'s code."""
+    """Exit with :func:`main`'s code (the ``neucf`` script is :func:`neucf.__main__.main`)."""
     sys.exit(main())

@@ -127,9 +127,10 @@ def tune_model(
     force: ForceOpt = False,
 ):  # fmt: skip
     """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
-    from ..tuning import tune
+    from ..tuning import check_storage, tune
 
     model_class(model)
+    check_storage(storage)
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
     if epochs is not None and epochs < 1:
@@ -140,9 +141,8 @@ def tune_model(
     ratings, parts = splitting.load(source, seed)
     best = tune(
         ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
-        epochs=epochs, seed=seed, out=out,
+        epochs=epochs, seed=seed, out=out, split=splitting.describe(seed),
     )  # fmt: skip
-    mark_output(out, "tune")
     typer.echo(
         f"best validation RMSE {best['valid_rmse']:.4f} (trial {best['trial']} of {best['trials']}): "
         f"{json.dumps(best['params'])}"

@@ -59,8 +59,12 @@ def load(
         cached = data_dir(directory) / spec.filename
         return load_movielens(cached if cached.is_file() else fetch(spec, directory), options)
     path = Path(data)
-    if not path.exists():
+    if str(data) != "-" and not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if path.is_dir() or zipfile.is_zipfile(path):
+    if path.is_dir() or (path.is_file() and zipfile.is_zipfile(path)):
+        given = [flag for flag, value in (("--sep", options.sep), ("--header", options.header),
+                                          ("--columns", options.columns)) if value is not None]  # fmt: skip
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to a ratings file; {path} is a MovieLens release with its own layout")
         return load_movielens(path, options)
     return read_ratings_file(path, options)

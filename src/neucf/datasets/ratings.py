@@ -171,15 +171,20 @@ def show_id(raw) -> str:
 
 def lookup_ids(id_map: np.ndarray, raw_ids, kind: str, missing_ok: bool = False) -> np.ndarray:
     """Dense indices of raw ids in ``id_map``; an unknown id is a :class:`DataError`, or -1
-    when ``missing_ok``. Ids typed as text match integer ids (``"42"`` finds 42)."""
+    when ``missing_ok``. Ids are matched as written: typed as text, ``"42"`` finds the
+    integer id 42 but ``"042"`` and ``"42.0"`` do not.
+
+    Example:
+        >>> lookup_ids(np.array([7, 42]), ["42"], "user").tolist()
+        [1]
+        >>> lookup_ids(np.array([7, 42]), ["042"], "user", missing_ok=True).tolist()
+        [-1]
+    """
     raw = np.atleast_1d(np.asarray(raw_ids))
     index = pd.Index(id_map)
-    if raw.dtype.kind in "OUS" and index.dtype.kind in "iu":
-        try:
-            raw = raw.astype(np.int64)
-        except (ValueError, OverflowError):
-            pass
-    elif raw.dtype.kind in "iu" and index.dtype.kind not in "iuf":
+    if raw.dtype.kind != index.dtype.kind and (raw.dtype.kind in "OUS" or index.dtype.kind in "OUS"):
+        # compare as written: the canonical text of an integer id is its digits
+        index = pd.Index(np.asarray(id_map).astype(str))
         raw = raw.astype(str)
     pos = index.get_indexer(raw)
     missing = np.flatnonzero(pos < 0)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import gzip
 import io
 import logging
+import lzma
+import os
+import re
+import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +79,16 @@ class LoaderOptions:
     def __post_init__(self):
         if self.duplicates not in ("error", "last", "mean"):
             raise UsageError(f"--duplicates must be error, last or mean, not {self.duplicates!r}")
+        if self.sep is not None and (self.sep == "" or "\n" in self.sep or "\r" in self.sep):
+            raise UsageError(f"--sep {self.sep!r} must be one or more characters other than a line break")
         if self.columns is not None:
+            named = [c for c in self.columns if c != "-"]
+            twice = sorted({c for c in named if named.count(c) > 1})
+            if twice:
+                raise UsageError(
+                    f"--columns {','.join(self.columns)!r} names {', '.join(twice)} twice; give each role once "
+                    "and '-' for columns to skip, e.g. user,item,rating,-"
+                )
             bad = [c for c in self.columns if c not in ROLES and c != "-"]
             if bad or not {"user", "item", "rating"} <= set(self.columns):
                 raise UsageError(
@@ -148,6 +164,61 @@ def sniff(first_line: str, sep: str | None = None, next_lines=(), name: str = "d
 
 Opener = Callable[[], IO[bytes]]
 
+_BOM = b"\xef\xbb\xbf"
+_COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
+def _decompressing(opener: Opener) -> Opener:
+    """``opener`` with gzip/bz2/xz content decompressed (told by its magic bytes) and a
+    leading UTF-8 byte-order mark (Excel's "CSV UTF-8") skipped."""
+    with opener() as probe:
+        magic = probe.read(6)
+    unpack = next((fn for prefix, fn in _COMPRESSED.items() if magic.startswith(prefix)), None)
+
+    def open_plain():
+        stream = unpack(opener()) if unpack else opener()
+        if stream.read(3) != _BOM:
+            stream.seek(0)
+        return stream
+
+    return open_plain
+
+
+def byte_source(source: str | Path | bytes | Opener, name: str | None = None) -> tuple[Opener, str]:
+    """An opener of plain bytes and a name for messages, from a path (``-`` is standard
+    input; pipes such as ``<(zcat f.gz)`` are read once into memory), bytes, or an opener.
+
+    Example:
+        >>> import gzip
+        >>> opener, name = byte_source(gzip.compress(bytes([0xEF, 0xBB, 0xBF]) + b"user,item,rating"))
+        >>> opener().read(4), name
+        (b'user', 'data')
+    """
+    if isinstance(source, bytes):
+        data = source
+        opener: Opener = lambda: io.BytesIO(data)  # noqa: E731
+        return _decompressing(opener), name or "data"
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if str(source) == "-":
+            data = sys.stdin.buffer.read()
+            return byte_source(data, name or "standard input")
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
+        if stat.S_ISFIFO(mode):
+            with open(path, "rb") as pipe:
+                return byte_source(pipe.read(), name or str(path))
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: not a regular file or a pipe (a device or folder); give a ratings file")
+        if not os.access(path, os.R_OK):
+            raise DataError(f"{path}: cannot read it (permission denied)")
+        return _decompressing(lambda: open(path, "rb")), name or str(path)
+    return _decompressing(source), name or "data"
+
 
 def read_ratings_file(
     source: str | Path | bytes | Opener,
@@ -166,21 +237,13 @@ def read_ratings_file(
         >>> (len(r), r.scale)
         (2, (3.5, 4.0))
     """
-    if isinstance(source, bytes):
-        data = source
-        opener: Opener = lambda: io.BytesIO(data)  # noqa: E731
-        name = name or "data"
-    elif isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        opener = lambda: open(path, "rb")  # noqa: E731
-        name = name or str(path)
-    else:
-        opener = source
-        name = name or "data"
+    opener, name = byte_source(source, name)
     with opener() as stream:
-        text_head = stream.read(65536).decode("latin-1")
+        head = stream.read(65536)
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise DataError(f"{name}: a binary file (NUL byte at byte {nul}); expected text with one rating per line")
+    text_head = head.decode("latin-1")
     lines = text_head.splitlines()
     if len(text_head) == 65536 and len(lines) > 1:
         lines = lines[:-1]  # the head may end mid-line
@@ -197,6 +260,11 @@ def read_ratings_file(
     first_line_no = 2 if header else 1
     if frame.empty:
         raise DataError(f"{name}: the file holds no ratings")
+    id_kinds = [frame.iloc[:, roles.index(role)].dtype.kind for role in ("user", "item")]
+    if "f" in id_kinds or (set(id_kinds) & set("iu") and _has_padded_number(opener, sep)):
+        # an id column parsed as numbers lost how it was written ("0042", "+7", "1.5" next
+        # to "196"): read the file again as text, and type each id column on its own
+        frame = _parse(opener, sep, header, name, as_text=True)
 
     def line_of(row: int) -> int:
         return first_line_no + int(row)
@@ -212,7 +280,7 @@ def read_ratings_file(
                 f"{name} line {line_of(row)}: expected {len(roles)} fields separated by {sep!r}, "
                 "found fewer (or an empty field)"
             )
-        raise DataError(f"{name} line {line_of(row)}: rating {cols['rating'].iloc[row]!r} is not a finite number")
+        raise DataError(f"{name} line {line_of(row)}: rating {_show(cols['rating'].iloc[row])} is not a finite number")
     values = rating.to_numpy(dtype=np.float32)
     if options.scale is not None:
         lo, hi = options.scale
@@ -222,11 +290,16 @@ def read_ratings_file(
             raise DataError(f"{name} line {line_of(row)}: rating {values[row]:g} is outside the scale {lo:g}..{hi:g}")
     timestamps = None
     if "timestamp" in cols:
-        ts = pd.to_numeric(cols["timestamp"], errors="coerce")
-        if ts.isna().any():
-            row = int(np.argmax(ts.isna().to_numpy()))
-            raise DataError(f"{name} line {line_of(row)}: timestamp {cols['timestamp'].iloc[row]!r} is not a number")
-        timestamps = ts.to_numpy(dtype=np.int64)
+        ts = pd.to_numeric(cols["timestamp"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        # a timestamp must be a whole number that int64 holds (float64 is exact to 2**53)
+        bad_ts = ~np.isfinite(ts) | (np.abs(ts) >= 2.0**62) | (ts != np.round(ts))
+        if bad_ts.any():
+            row = int(np.argmax(bad_ts))
+            raise DataError(
+                f"{name} line {line_of(row)}: timestamp {_show(cols['timestamp'].iloc[row])} is not a whole number "
+                "of seconds (finite, below 2**62)"
+            )
+        timestamps = ts.astype(np.int64)
 
     users, items = _ids(cols["user"]), _ids(cols["item"])
     del frame, cols, rating  # the parsed table is the largest object: free it before indexing
@@ -235,12 +308,14 @@ def read_ratings_file(
     return resolve_duplicates(ratings, options.duplicates, name, first_line_no)
 
 
-def _parse(opener: Opener, sep: str, header: bool, name: str) -> pd.DataFrame:
+def _parse(opener: Opener, sep: str, header: bool, name: str, as_text: bool = False) -> pd.DataFrame:
     # Blank lines are kept (as empty rows) so that row k is line k+1: error messages
     # then name the right line. Trailing blank lines are dropped below.
     kwargs = dict(
         header=0 if header else None, skip_blank_lines=False, encoding="latin-1", keep_default_na=False, na_values=[""]
     )
+    if as_text:
+        kwargs["dtype"] = str
     try:
         if sep == "::":
             # pandas' C parser takes one-character separators only: split on ':' and keep
@@ -252,6 +327,9 @@ def _parse(opener: Opener, sep: str, header: bool, name: str) -> pd.DataFrame:
                     frame = pd.read_csv(stream, sep="::", engine="python", **kwargs)
             else:
                 frame = frame.iloc[:, 0::2]
+        elif len(sep) > 1:
+            with opener() as stream:
+                frame = pd.read_csv(stream, sep=re.escape(sep), engine="python", **kwargs)
         else:
             with opener() as stream:
                 frame = pd.read_csv(stream, sep=r"\s+" if sep == " " else sep, engine="c", **kwargs)
@@ -265,6 +343,11 @@ def _parse(opener: Opener, sep: str, header: bool, name: str) -> pd.DataFrame:
     if filled.any() and not filled[-1]:
         frame = frame.iloc[: len(filled) - int(np.argmax(filled[::-1]))]
     return frame
+
+
+def _show(value) -> str:
+    """A field as the user wrote it: text quoted, numbers plain (no ``np.float64(...)``)."""
+    return repr(value) if isinstance(value, str) else str(getattr(value, "item", lambda: value)())
 
 
 def _short(exc: Exception) -> str:
@@ -293,14 +376,44 @@ def _roles(frame: pd.DataFrame, columns, header: bool, name: str) -> tuple[str, 
     raise DataError(f"{name}: {n} columns per line; pass --columns to say which are user, item, rating")
 
 
+def _has_padded_number(opener: Opener, sep: str, block: int = 1 << 24) -> bool:
+    """Whether any field starts with a zero followed by a digit, or with '+' (ids such as
+    ``0042`` that reading as integers would change). Scans the raw bytes in blocks."""
+    boundary = rb"\s" if sep == " " else re.escape(sep.encode("latin-1"))
+    pattern = re.compile(rb"(?:^|" + boundary + rb")[ \t]*(?:0[0-9]|\+)", re.MULTILINE)
+    tail = b""
+    with opener() as stream:
+        while chunk := stream.read(block):
+            if pattern.search(tail + chunk):
+                return True
+            tail = chunk[-16:]
+    return False
+
+
+_CANONICAL_INTEGER = r"-?(?:0|[1-9][0-9]*)"
+
+
 def _ids(column: pd.Series) -> np.ndarray:
-    if column.dtype.kind == "f":
-        as_int = column.astype(np.int64)
-        if (as_int == column).all():
-            return as_int.to_numpy()
-    if column.dtype.kind == "O":
-        return column.astype(str).str.strip().to_numpy()
-    return column.to_numpy()
+    """Ids as written: integers (int64, or uint64 for ids >= 2**63) when every id of the column
+    is a plain integer, else text. Each column is typed on its own.
+
+    Example:
+        >>> _ids(pd.Series(["0042", "7"])).tolist(), _ids(pd.Series(["42", "7"])).tolist()
+        (['0042', '7'], [42, 7])
+        >>> _ids(pd.Series(["18446744073709551615"])).dtype
+        dtype('uint64')
+    """
+    if column.dtype.kind in "iu":
+        return column.to_numpy()
+    text = column.astype(str).str.strip()
+    if text.str.fullmatch(_CANONICAL_INTEGER).all():
+        try:
+            numbers = pd.to_numeric(text)
+        except (ValueError, OverflowError):
+            numbers = None
+        if numbers is not None and numbers.dtype.kind in "iu":
+            return numbers.to_numpy()
+    return text.to_numpy(dtype=object)
 
 
 def resolve_duplicates(

@@ -54,8 +54,23 @@ def load_split_dir(directory: str | Path, options: LoaderOptions = LoaderOptions
             frames[part] = read_ratings_file(path, options).to_frame()
         elif part != "valid":
             raise DataError(f"{directory}: has no {part}.csv; write one with neucf data split --out {directory}")
+    for column in ("user", "item"):
+        # each file types its ids on its own; one part with text ids makes the column text
+        if any(f[column].dtype.kind == "O" for f in frames.values()):
+            for f in frames.values():
+                f[column] = f[column].astype(str)
     joined = pd.concat(frames.values(), ignore_index=True)
     label = np.concatenate([np.full(len(f), part) for part, f in frames.items()])
+    pairs = joined.duplicated(["user", "item"], keep=False).to_numpy()
+    if pairs.any():
+        first = np.flatnonzero(pairs)
+        row = joined.iloc[first[0]]
+        parts = sorted({str(label[k]) for k in first if (joined.iloc[k]["user"], joined.iloc[k]["item"]) == (row["user"], row["item"])})
+        where = " and ".join(f"{p}.csv" for p in parts)
+        raise DataError(
+            f"{directory}: user {row['user']!r} rated item {row['item']!r} twice ({where}); the parts of a split must "
+            "hold each (user, item) pair once"
+        )
     timestamps = joined["timestamp"] if "timestamp" in joined and not joined["timestamp"].isna().any() else None
     ratings = Ratings.from_arrays(joined["user"], joined["item"], joined["rating"], timestamps, options.scale)
     ratings = resolve_duplicates(ratings, "error", str(directory))

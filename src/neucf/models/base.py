@@ -267,6 +267,8 @@ class Recommender:
     def evaluate(self, ratings: Ratings) -> dict:
         """RMSE and MAE on ``ratings`` (raw ids are matched); unknown users/items use the baseline."""
         self._check_fitted()
+        if len(ratings) == 0:
+            raise DataError("no ratings to evaluate on")
         u = lookup_ids(self.user_ids, ratings.user_ids[ratings.users], "user", missing_ok=True)
         i = lookup_ids(self.item_ids, ratings.item_ids[ratings.items], "item", missing_ok=True)
         pred, known = self._predict_mapped(u, i, "fallback")
@@ -324,6 +326,8 @@ class Recommender:
             raise DataError(f"{path}: no such model file")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
         except Exception as exc:  # torch raises many kinds for a file that is not its format
             raise DataError(f"{path}: not a neucf model file ({type(exc).__name__})") from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -353,8 +357,16 @@ class Recommender:
 
 
 def _ids_out(ids: np.ndarray):
-    return torch.from_numpy(ids.astype(np.int64)) if ids.dtype.kind in "iu" else [str(x) for x in ids]
+    """Ids for the model file, exactly: int64 as a tensor, uint64 (ids >= 2**63) and text as strings."""
+    if ids.dtype.kind == "i":
+        return torch.from_numpy(ids.astype(np.int64))
+    kind = "uint64" if ids.dtype.kind == "u" else "text"
+    return {"kind": kind, "values": [str(x) for x in ids]}
 
 
 def _ids_in(ids) -> np.ndarray:
-    return ids.numpy() if isinstance(ids, torch.Tensor) else np.array(ids, dtype=object)
+    if isinstance(ids, torch.Tensor):
+        return ids.numpy()
+    if ids["kind"] == "uint64":
+        return np.array([int(x) for x in ids["values"]], dtype=np.uint64)
+    return np.array(ids["values"], dtype=object)
