@@ -48,7 +48,7 @@ def sample_users_and_items(ratings: Ratings, fraction: float, seed: int = 0) -> 
         >>> small = sample_users_and_items(ratings, 0.01)  # doctest: +SKIP
     """
     if not 0 < fraction <= 1:
-        raise DataError(f"sample fraction must be in (0, 1], got {fraction}")
+        raise UsageError(f"--fraction must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(seed)
     users = rng.choice(ratings.n_users, max(1, int(ratings.n_users * fraction)), replace=False)
     items = rng.choice(ratings.n_items, max(1, int(ratings.n_items * fraction)), replace=False)
@@ -134,6 +134,10 @@ def noise(
     ``margin`` and (b) the noise's stays within ``tolerance`` (relative) of the error of
     predicting the noise's training mean, i.e. the model learnt nothing from noise.
     """
+    if len(ratings) < 10:
+        raise DataError(
+            f"the noise check needs at least 10 ratings (80% to train, 20% to validate), got {len(ratings)}"
+        )
     split = random_split(len(ratings), seed=seed, fractions=(0.8, 0.2, 0.0))
     results, curves = {}, {}
     for name, data in (("real", ratings), ("noise", noise_like(ratings, seed))):

@@ -124,7 +124,9 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
         found = output_kind(out)
         if found != kind:
             what = f"a neucf {found} folder, not a {kind} folder" if found else "not a neucf output"
-            raise UsageError(f"--out {out} is not empty and is {what}; choose a new folder, or pass --force to replace it")
+            raise UsageError(
+                f"--out {out} is not empty and is {what}; choose a new folder, or pass --force to replace it"
+            )
     parent = target.parent
     while not parent.exists():
         parent = parent.parent

@@ -12,8 +12,9 @@ import html
 import json
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, UsageError
 from .files import atomic_write
+from .runs import read_json
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:960px;margin:2em auto;color:#222;padding:0 1em}
@@ -42,8 +43,8 @@ def _fmt(value) -> str:
 
 
 def _run_sections(folder: Path) -> list[str]:
-    metrics = json.loads((folder / "metrics.json").read_text())
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    metrics = read_json(folder / "metrics.json")
+    config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     summary = [
         {
             "part": "test",
@@ -81,7 +82,7 @@ def _run_sections(folder: Path) -> list[str]:
 
 
 def _comparison_sections(folder: Path) -> list[str]:
-    data = json.loads((folder / "comparison.json").read_text())
+    data = read_json(folder / "comparison.json")
     out = [
         f"<h1>neucf comparison on {html.escape(data['split'])} folds</h1>",
         "<h2>Summary (mean and standard deviation over folds)</h2>",
@@ -96,12 +97,19 @@ def _comparison_sections(folder: Path) -> list[str]:
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` for a run folder (``neucf train``) or a comparison folder (``neucf compare``)."""
     folder = Path(folder)
-    if (folder / "metrics.json").is_file():
-        sections = _run_sections(folder)
-    elif (folder / "comparison.json").is_file():
-        sections = _comparison_sections(folder)
-    else:
-        raise DataError(f"{folder}: neither a run folder (metrics.json) nor a comparison folder (comparison.json)")
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    try:
+        if (folder / "metrics.json").is_file():
+            sections = _run_sections(folder)
+        elif (folder / "comparison.json").is_file():
+            sections = _comparison_sections(folder)
+        else:
+            raise DataError(f"{folder}: neither a run folder (metrics.json) nor a comparison folder (comparison.json)")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(
+            f"{folder}: its metrics or configuration are damaged ({type(exc).__name__}: {exc}); write it again"
+        ) from None
     for extra in ("overfit.png", "noise.png"):
         if (folder / extra).is_file():
             sections += [f"<h2>{extra[:-4]} check</h2>", _image(folder / extra)]

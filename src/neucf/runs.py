@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .datasets import LoaderOptions, Ratings, read_ratings_file
-from .errors import DataError
+from .errors import DataError, UsageError
 from .files import atomic_write
 from .models import Recommender, make_model
 from .plots import learning_curve
@@ -123,14 +123,27 @@ def write_run(out: str | Path, model: Recommender, metrics: dict, config: dict, 
     return out
 
 
-def read_run(run_dir: str | Path) -> tuple[Recommender, dict]:
-    """The model and metrics of a run folder."""
+def read_run(run_dir: str | Path) -> Recommender:
+    """The model of a run folder (its other files are not needed to use it)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run folder; make one with neucf train --out")
     if not (run_dir / "model.pt").is_file():
         raise DataError(f"{run_dir}: not a run folder (no model.pt); make one with neucf train --out")
-    model = Recommender.load(run_dir / "model.pt")
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    return model, metrics
+    return Recommender.load(run_dir / "model.pt")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object neucf wrote (metrics, config); a damaged one is a one-line data error."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the folder is incomplete") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: damaged ({exc}); write the folder again") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: damaged (not a JSON object); write the folder again")
+    return data
 
 
 def run_test_part(run_dir: str | Path) -> Ratings:

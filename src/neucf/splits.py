@@ -301,7 +301,14 @@ class Splitter:
         fold = self.check_fold(fold)
         if not self.fixed:
             seed = seed + int(fold) - 1
-        return self.divide(ratings.users, ratings.items, ratings.timestamps, fold, seed)
+        parts = self.divide(ratings.users, ratings.items, ratings.timestamps, fold, seed)
+        if len(parts.train) == 0 or len(parts.test) == 0:
+            sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items())
+            raise DataError(
+                f"the {self.name} split of {len(ratings):,} ratings leaves {sizes}; a split needs at least one "
+                "training and one test rating: use more data or another split"
+            )
+        return parts
 
     def fold_list(self, folds: list | None = None) -> list:
         """The folds a comparison runs: ``folds`` when given (each checked), else 1..``self.folds``."""

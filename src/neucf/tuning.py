@@ -140,7 +140,12 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         def report(stats):
             trial.report(stats.valid_rmse, stats.epoch - 1)
             if trial.should_prune():
-                log.info("trial %d: pruned after epoch %d (validation RMSE %.4f)", trial.number, stats.epoch, stats.valid_rmse)
+                log.info(
+                    "trial %d: pruned after epoch %d (validation RMSE %.4f)",
+                    trial.number,
+                    stats.epoch,
+                    stats.valid_rmse,
+                )
                 raise optuna.TrialPruned()
 
         fitted.fit(train, valid, callbacks=[report])

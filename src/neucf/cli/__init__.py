@@ -37,7 +37,7 @@ def _version(value: bool) -> None:
 def _global_options(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More messages on stderr (-vv: debug).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")] = False,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice, or OMP_NUM_THREADS).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice, or OMP_NUM_THREADS).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):  # fmt: skip
     """Neural collaborative filtering for explicit ratings."""
@@ -117,8 +117,8 @@ def _signals_as_interrupts():
 
 
 def _run(argv: list[str] | None) -> int:
-    command = typer.main.get_command(build_app())
     try:
+        command = typer.main.get_command(build_app())
         result = command.main(args=argv, prog_name="neucf", standalone_mode=False)
     except NeucfError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,9 +40,9 @@ def diagnose_overfit(
     source: DataFlags = None,
     model: ModelOpt = "neumf",
     seed: SeedOpt = 0,
-    fraction: Annotated[float, typer.Option(help="Share of users and of items sampled (ratings of either are kept).")] = 0.003,
-    epochs: Annotated[int, typer.Option(help="Epochs without regularisation.")] = 400,
-    threshold: Annotated[float, typer.Option(help="PASS when the final train RMSE is below this.")] = 0.1,
+    fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of users and of items sampled (ratings of either are kept).")] = 0.003,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs without regularisation.")] = 400,
+    threshold: Annotated[float, typer.Option(min=0.0, help="PASS when the final train RMSE is below this.")] = 0.1,
     force: ForceOpt = False,
 ):  # fmt: skip
     """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL."""
@@ -53,7 +53,9 @@ def diagnose_overfit(
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
     source.check()
     check_output_dir(out, "diagnosis", [source.data], force)
-    verdict = overfit(source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out)
+    verdict = overfit(
+        source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out
+    )
     _verdict(verdict, out)
 
 
@@ -62,7 +64,7 @@ def diagnose_noise(
     source: DataFlags = None,
     model: ModelOpt = "neumf",
     seed: SeedOpt = 0,
-    margin: Annotated[float, typer.Option(help="How much lower the real data's validation RMSE must be.")] = 0.1,
+    margin: Annotated[float, typer.Option(min=0.0, help="How much lower the real data's validation RMSE must be.")] = 0.1,
     force: ForceOpt = False,
 ):  # fmt: skip
     """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG."""
@@ -122,8 +124,8 @@ def tune_model(
     splitting: SplitFlags = None,
     seed: SeedOpt = 0,
     model: ModelOpt = "neumf",
-    trials: Annotated[int, typer.Option(help="Trials in all (an interrupted study's finished trials count).")] = 20,
-    epochs: Annotated[int | None, typer.Option(help="Most epochs per trial.")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials in all (an interrupted study's finished trials count).")] = 20,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Most epochs per trial.")] = None,
     force: ForceOpt = False,
 ):  # fmt: skip
     """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""

@@ -189,10 +189,12 @@ class SplitFlags:
 
 
 SplitOpt = Annotated[str, typer.Option("--split", help=f"How to divide the ratings: {', '.join(SPLITTERS)}.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out that is not a neucf output of this kind.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0); the same seed gives the same result.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace a non-empty --out that is not a neucf output of this kind.")
+]
 MinItemOpt = Annotated[
-    int | None, typer.Option("--min-item-ratings", help="Drop items with fewer ratings (coverage default 3).")
+    int | None, typer.Option("--min-item-ratings", min=0, help="Drop items with fewer ratings (coverage default 3).")
 ]
 
 
@@ -202,7 +204,7 @@ def split_options(default_split: str = "movielens", split_dir: bool = True):
         "split": (SplitOpt, default_split),
         "fold": (Annotated[str | None, typer.Option("--fold", help="Fold: 1..5 for kfold, 1-5/a/b for movielens, k for seed + k - 1 otherwise.")], None),
         "min_item_ratings": (MinItemOpt, None),
-        "min_user_ratings": (Annotated[int, typer.Option("--min-user-ratings", help="Drop users with fewer ratings.")], 0),
+        "min_user_ratings": (Annotated[int, typer.Option("--min-user-ratings", min=0, help="Drop users with fewer ratings.")], 0),
     }  # fmt: skip
     if split_dir:
         options["split_dir"] = (

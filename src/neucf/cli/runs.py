@@ -81,7 +81,7 @@ def train(
 
 def evaluate(run_dir: RunDirArg):
     """RMSE and MAE of a run's model on the run's test part."""
-    fitted, _ = read_run(run_dir)
+    fitted = read_run(run_dir)
     result = fitted.evaluate(run_test_part(run_dir))
     typer.echo(json.dumps({k: result[k] for k in ("rmse", "mae", "n", "n_fallback")}))
 
@@ -93,7 +93,7 @@ def predict(
     fallback: Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item the model never saw.")] = False,
 ):  # fmt: skip
     """Print the predicted rating of one (user, item) pair."""
-    fitted, _ = read_run(run_dir)
+    fitted = read_run(run_dir)
     fitted.unknown = "fallback" if fallback else "error"
     typer.echo(f"{float(fitted.predict([user], [item])[0]):.4f}")
 
@@ -101,12 +101,12 @@ def predict(
 def recommend(
     run_dir: RunDirArg,
     user: Annotated[str, typer.Option("--user", help="Raw user id.")],
-    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also rank items the user already rated.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
 ):  # fmt: skip
     """The top k items for a user (unseen by default), with predicted ratings and titles."""
-    fitted, _ = read_run(run_dir)
+    fitted = read_run(run_dir)
     top = fitted.recommend(user, k=k, exclude_seen=not include_seen)
     if as_json:
         typer.echo(top.to_json(orient="records"))

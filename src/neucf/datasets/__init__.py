@@ -65,6 +65,8 @@ def load(
         given = [flag for flag, value in (("--sep", options.sep), ("--header", options.header),
                                           ("--columns", options.columns)) if value is not None]  # fmt: skip
         if given:
-            raise UsageError(f"{', '.join(given)} apply to a ratings file; {path} is a MovieLens release with its own layout")
+            raise UsageError(
+                f"{', '.join(given)} apply to a ratings file; {path} is a MovieLens release with its own layout"
+            )
         return load_movielens(path, options)
     return read_ratings_file(path, options)

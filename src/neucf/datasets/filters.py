@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from ..errors import DataError
 from .ratings import Ratings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ def filter_min_ratings(ratings: Ratings, min_item: int = 0, min_user: int = 0, u
             break
     if keep.all():
         return ratings
+    if not keep.any():
+        raise DataError(
+            f"no rating is left after keeping items with >= {min_item} and users with >= {min_user} ratings "
+            f"(of {len(ratings):,} ratings); lower --min-item-ratings / --min-user-ratings"
+        )
     return ratings.subset(np.flatnonzero(keep)).compact()
 
 

@@ -95,7 +95,7 @@ class LoaderOptions:
                     f"--columns {','.join(self.columns)!r} must name user, item and rating "
                     "(and optionally timestamp; '-' skips a column), e.g. user,item,rating,timestamp"
                 )
-        if self.scale is not None and not self.scale[0] < self.scale[1]:
+        if self.scale is not None and not (np.isfinite(self.scale).all() and self.scale[0] < self.scale[1]):
             raise UsageError(f"rating scale {self.scale} must be (min, max) with min < max")
 
 

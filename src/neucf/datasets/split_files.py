@@ -65,7 +65,13 @@ def load_split_dir(directory: str | Path, options: LoaderOptions = LoaderOptions
     if pairs.any():
         first = np.flatnonzero(pairs)
         row = joined.iloc[first[0]]
-        parts = sorted({str(label[k]) for k in first if (joined.iloc[k]["user"], joined.iloc[k]["item"]) == (row["user"], row["item"])})
+        parts = sorted(
+            {
+                str(label[k])
+                for k in first
+                if (joined.iloc[k]["user"], joined.iloc[k]["item"]) == (row["user"], row["item"])
+            }
+        )
         where = " and ".join(f"{p}.csv" for p in parts)
         raise DataError(
             f"{directory}: user {row['user']!r} rated item {row['item']!r} twice ({where}); the parts of a split must "

@@ -49,6 +49,25 @@ class NoParameters:
     """
 
 
+def _typed(name: str, value, kind):
+    """``value`` checked against a config field's type (annotations are strings here)."""
+    kind = getattr(kind, "__name__", kind)
+    is_bool = isinstance(value, (bool, np.bool_))
+    if kind == "bool" and is_bool:
+        return bool(value)
+    if kind == "int" and isinstance(value, (int, np.integer)) and not is_bool:
+        return int(value)
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not is_bool
+    if kind == "float" and number and np.isfinite(value):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind not in ("bool", "int", "float", "str"):
+        return value
+    wanted = {"bool": "true or false", "int": "a whole number", "float": "a finite number", "str": "text"}[kind]
+    raise UsageError(f"parameter {name} must be {wanted}, got {value!r}")
+
+
 def fit_biases(train: Ratings, reg_user: float = 15.0, reg_item: float = 10.0, n_iter: int = 10):
     """Regularised user and item biases by alternating least squares (Surprise's baseline).
 
@@ -104,9 +123,10 @@ class Recommender:
         if unknown not in ("error", "fallback"):
             raise UsageError(f"unknown must be 'error' or 'fallback', not {unknown!r}")
         self.unknown = unknown
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise UsageError(f"seed must be a whole number >= 0, got {seed!r}")
         self.seed = int(seed)
-        self.check_params(params)
-        self._configure(params)
+        self._configure(self.check_params(params))
         self.history: History | None = None
 
     # ---- what the class can do -----------------------------------------------------------
@@ -122,13 +142,16 @@ class Recommender:
         return {f.name: f for f in dataclasses.fields(cls.config_class)}
 
     @classmethod
-    def check_params(cls, params: dict) -> None:
-        """Raise a :class:`UsageError` naming any parameter this model does not take."""
+    def check_params(cls, params: dict) -> dict:
+        """The parameters, checked: a :class:`UsageError` names any this model does not take
+        and any value of the wrong type (a whole number, a finite number, true/false, text);
+        whole numbers given for number parameters become floats."""
         accepted = cls.parameters()
         bad = [k for k in params if k not in accepted]
         if bad:
             takes = ", ".join(accepted) if accepted else "no parameters"
             raise UsageError(f"the {cls.name or cls.__name__} model does not take {', '.join(bad)}; it takes {takes}")
+        return {k: _typed(k, v, accepted[k].type) for k, v in params.items()}
 
     @classmethod
     def search_space(cls, trial) -> dict:
