@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -243,11 +243,24 @@ class Trainer:
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         history = History()
-        best_state, best = None, math.inf
+        start = time.perf_counter()
+        with _progress(options, max(1, math.ceil(len(ratings) / cfg.batch_size))) as bar:
+            best_state, best = self._epochs(
+                net, optimizer, users, items, ratings, valid, device, history, bar, generator
+            )
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        history.best_valid_rmse = best if valid is not None else float("nan")
+        history.seconds = time.perf_counter() - start
+        return history
+
+    def _epochs(self, net, optimizer, users, items, ratings, valid, device, history, bar, generator):
+        """The epoch loop; returns the best weights and their score."""
+        cfg, options = self.config, self.options
         n = len(ratings)
         n_batches = max(1, math.ceil(n / cfg.batch_size))
-        start = time.perf_counter()
-        bar = _progress(options, n_batches)
+        best_state, best = None, math.inf
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             t0 = time.perf_counter()
@@ -304,14 +317,7 @@ class Trainer:
             elif cfg.patience and epoch - history.best_epoch >= cfg.patience:
                 history.stopped_early = True
                 break
-        if bar is not None:
-            bar.close()
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
-        history.best_valid_rmse = best if valid is not None else float("nan")
-        history.seconds = time.perf_counter() - start
-        return history
+        return best_state, best
 
 
 def _status(sum_mse, sum_loss, b, cfg, n, history) -> str:
@@ -321,8 +327,9 @@ def _status(sum_mse, sum_loss, b, cfg, n, history) -> str:
 
 
 def _progress(options: FitOptions, total: int):
+    """A progress bar (closed, and its line cleared, however the loop ends), or None."""
     if not options.progress:
-        return None
+        return nullcontext()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)

@@ -77,7 +77,7 @@ def diagnose_noise(
 
 
 def _list(text: str | None, flag: str) -> list[str] | None:
-    if not text:
+    if text is None:
         return None
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:

@@ -240,6 +240,8 @@ def read_ratings_file(
     opener, name = byte_source(source, name)
     with opener() as stream:
         head = stream.read(65536)
+    if head.startswith(b"PK\x03\x04"):
+        raise DataError(f"{name}: a zip archive that cannot be opened (damaged or truncated); download it again")
     nul = head.find(b"\0")
     if nul >= 0:
         raise DataError(f"{name}: a binary file (NUL byte at byte {nul}); expected text with one rating per line")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .ratings import Ratings
+from .ratings import Ratings, show_id
 from .readers import LoaderOptions, read_ratings_file, resolve_duplicates
 
 PARTS = ("train", "valid", "test")
@@ -61,21 +61,16 @@ def load_split_dir(directory: str | Path, options: LoaderOptions = LoaderOptions
                 f[column] = f[column].astype(str)
     joined = pd.concat(frames.values(), ignore_index=True)
     label = np.concatenate([np.full(len(f), part) for part, f in frames.items()])
-    pairs = joined.duplicated(["user", "item"], keep=False).to_numpy()
-    if pairs.any():
-        first = np.flatnonzero(pairs)
-        row = joined.iloc[first[0]]
-        parts = sorted(
-            {
-                str(label[k])
-                for k in first
-                if (joined.iloc[k]["user"], joined.iloc[k]["item"]) == (row["user"], row["item"])
-            }
-        )
-        where = " and ".join(f"{p}.csv" for p in parts)
+    repeated = np.flatnonzero(joined.duplicated(["user", "item"], keep=False).to_numpy())
+    if len(repeated):
+        user, item = joined["user"].iloc[repeated[0]], joined["item"].iloc[repeated[0]]
+        same = repeated[
+            (joined["user"].iloc[repeated] == user).to_numpy() & (joined["item"].iloc[repeated] == item).to_numpy()
+        ]
+        where = " and ".join(f"{p}.csv" for p in PARTS if p in set(label[same]))
         raise DataError(
-            f"{directory}: user {row['user']!r} rated item {row['item']!r} twice ({where}); the parts of a split must "
-            "hold each (user, item) pair once"
+            f"{directory}: user {show_id(user)} rated item {show_id(item)} twice ({where}); the parts of a split "
+            "must hold each (user, item) pair once"
         )
     timestamps = joined["timestamp"] if "timestamp" in joined and not joined["timestamp"].isna().any() else None
     ratings = Ratings.from_arrays(joined["user"], joined["item"], joined["rating"], timestamps, options.scale)
