@@ -18,6 +18,7 @@ def describe(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
     """Ratings, users, items, rating range and values, density."""
+    source.check()
     summary = source.load().describe()
     if as_json:
         typer.echo(json.dumps(summary))
