@@ -98,6 +98,8 @@ class DataFlags:
 
     def check(self) -> None:
         """Validate the flags and the input path before any work (usage errors, exit 2)."""
+        if self.data is not None and self.dataset is not None:
+            raise UsageError("give exactly one of --data PATH or --dataset NAME")
         self.options()
         if self.data is not None:
             check_input(self.data, "--data")
