@@ -135,6 +135,23 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
     return out
 
 
+def check_output_file(out: str | Path, inputs=()) -> Path:
+    """Refuse, before any work, an output file that is a folder, is one of the inputs, or
+    cannot be created (its folder missing or not writable)."""
+    from .errors import UsageError
+
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name")
+    for given in inputs:
+        if given is not None and Path(given).exists() and Path(given).resolve() == out.resolve():
+            raise UsageError(f"--out {out} is an input: writing there would destroy it; choose another file")
+    parent = out.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot create it in {parent} (no such writable folder)")
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -105,8 +105,12 @@ def write_json(path: Path, data) -> None:
         handle.write("\n")
 
 
-def write_run(out: str | Path, model: Recommender, metrics: dict, config: dict, test: Ratings | None = None) -> Path:
-    """Write a run folder (see the module docstring)."""
+def write_run(
+    out: str | Path, model: Recommender, metrics: dict, config: dict, test: Ratings | None = None,
+    valid: Ratings | None = None,
+) -> Path:  # fmt: skip
+    """Write a run folder (see the module docstring); ``valid.csv`` keeps the validation part,
+    which recommendations exclude as they exclude the training ratings."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.pt")
@@ -120,6 +124,8 @@ def write_run(out: str | Path, model: Recommender, metrics: dict, config: dict, 
     )
     if test is not None:
         test.write_csv(out / "test.csv")
+    if valid is not None and len(valid):
+        valid.write_csv(out / "valid.csv")
     return out
 
 
@@ -152,3 +158,18 @@ def run_test_part(run_dir: str | Path) -> Ratings:
     if not path.is_file():
         raise DataError(f"{run_dir}: has no test.csv to evaluate on")
     return read_ratings_file(path, LoaderOptions(sep=",", header=True))
+
+
+def run_valid_part(run_dir: str | Path) -> Ratings | None:
+    """The run's validation part (``valid.csv``), or None when its split had none."""
+    path = Path(run_dir) / "valid.csv"
+    return read_ratings_file(path, LoaderOptions(sep=",", header=True)) if path.is_file() else None
+
+
+#: above this many (user, item) pairs, ranking metrics are computed only when asked for
+RANKING_LIMIT = 10**8
+
+
+def ranking_by_default(model: Recommender) -> bool:
+    """Whether ranking metrics are cheap enough to compute without being asked (users x items <= 10^8)."""
+    return int(model.known_users.sum()) * int(model.known_items.sum()) <= RANKING_LIMIT

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 from .datasets import Ratings
@@ -129,15 +131,19 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
     remaining = max(0, trials - len(finished))
     if finished:
         log.info("study %r has %d finished trials; running %d more", study_name, len(finished), remaining)
-    running = []
+    running, stop = [], []
 
     def objective(trial):
         running[:] = [trial]
+        if stop:
+            raise Interrupted(stop[0])
         params = {**cls.search_space(trial), **fixed}
         trial.set_user_attr("params", params)
         fitted = cls(seed=seed, **params)
 
         def report(stats):
+            if stop:  # raised here, inside the trial, never inside Optuna's bookkeeping
+                raise Interrupted(stop[0])
             trial.report(stats.valid_rmse, stats.epoch - 1)
             if trial.should_prune():
                 log.info(
@@ -155,11 +161,16 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         return score
 
     try:
-        if remaining:
-            study.optimize(objective, n_trials=remaining, catch=())
+        with _deferred_signals(stop, study):
+            if remaining:
+                study.optimize(objective, n_trials=remaining, catch=())
+        if stop:
+            raise Interrupted(stop[0])
     except Interrupted as exc:
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
         for trial in running:  # the trial cut short: failed, not left running in the storage
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if states.get(trial.number) == optuna.trial.TrialState.RUNNING:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if complete and out is not None:
             _write(study, model, out)
@@ -168,6 +179,27 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise DataError(f"no trial of study {study_name!r} finished (all were pruned or failed); run more trials")
     return _write(study, model, out)
+
+
+@contextmanager
+def _deferred_signals(stop: list, study):
+    """While a study runs, SIGINT and SIGTERM are noted and the study asked to stop; the
+    running trial raises :class:`Interrupted` at its next epoch. Raising from inside Optuna's
+    storage writes would leave its bookkeeping broken."""
+
+    def note(signum, frame):
+        stop.append(signum)
+        study.stop()
+
+    try:
+        previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals stay as they are
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _write(study, model: str, out) -> dict:

@@ -8,17 +8,28 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
-from ..files import check_output_dir, output_dir
+from ..errors import DataError, UsageError
+from ..files import atomic_write, check_output_dir, check_output_file, output_dir
 from ..models import model_class, model_names
-from ..runs import environment, fit_and_score, read_run, run_test_part, write_run
+from ..runs import (
+    environment,
+    fit_and_score,
+    ranking_by_default,
+    read_run,
+    run_test_part,
+    run_valid_part,
+    write_run,
+)
 from ..training import resolve_device
 from .options import (
     DataFlags,
     ForceOpt,
     SeedOpt,
     SplitFlags,
+    check_input,
     data_options,
     model_options,
     resolve_model,
@@ -40,6 +51,7 @@ def train(
     params: dict | None = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (run-time: not saved with the model).")] = "auto",
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
+    ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Record ranking metrics of top-10 lists (default: when users x items <= 10^8).")] = None,
     force: ForceOpt = False,
 ):  # fmt: skip
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
@@ -57,6 +69,8 @@ def train(
         log.info("this split has no validation part: holding out a seeded 5% of train for early stopping")
     show = sys.stderr.isatty() if progress is None else progress
     fitted, metrics = fit_and_score(estimator, train_part, valid_part, test_part, device=device, progress=show)
+    if ranking or (ranking is None and ranking_by_default(fitted)):
+        metrics["test"]["ranking"] = fitted.evaluate_ranking(test_part, k=10, exclude=valid_part)
     run_config = {
         "model": name,
         "params": fitted.get_params(),
@@ -68,7 +82,7 @@ def train(
         "environment": environment(),
     }
     with output_dir(out, "run", inputs, force) as folder:
-        write_run(folder, fitted, metrics, run_config, test_part)
+        write_run(folder, fitted, metrics, run_config, test_part, valid_part)
     test = metrics["test"]
     line = f"{name}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} on {test['n']:,} ratings"
     if test["n_fallback"]:
@@ -79,35 +93,104 @@ def train(
     typer.echo(f"wrote {out}")
 
 
-def evaluate(run_dir: RunDirArg):
-    """RMSE and MAE of a run's model on the run's test part."""
+def evaluate(
+    run_dir: RunDirArg,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Length of the top-k lists for ranking metrics.")] = 10,
+    relevant: Annotated[float | None, typer.Option("--relevant", help="Test ratings >= this are relevant (default: 3/4 up the scale, 4 on 1-5).")] = None,
+    ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Ranking metrics (default: when users x items <= 10^8).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the default output already is).")] = False,
+):  # fmt: skip
+    """RMSE and MAE of a run's model on the run's test part, and ranking metrics of its top-k lists."""
     fitted = read_run(run_dir)
-    result = fitted.evaluate(run_test_part(run_dir))
-    typer.echo(json.dumps({k: result[k] for k in ("rmse", "mae", "n", "n_fallback")}))
+    test = run_test_part(run_dir)
+    result = fitted.evaluate(test)
+    out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback")}
+    if ranking or (ranking is None and ranking_by_default(fitted)):
+        out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=run_valid_part(run_dir))
+    typer.echo(json.dumps(out))
+
+
+def _read_table(path: Path, flag: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV with a header naming ``columns``; ids kept as written (text)."""
+    check_input(path, flag)
+    try:
+        frame = pd.read_csv(path, dtype={"user": str, "item": str}, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{path}: cannot read it as CSV ({type(exc).__name__}); expected the header {','.join(columns)}"
+        ) from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: needs the header {','.join(columns)} (missing {', '.join(missing)})")
+    if frame.empty:
+        raise DataError(f"{path}: holds no rows")
+    return frame
 
 
 def predict(
     run_dir: RunDirArg,
-    user: Annotated[str, typer.Option("--user", help="Raw user id.")],
-    item: Annotated[str, typer.Option("--item", help="Raw item id.")],
+    user: Annotated[str | None, typer.Option("--user", help="Raw user id (with --item).")] = None,
+    item: Annotated[str | None, typer.Option("--item", help="Raw item id (with --user).")] = None,
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV with the header user,item: predict every pair.")] = None,
+    history: Annotated[Path | None, typer.Option("--history", help="CSV user,item,rating: users folded in from these ratings.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="With --pairs: write user,item,prediction here (else stdout).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item the model never saw.")] = False,
 ):  # fmt: skip
-    """Print the predicted rating of one (user, item) pair."""
+    """Predicted ratings: one pair (--user --item), or every pair of --pairs in its order;
+    users in --history are folded in from those ratings (new users, or known ones with more)."""
+    if (pairs is None) == (user is None or item is None) or (pairs is not None and (user or item)):
+        raise UsageError("give either --pairs FILE or both --user and --item")
+    frames = {}
+    if pairs is not None:
+        frames["pairs"] = _read_table(pairs, "--pairs", ("user", "item"))
+    if history is not None:
+        frames["history"] = _read_table(history, "--history", ("user", "item", "rating"))
+    if out is not None:
+        check_output_file(out, [pairs, history, run_dir / "model.pt"])
     fitted = read_run(run_dir)
     fitted.unknown = "fallback" if fallback else "error"
-    typer.echo(f"{float(fitted.predict([user], [item])[0]):.4f}")
+    table = frames.get("pairs", pd.DataFrame({"user": [user], "item": [item]}))
+    predictions = fitted.predict(table["user"].to_numpy(), table["item"].to_numpy(), history=frames.get("history"))
+    if pairs is None:
+        typer.echo(f"{float(predictions[0]):.4f}")
+        return
+    result = pd.DataFrame({"user": table["user"], "item": table["item"], "prediction": predictions})
+    if out is None:
+        typer.echo(result.to_csv(index=False, float_format="%.4f"), nl=False)
+        return
+    with atomic_write(out, "w") as handle:
+        result.to_csv(handle, index=False, float_format="%.6g")
+    typer.echo(f"wrote {out}: {len(result):,} predictions")
 
 
 def recommend(
     run_dir: RunDirArg,
-    user: Annotated[str, typer.Option("--user", help="Raw user id.")],
+    user: Annotated[str | None, typer.Option("--user", help="Raw user id.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
+    history: Annotated[Path | None, typer.Option("--history", help="CSV user,item,rating: fold --user in from these ratings.")] = None,
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every user's top k (with --out), excluding their train and valid items.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="With --all-users: write user,item,rank,prediction here.")] = None,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also rank items the user already rated.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
 ):  # fmt: skip
     """The top k items for a user (unseen by default), with predicted ratings and titles."""
+    if all_users:
+        if user is not None or history is not None or out is None:
+            raise UsageError("--all-users takes --out FILE (and -k), not --user or --history")
+        check_output_file(out, [run_dir / "model.pt"])
+        fitted = read_run(run_dir)
+        tops = fitted.recommend_all(k=k, exclude=run_valid_part(run_dir))
+        with atomic_write(out, "w") as handle:
+            tops.to_csv(handle, index=False, float_format="%.6g")
+        typer.echo(f"wrote {out}: top {k} of {tops['user'].nunique():,} users")
+        return
+    if user is None:
+        raise UsageError("give --user U (with --history to fold a new user in), or --all-users --out FILE")
+    frame = _read_table(history, "--history", ("user", "item", "rating")) if history is not None else None
     fitted = read_run(run_dir)
-    top = fitted.recommend(user, k=k, exclude_seen=not include_seen)
+    if frame is not None and not (frame["user"] == user).any():
+        raise DataError(f"{history}: holds no rating of user {user!r}")
+    top = fitted.recommend(user, k=k, exclude_seen=not include_seen, history=frame)
     if as_json:
         typer.echo(top.to_json(orient="records"))
         return

@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,7 @@ def _decompressing(opener: Opener) -> Opener:
             stream.seek(0)
         return stream
 
+    open_plain.compressed = unpack is not None
     return open_plain
 
 
@@ -238,6 +240,15 @@ def read_ratings_file(
         (2, (3.5, 4.0))
     """
     opener, name = byte_source(source, name)
+    try:
+        return _read(opener, name, options, item_titles)
+    except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+        if not getattr(opener, "compressed", False) or isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise DataError(f"{name}: a damaged or truncated compressed file ({exc}); get it again") from None
+
+
+def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Ratings:
     with opener() as stream:
         head = stream.read(65536)
     if head.startswith(b"PK\x03\x04"):

@@ -232,9 +232,16 @@ class Recommender:
             raise DataError("user or item index out of range")
         return self._predict_mapped(users, items, unknown or self.unknown)[0]
 
-    def predict(self, users, items) -> np.ndarray:
-        """Predicted ratings for raw user and item ids (the ids of the data file)."""
+    def predict(self, users, items, history=None) -> np.ndarray:
+        """Predicted ratings for raw user and item ids (the ids of the data file).
+
+        ``history`` (a DataFrame with columns user, item, rating, raw ids) folds users in from
+        those ratings: users the model never saw, or known users with extra ratings added to
+        their row. Users of the pairs that are not in it are predicted as usual.
+        """
         self._check_fitted()
+        if history is not None:
+            return self._predict_with_history(users, items, history)
         fallback = self.unknown == "fallback"
         u = lookup_ids(self.user_ids, users, "user", missing_ok=fallback)
         i = lookup_ids(self.item_ids, items, "item", missing_ok=fallback)
@@ -268,24 +275,227 @@ class Recommender:
             out[known] = self._predict_index(u[known], i[known])
         return np.clip(out, *self.scale), known
 
-    def recommend(self, user, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
-        """The top ``k`` items for a raw user id, best first: columns item, prediction (and title)."""
+    def recommend(self, user=None, k: int = 10, exclude_seen: bool = True, history=None) -> pd.DataFrame:
+        """The top ``k`` items for a raw user id, best first: columns item, prediction (and title).
+
+        ``history`` folds the user in from their ratings (a dict raw item -> rating, or a
+        DataFrame user, item, rating): a user the model never saw (``user`` may then be None)
+        or a known user with extra ratings. Seen items (training and history) are excluded
+        unless ``exclude_seen`` is False. Ties go to the smaller item index.
+        """
         self._check_fitted()
         if k < 1:
             raise UsageError(f"k must be >= 1, got {k}")
-        u = int(lookup_ids(self.user_ids, [user], "user")[0])
-        if not self.known_users[u]:
-            raise DataError(f"user {show_id(user)} has no training rating, so there is nothing to personalise")
         candidates = np.flatnonzero(self.known_items)
-        if exclude_seen:
-            seen = self.train_[1][self.train_[0] == u]
-            candidates = np.setdiff1d(candidates, seen, assume_unique=True)
-        scores = self.predict_index(np.full(len(candidates), u), candidates)
+        if history is not None:
+            rows = self._history_rows(_history_frame(history, user))
+            key = _key(user) if user is not None else next(iter(rows), None)
+            items, ratings = rows.get(key, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+            known = self._known_user(user)
+            row = self._merged_row(known, items, ratings)
+            if exclude_seen:
+                candidates = np.setdiff1d(candidates, row[0])
+            scores = self._folded_scores(row, candidates, user)
+        else:
+            u = int(lookup_ids(self.user_ids, [user], "user")[0])
+            if not self.known_users[u]:
+                raise DataError(f"user {show_id(user)} has no training rating, so there is nothing to personalise")
+            if exclude_seen:
+                seen = self.train_[1][self.train_[0] == u]
+                candidates = np.setdiff1d(candidates, seen, assume_unique=True)
+            scores = self.predict_index(np.full(len(candidates), u), candidates)
         top = np.argsort(-scores, kind="stable")[:k]
         frame = pd.DataFrame({"item": self.item_ids[candidates[top]], "prediction": scores[top]})
         if self.item_titles is not None:
             frame["title"] = self.item_titles[candidates[top]]
         return frame
+
+    # ---- new users (fold-in) ------------------------------------------------------------
+    def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
+        """Model-specific state of a user given as a rating row (item indices, ratings)."""
+        raise NotImplementedError
+
+    def _predict_folded(self, state, items: np.ndarray) -> np.ndarray:
+        """Predictions for item indices from a folded-in user's state."""
+        raise NotImplementedError
+
+    def _training_row(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """User ``u``'s row as the model reads it (item indices, ratings)."""
+        users, items, values = self.train_
+        mine = users == u
+        return items[mine].astype(np.int64), values[mine]
+
+    def _check_fold_in(self) -> None:
+        if not self.can_fold_in:
+            raise UsageError(f"the {self.name} model cannot fold in new users: retrain it with their ratings")
+
+    def _known_user(self, user) -> int | None:
+        if user is None:
+            return None
+        u = int(lookup_ids(self.user_ids, [user], "user", missing_ok=True)[0])
+        return u if u >= 0 and self.known_users[u] else None
+
+    def _merged_row(self, known: int | None, items: np.ndarray, ratings: np.ndarray):
+        """A known user's training row with the extra ratings added (an extra rating of an item
+        already in the row replaces it), or the history alone for a new user."""
+        if known is None:
+            return items, ratings
+        own_items, own_ratings = self._training_row(known)
+        keep = ~np.isin(own_items, items)
+        merged_items = np.concatenate([own_items[keep], items])
+        order = np.argsort(merged_items, kind="stable")
+        return merged_items[order], np.concatenate([own_ratings[keep], ratings])[order]
+
+    def _folded_scores(self, row, items: np.ndarray, user) -> np.ndarray:
+        """Predictions for ``items`` of a user given by their rating row, clipped to the scale;
+        an empty row falls back to the item baseline ``mean + b_i``."""
+        self._check_fold_in()
+        if len(row[0]) == 0:
+            log.info(
+                "user %s has no usable rating: predicting the item baseline",
+                show_id(user) if user is not None else "(new)",
+            )
+            scores = self.mean_ + self.item_bias_[items]
+        else:
+            scores = self._predict_folded(self._fold_in(*row), items)
+        return np.clip(np.asarray(scores, dtype=np.float32), *self.scale)
+
+    def _history_rows(self, frame: pd.DataFrame) -> dict:
+        """``{user key: (item indices, ratings)}`` from a history table; items the model does
+        not know are ignored (and counted in the log); a rating outside the scale is an error."""
+        self._check_fold_in()
+        ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=np.float64)
+        low, high = self.scale
+        bad = ~np.isfinite(ratings) | (ratings < low) | (ratings > high)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"history: user {show_id(frame['user'].iloc[row])} rated item {show_id(frame['item'].iloc[row])} "
+                f"{frame['rating'].iloc[row]!r}, outside the rating scale {low:g}..{high:g}"
+            )
+        items = lookup_ids(self.item_ids, frame["item"].to_numpy(), "item", missing_ok=True)
+        usable = items >= 0
+        usable[usable] &= self.known_items[items[usable]]
+        if not usable.all():
+            log.info("history: ignored %d rating(s) of items the model does not know", int((~usable).sum()))
+        keys = np.array([_key(x) for x in frame["user"].to_numpy()], dtype=object)
+        rows = {}
+        for key in dict.fromkeys(keys):
+            mine = (keys == key) & usable
+            order = np.argsort(items[mine], kind="stable")
+            rows[key] = (items[mine][order].astype(np.int64), ratings[mine][order].astype(np.float32))
+        return rows
+
+    def _predict_with_history(self, users, items, history) -> np.ndarray:
+        rows = self._history_rows(_history_frame(history, None))
+        users = np.atleast_1d(np.asarray(users, dtype=object))
+        items = np.atleast_1d(np.asarray(items))
+        if users.shape != items.shape:
+            raise UsageError(f"users and items must have the same length ({users.shape} vs {items.shape})")
+        keys = np.array([_key(x) for x in users], dtype=object)
+        folded = np.isin(keys, list(rows))
+        out = np.empty(len(users), dtype=np.float32)
+        if (~folded).any():
+            out[~folded] = self.predict(users[~folded], items[~folded])
+        fallback = self.unknown == "fallback"
+        for key in dict.fromkeys(keys[folded]):
+            mine = np.flatnonzero(keys == key)
+            item_index = lookup_ids(self.item_ids, items[mine], "item", missing_ok=fallback)
+            known_item = item_index >= 0
+            known_item[known_item] &= self.known_items[item_index[known_item]]
+            if not known_item.all() and not fallback:
+                bad = items[mine][int(np.argmin(known_item))]
+                raise DataError(
+                    f"item {show_id(bad)} has no training rating; pass unknown='fallback' (CLI: --fallback)"
+                )
+            row = self._merged_row(self._known_user(users[mine[0]]), *rows[key])
+            out[mine] = self.mean_
+            if known_item.any():
+                out[mine[known_item]] = self._folded_scores(row, item_index[known_item], users[mine[0]])
+        return out
+
+    def recommend_all(self, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256) -> pd.DataFrame:
+        """Every known user's top ``k`` in one vectorised pass: columns user, item, rank (1 =
+        best), prediction. Candidates are the items with training ratings that the user did
+        not rate in training nor in ``exclude`` (e.g. the validation part); ties go to the
+        smaller item index.
+
+        Example:
+            >>> from neucf.models import Biases
+            >>> r = Ratings.from_arrays([1, 1, 2, 2], [1, 2, 2, 3], [5.0, 3.0, 4.0, 2.0])
+            >>> Biases().fit(r).recommend_all(k=1)[["user", "item", "rank"]].values.tolist()
+            [[1, 3, 1], [2, 1, 1]]
+        """
+        self._check_fitted()
+        if k < 1:
+            raise UsageError(f"k must be >= 1, got {k}")
+        seen_users, seen_items = self.train_[0].astype(np.int64), self.train_[1].astype(np.int64)
+        if exclude is not None and len(exclude):
+            u = lookup_ids(self.user_ids, exclude.user_ids[exclude.users], "user", missing_ok=True)
+            i = lookup_ids(self.item_ids, exclude.item_ids[exclude.items], "item", missing_ok=True)
+            ok = (u >= 0) & (i >= 0)
+            seen_users, seen_items = np.concatenate([seen_users, u[ok]]), np.concatenate([seen_items, i[ok]])
+        users = np.flatnonzero(self.known_users)
+        candidates = np.flatnonzero(self.known_items)
+        column = np.full(len(self.item_ids), -1)
+        column[candidates] = np.arange(len(candidates))
+        frames = []
+        for start in range(0, len(users), batch_users):
+            batch = users[start : start + batch_users]
+            scores = self.predict_index(np.repeat(batch, len(candidates)), np.tile(candidates, len(batch)))
+            scores = scores.reshape(len(batch), len(candidates)).astype(np.float64)
+            position = np.full(len(self.user_ids), -1)
+            position[batch] = np.arange(len(batch))
+            mine = (position[seen_users] >= 0) & (column[seen_items] >= 0)
+            scores[position[seen_users[mine]], column[seen_items[mine]]] = -np.inf
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            picked = np.take_along_axis(scores, order, axis=1)
+            valid = np.isfinite(picked)
+            rows, ranks = np.nonzero(valid)
+            frames.append(pd.DataFrame({
+                "user": self.user_ids[batch[rows]],
+                "item": self.item_ids[candidates[order[valid]]],
+                "rank": ranks + 1,
+                "prediction": picked[valid].astype(np.float32),
+            }))  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
+
+    def evaluate_ranking(self, test: Ratings, k: int = 10, relevant: float | None = None,
+                         exclude: Ratings | None = None) -> dict:  # fmt: skip
+        """Ranking metrics of the top-``k`` lists (see :func:`neucf.metrics.ranking_metrics`)
+        against ``test``'s items rated >= ``relevant`` (default: three quarters up the scale).
+
+        Candidates: every item with training ratings that the user did not rate in training
+        or in ``exclude`` (the validation part); relevant items the model cannot rank (never
+        rated in training) still count. Users with no relevant test item are skipped and
+        counted; test users the model never saw are ranked by the item baseline.
+        """
+        from ..metrics import default_relevance, ranking_metrics
+
+        threshold = default_relevance(self.scale) if relevant is None else float(relevant)
+        tops = self.recommend_all(k=k, exclude=exclude)
+        # ids compared as text: the test part may have been read with other id types
+        keys = np.vectorize(_key, otypes=[object])
+        test_users, test_items = keys(test.user_ids[test.users]), keys(test.item_ids[test.items])
+        is_relevant = test.ratings >= threshold
+        relevant_items = pd.Series(test_items[is_relevant]).groupby(test_users[is_relevant])
+        by_user = {u: np.asarray(v) for u, v in relevant_items}
+        tops = tops.assign(user=keys(tops["user"].to_numpy()), item=keys(tops["item"].to_numpy()))
+        lists = tops.groupby("user", sort=False)["item"].apply(np.asarray).to_dict()
+        users = list(dict.fromkeys(test_users))
+        baseline = None
+        top = np.full((len(users), k), None, dtype=object)
+        for row, user in enumerate(users):
+            items = lists.get(user)
+            if items is None:  # a user without training ratings: the item baseline's ranking
+                if baseline is None:
+                    order = np.argsort(-self.item_bias_[self.known_items.nonzero()[0]], kind="stable")[:k]
+                    baseline = keys(self.item_ids[np.flatnonzero(self.known_items)[order]])
+                items = baseline
+            top[row, : len(items)] = items
+        empty = np.array([], dtype=object)
+        result = ranking_metrics(top, [by_user.get(u, empty) for u in users], k)
+        return {"k": k, "relevant": threshold, **{key: v for key, v in result.items() if key != "k"}}
 
     def evaluate(self, ratings: Ratings) -> dict:
         """RMSE and MAE on ``ratings`` (raw ids are matched); unknown users/items use the baseline."""
@@ -377,6 +587,25 @@ class Recommender:
         model.history = None if payload["history"] is None else History.from_dict(payload["history"])
         model._restore(payload["state"], device)
         return model
+
+
+def _key(raw) -> str:
+    """A raw id as text, to match ids across tables read with different types."""
+    value = raw.item() if hasattr(raw, "item") else raw
+    return str(value)
+
+
+def _history_frame(history, user) -> pd.DataFrame:
+    """A history as a table user, item, rating: a DataFrame as given, or a dict item -> rating
+    of ``user``."""
+    if isinstance(history, pd.DataFrame):
+        missing = {"user", "item", "rating"} - set(history.columns)
+        if missing:
+            raise UsageError(f"history needs the columns user, item, rating (missing {', '.join(sorted(missing))})")
+        return history
+    if isinstance(history, dict):
+        return pd.DataFrame({"user": [user] * len(history), "item": list(history), "rating": list(history.values())})
+    raise UsageError("history must be a dict item -> rating or a DataFrame with user, item, rating")
 
 
 def _ids_out(ids: np.ndarray):

@@ -22,11 +22,19 @@ class GlobalMean(Recommender):
         [3.0]
     """
 
+    can_fold_in = True
+
     def _fit(self, train, valid, options):
         pass
 
     def _predict_index(self, users, items):
         return np.full(len(users), self.mean_, dtype=np.float32)
+
+    def _fold_in(self, items, ratings):
+        return None
+
+    def _predict_folded(self, state, items):
+        return np.full(len(items), self.mean_, dtype=np.float32)
 
 
 @dataclass
@@ -73,8 +81,18 @@ class Biases(Recommender):
         """No shrinkage."""
         return {"reg_user": 0.0, "reg_item": 0.0}
 
+    can_fold_in = True
+
     def _bias_settings(self):
         return self.config.reg_user, self.config.reg_item, self.config.n_iter
+
+    def _fold_in(self, items, ratings):
+        """The user's bias from their ratings, with the items' biases fixed (one ALS half-step)."""
+        residual = np.asarray(ratings, dtype=np.float64) - self.mean_ - self.item_bias_[items]
+        return residual.sum() / (len(residual) + self.config.reg_user)
+
+    def _predict_folded(self, user_bias, items):
+        return (self.mean_ + user_bias + self.item_bias_[items]).astype(np.float32)
 
     def _fit(self, train, valid, options):
         pass  # the base class fitted the biases with this model's settings

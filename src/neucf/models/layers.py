@@ -158,6 +158,13 @@ class SparseRowProjection(nn.Module):
         factor = torch.where(masked & (n > 1), (n / (n - 1).clamp(min=1)) ** self.norm, torch.ones_like(n))
         return out * factor[:, None]
 
+    def project_row(self, cols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``x @ W + b`` for one new row given as (column indices, values), normalised like
+        the matrix's rows (divided by its number of entries ** norm); shape (1, out)."""
+        scale = max(len(cols), 1) ** -self.norm
+        weights = (values.to(self.weight.dtype) * scale)[None, :]
+        return weights @ self.weight[cols] + self.bias
+
     def forward(self, rows: torch.Tensor, mask_cols: torch.Tensor | None = None) -> torch.Tensor:
         values = self._input_values()
         target = self.position(rows, mask_cols) if mask_cols is not None else None

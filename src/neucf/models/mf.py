@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -84,6 +85,29 @@ class MatrixFactorization(TorchRecommender):
 
     config_class = MFConfig
     train_defaults = {"lr": 3e-3, "l2": 0.1, "batch_size": 256}
+    can_fold_in = True
+
+    @torch.no_grad()
+    def _fold_in(self, items, ratings):
+        """The user's factors and bias by regularised least squares against the fixed item
+        factors (one ALS half-step, as LensKit folds users in), with the training's per-rating
+        L2 weight: minimise sum (r - mu - b_i - b_u - q_i.p)^2 + n * l2 * (|p|^2 + b_u^2)."""
+        net = self.net
+        q = net.item_factors.weight[torch.from_numpy(np.asarray(items, dtype=np.int64))].double()
+        b_i = net.item_bias.weight[torch.from_numpy(np.asarray(items, dtype=np.int64)), 0].double()
+        y = torch.as_tensor(ratings, dtype=torch.float64) - float(net.mean) - b_i
+        x = torch.cat([q, torch.ones(len(q), 1, dtype=torch.float64)], dim=1)
+        gram = x.T @ x + len(q) * self.training.l2 * torch.eye(x.shape[1], dtype=torch.float64)
+        solution = torch.linalg.solve(gram, x.T @ y)
+        return solution[:-1], float(solution[-1])
+
+    @torch.no_grad()
+    def _predict_folded(self, state, items) -> np.ndarray:
+        p, b_u = state
+        index = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        q = self.net.item_factors.weight[index].double()
+        b_i = self.net.item_bias.weight[index, 0].double()
+        return (float(self.net.mean) + b_u + b_i + q @ p).float().numpy()
 
     @classmethod
     def search_space(cls, trial) -> dict:

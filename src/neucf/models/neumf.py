@@ -142,6 +142,19 @@ class RatingVectorNet(nn.Module):
         mask = self.mask_target
         p = self.activation(self.user_projection(users, items if mask else None))
         q = self.activation(self.item_projection(items, users if mask else None))
+        return self.head(p, q)
+
+    def represent_row(self, cols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """A user's first-layer representation from a rating row given as (item columns,
+        ratings), normalised as training rows are: how a user unseen in training is folded in."""
+        return self.activation(self.user_projection.project_row(cols, values))
+
+    def represent_items(self, items: torch.Tensor) -> torch.Tensor:
+        """The items' first-layer representations (their full columns; eval mode: no dropout)."""
+        return self.activation(self.item_projection(items))
+
+    def head(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings from user and item representations (GMF and/or MLP, then the output)."""
         g = self.gmf_factors
         branches = []
         if g:
@@ -162,10 +175,26 @@ class RatingVectorModel(TorchRecommender):
     """What NeuMF, GMF and MLP share: the network, its search space and its regularisers.
 
     Subclasses say which branches they have (``gmf``, ``mlp``) and their config class.
+    A user unseen in training is folded in by passing their rating row through the trained
+    user projection, normalised as in training.
     """
 
     gmf: ClassVar[bool] = True
     mlp: ClassVar[bool] = True
+    can_fold_in: ClassVar[bool] = True
+
+    @torch.no_grad()
+    def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
+        self.net.eval()
+        dtype = next(self.net.parameters()).dtype
+        cols = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        return self.net.represent_row(cols, torch.as_tensor(ratings, dtype=dtype))
+
+    @torch.no_grad()
+    def _predict_folded(self, state, items: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        q = self.net.represent_items(torch.from_numpy(np.asarray(items, dtype=np.int64)))
+        return self.net.head(state.expand(len(q), -1), q).float().numpy()
 
     def _build(self, train):
         k = self.config.factors
