@@ -8,6 +8,20 @@ from neucf.datasets import Ratings
 
 ML100K = os.environ.get("NEUCF_ML100K")
 
+# the example plugin registers a model when imported: only the tests that ask for it import it
+collect_ignore = ["plugins"]
+
+
+@pytest.fixture
+def plugin_model():
+    """The example plugin model (tests/plugins), registered for one test and removed after."""
+    from neucf.models import registry
+    from plugins.shrunk_item_mean import ShrunkItemMean
+
+    registry.register("shrunk-item-mean")(ShrunkItemMean)
+    yield ShrunkItemMean
+    registry.unregister("shrunk-item-mean")
+
 
 @pytest.fixture
 def ml100k() -> Path:

@@ -6,15 +6,7 @@ import pytest
 
 from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
-from neucf.models import model_names, registry
-
-
-@pytest.fixture(scope="module")
-def plugin():
-    from plugins import shrunk_item_mean
-
-    yield shrunk_item_mean.ShrunkItemMean
-    registry.unregister("shrunk-item-mean")
+from neucf.models import model_names
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +19,7 @@ def neucf(command: str, ratings_file, out) -> int:
     return main([*command.split(), "--data", str(ratings_file), "--out", str(out)])
 
 
-def test_a_plugin_model_runs_through_train_compare_tune_and_diagnose(plugin, ratings_file, tmp_path, capsys):
+def test_a_plugin_model_runs_through_train_compare_tune_and_diagnose(plugin_model, ratings_file, tmp_path, capsys):
     assert "shrunk-item-mean" in model_names()
     run = tmp_path / "run"
     # its own parameter became a flag; training flags apply since it is trained by gradient

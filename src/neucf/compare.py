@@ -23,6 +23,9 @@ from .splits import Splitter, get_splitter
 
 log = logging.getLogger(__name__)
 
+#: ranking metrics of top-10 lists reported beside RMSE and MAE
+RANKING = ("precision", "recall", "ndcg", "map", "hit_rate")
+
 
 @dataclass
 class Comparison:
@@ -33,13 +36,15 @@ class Comparison:
     split: str
 
     def markdown(self) -> str:
-        """The summary as a Markdown table."""
-        lines = ["| model | folds | RMSE | MAE | train s |", "|---|---:|---:|---:|---:|"]
-        for row in self.table.itertuples(index=False):
-            lines.append(
-                f"| {row.model} | {row.folds} | {row.rmse_mean:.4f} ± {row.rmse_std:.4f} | "
-                f"{row.mae_mean:.4f} ± {row.mae_std:.4f} | {row.train_seconds:.1f} |"
-            )
+        """The summary as a Markdown table (with ranking columns of top-10 lists when measured)."""
+        ranked = [name for name in RANKING if f"{name}_mean" in self.table]
+        head = ["model", "folds", "RMSE", "MAE", *[f"{name}@10" for name in ranked], "train s"]
+        lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for row in self.table.to_dict("records"):
+            cells = [row["model"], str(row["folds"]), f"{row['rmse_mean']:.4f} ± {row['rmse_std']:.4f}",
+                     f"{row['mae_mean']:.4f} ± {row['mae_std']:.4f}", *[f"{row[f'{n}_mean']:.4f}" for n in ranked],
+                     f"{row['train_seconds']:.1f}"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -85,8 +90,9 @@ def compare(
             eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
             log.info("[%d/%d] %s on %s fold %s%s", done + 1, total, model, splitter.name, fold, eta)
             _, m = fit_and_score(model, train, valid, test, seed=seed, **per_model[model])
+            ranking = {name: m["test"]["ranking"][name] for name in RANKING if "ranking" in m["test"]}
             rows.append({
-                "model": model, "fold": fold, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"],
+                "model": model, "fold": fold, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"], **ranking,
                 "epochs": m["epochs"], "train_seconds": m["train_seconds"],
             })  # fmt: skip
             done += 1
@@ -99,6 +105,7 @@ def compare(
         "rmse_std": grouped["rmse"].std(ddof=1).fillna(0).to_numpy(),
         "mae_mean": grouped["mae"].mean().to_numpy(),
         "mae_std": grouped["mae"].std(ddof=1).fillna(0).to_numpy(),
+        **{f"{name}_mean": grouped[name].mean().to_numpy() for name in RANKING if name in runs},
         "train_seconds": grouped["train_seconds"].mean().to_numpy(),
     })  # fmt: skip
     return Comparison(runs=runs, table=table, split=splitter.name)
@@ -123,12 +130,16 @@ def write_comparison(result: Comparison, out: str | Path) -> list[Path]:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The summary for a terminal."""
-    head = f"{'model':<8}{'folds':>6}{'RMSE':>18}{'MAE':>18}{'train s':>10}"
+    """The summary for a terminal (NDCG@10 and recall@10 when measured)."""
+    ranked = [name for name in ("ndcg", "recall") if f"{name}_mean" in table]
+    head = f"{'model':<8}{'folds':>6}{'RMSE':>18}{'MAE':>18}" + "".join(f"{n + '@10':>11}" for n in ranked)
+    head += f"{'train s':>10}"
     lines = [head, "-" * len(head)]
-    for r in table.itertuples(index=False):
+    for r in table.to_dict("records"):
         lines.append(
-            f"{r.model:<8}{r.folds:>6}{r.rmse_mean:>10.4f} ± {r.rmse_std:.4f}"
-            f"{r.mae_mean:>10.4f} ± {r.mae_std:.4f}{r.train_seconds:>10.1f}"
+            f"{r['model']:<8}{r['folds']:>6}{r['rmse_mean']:>10.4f} ± {r['rmse_std']:.4f}"
+            f"{r['mae_mean']:>10.4f} ± {r['mae_std']:.4f}"
+            + "".join(f"{r[f'{n}_mean']:>11.4f}" for n in ranked)
+            + f"{r['train_seconds']:>10.1f}"
         )
     return "\n".join(lines)

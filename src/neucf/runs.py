@@ -37,11 +37,14 @@ def fit_and_score(
     device: str = "auto",
     progress: bool = False,
     callbacks=(),
+    ranking: bool | None = None,
     **params,
 ) -> tuple[Recommender, dict]:
     """Fit on ``train`` (``valid`` for early stopping), then score ``test``; returns (model, metrics).
 
     ``model`` is a model or a registered name (then ``params`` are its parameters).
+    ``ranking``: add ranking metrics of top-10 lists as ``metrics["test"]["ranking"]``
+    (default: when users x items <= 10^8, see :func:`ranking_by_default`).
     """
     if isinstance(model, str):
         model = make_model(model, **params)
@@ -68,6 +71,8 @@ def fit_and_score(
         "history": epochs,
         "sizes": {"train": len(train), "valid": 0 if valid is None else len(valid), "test": len(test)},
     }
+    if ranking or (ranking is None and ranking_by_default(model)):
+        metrics["test"]["ranking"] = model.evaluate_ranking(test, k=10, exclude=valid)
     return model, metrics
 
 

@@ -50,8 +50,12 @@ def check_storage(storage: str) -> None:
             raise UsageError(f"--storage {storage!r}: cannot create the database in {folder} (no such writable folder)")
 
 
-def _study_record(model: str, split: dict | None, epochs: int | None) -> dict:
-    return {"model": model, "split": split, "epochs": epochs, "metric": "rmse", "direction": "minimize"}
+#: what ``tune`` can optimise: RMSE on the validation part, or a ranking metric of top-10 lists
+METRICS = ("rmse", "ndcg", "recall", "precision", "map", "hit_rate")
+
+
+def _study_record(model: str, split: dict | None, epochs: int | None, metric: str, direction: str) -> dict:
+    return {"model": model, "split": split, "epochs": epochs, "metric": metric, "direction": direction}
 
 
 def tune(
@@ -65,6 +69,7 @@ def tune(
     seed: int = 0,
     out: str | Path | None = None,
     split: dict | None = None,
+    metric: str = "rmse",
 ) -> dict:
     """Minimise validation RMSE over ``trials`` trials in all (finished trials of an earlier,
     interrupted run of the same study count). Returns and writes the best configuration,
@@ -74,6 +79,9 @@ def tune(
     ones is refused. A resumed study continues its sampler: the sampler is seeded with
     ``seed`` plus the number of trials already run, so new trials draw new configurations.
     On an interrupt (:class:`~neucf.errors.Interrupted`) the finished trials are still written.
+    ``metric``: ``rmse`` (minimised, with median pruning per epoch) or a ranking metric of
+    top-10 lists on the validation part (``ndcg``, ``recall``, ``precision``, ``map``,
+    ``hit_rate``: maximised, no pruning).
     """
     try:
         import optuna
@@ -88,29 +96,33 @@ def tune(
         raise UsageError(f"the {model} model has no hyper-parameters to tune")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     fixed = {"epochs": epochs} if epochs and "epochs" in cls.parameters() else {}
     check_storage(storage)
     verbosity = optuna.logging.get_verbosity()
     # Optuna logs every failed or interrupted trial with its traceback; neucf says it in one line
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     try:
-        return _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split)
+        return _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split,
+                     metric)  # fmt: skip
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split) -> dict:
+def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split, metric):
+    direction = "minimize" if metric == "rmse" else "maximize"
     try:
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,
             load_if_exists=True,
-            direction="minimize",
+            direction=direction,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
         )
     except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for a bad database
         raise UsageError(f"--storage {storage!r}: cannot open the study ({type(exc).__name__}: {exc})") from None
-    record = _study_record(model, split, epochs)
+    record = _study_record(model, split, epochs, metric, direction)
     if study.trials:
         stored = {k: study.user_attrs.get(k) for k in record}
         if stored != record:
@@ -144,6 +156,8 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         def report(stats):
             if stop:  # raised here, inside the trial, never inside Optuna's bookkeeping
                 raise Interrupted(stop[0])
+            if metric != "rmse":
+                return
             trial.report(stats.valid_rmse, stats.epoch - 1)
             if trial.should_prune():
                 log.info(
@@ -155,9 +169,12 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
                 raise optuna.TrialPruned()
 
         fitted.fit(train, valid, callbacks=[report])
-        history = fitted.history
-        score = history.best_valid_rmse if history is not None else fitted.evaluate(valid)["rmse"]
-        log.info("trial %d: validation RMSE %.4f %s", trial.number, score, params)
+        if metric == "rmse":
+            history = fitted.history
+            score = history.best_valid_rmse if history is not None else fitted.evaluate(valid)["rmse"]
+        else:
+            score = fitted.evaluate_ranking(valid, k=10)[metric]
+        log.info("trial %d: validation %s %.4f %s", trial.number, metric, score, params)
         return score
 
     try:
@@ -205,10 +222,12 @@ def _deferred_signals(stop: list, study):
 def _write(study, model: str, out) -> dict:
     """The best trial as ``neucf train --config`` reads it (its own parameters, epochs included)."""
     best_trial = study.best_trial
+    metric = study.user_attrs.get("metric", "rmse")
     best = {
         "model": model,
         "params": best_trial.user_attrs.get("params", best_trial.params),
-        "valid_rmse": best_trial.value,
+        "metric": metric,
+        f"valid_{metric}": best_trial.value,
         "trial": best_trial.number,
         "trials": len(study.trials),
     }

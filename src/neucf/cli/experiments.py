@@ -126,13 +126,16 @@ def tune_model(
     model: ModelOpt = "neumf",
     trials: Annotated[int, typer.Option(min=1, help="Trials in all (an interrupted study's finished trials count).")] = 20,
     epochs: Annotated[int | None, typer.Option(min=1, help="Most epochs per trial.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="What to optimise on the validation part: rmse (minimised) or ndcg, recall, precision, map, hit_rate of top-10 lists (maximised).")] = "rmse",
     force: ForceOpt = False,
 ):  # fmt: skip
     """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
-    from ..tuning import check_storage, tune
+    from ..tuning import METRICS, check_storage, tune
 
     model_class(model)
     check_storage(storage)
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
     if epochs is not None and epochs < 1:
@@ -143,10 +146,10 @@ def tune_model(
     ratings, parts = splitting.load(source, seed)
     best = tune(
         ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
-        epochs=epochs, seed=seed, out=out, split=splitting.describe(seed),
+        epochs=epochs, seed=seed, out=out, split=splitting.describe(seed), metric=metric,
     )  # fmt: skip
     typer.echo(
-        f"best validation RMSE {best['valid_rmse']:.4f} (trial {best['trial']} of {best['trials']}): "
+        f"best validation {metric} {best[f'valid_{metric}']:.4f} (trial {best['trial']} of {best['trials']}): "
         f"{json.dumps(best['params'])}"
     )
     typer.echo(f"wrote {Path(out) / 'best.json'}; use it with: neucf train --config {Path(out) / 'best.json'} ...")

@@ -68,9 +68,9 @@ def train(
     if len(valid_part) == 0 and cls.fitted_by == "gradient":
         log.info("this split has no validation part: holding out a seeded 5% of train for early stopping")
     show = sys.stderr.isatty() if progress is None else progress
-    fitted, metrics = fit_and_score(estimator, train_part, valid_part, test_part, device=device, progress=show)
-    if ranking or (ranking is None and ranking_by_default(fitted)):
-        metrics["test"]["ranking"] = fitted.evaluate_ranking(test_part, k=10, exclude=valid_part)
+    fitted, metrics = fit_and_score(
+        estimator, train_part, valid_part, test_part, device=device, progress=show, ranking=ranking
+    )
     run_config = {
         "model": name,
         "params": fitted.get_params(),

@@ -7,11 +7,11 @@ trained by gradient, ``registry`` maps ``--model`` names to classes.
 Example:
     >>> from neucf.models import model_names
     >>> sorted(model_names())
-    ['bias', 'gmf', 'mean', 'mf', 'mlp', 'neumf']
+    ['bias', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']
 """
 
 from .base import NoParameters, Recommender, fit_biases
-from .baselines import BiasConfig, Biases, GlobalMean
+from .baselines import BiasConfig, Biases, GlobalMean, Popularity
 from .mf import BiasedMFNet, MatrixFactorization, MFConfig
 from .neumf import GMF, MLP, MLPConfig, NetworkConfig, NeuMF, RatingVectorModel, RatingVectorNet
 from .registry import make_model, model_class, model_names, register
@@ -30,6 +30,7 @@ __all__ = [
     "NetworkConfig",
     "NeuMF",
     "NoParameters",
+    "Popularity",
     "RatingVectorModel",
     "RatingVectorNet",
     "Recommender",

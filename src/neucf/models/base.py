@@ -304,11 +304,16 @@ class Recommender:
                 seen = self.train_[1][self.train_[0] == u]
                 candidates = np.setdiff1d(candidates, seen, assume_unique=True)
             scores = self.predict_index(np.full(len(candidates), u), candidates)
-        top = np.argsort(-scores, kind="stable")[:k]
+        top = np.argsort(-self._rank(scores, candidates), kind="stable")[:k]
         frame = pd.DataFrame({"item": self.item_ids[candidates[top]], "prediction": scores[top]})
         if self.item_titles is not None:
             frame["title"] = self.item_titles[candidates[top]]
         return frame
+
+    def _rank(self, predictions: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """What top-k lists are sorted by (highest first): the predicted ratings, unless a
+        model ranks by something else (``pop``: the number of training ratings)."""
+        return predictions
 
     # ---- new users (fold-in) ------------------------------------------------------------
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
@@ -442,15 +447,16 @@ class Recommender:
         frames = []
         for start in range(0, len(users), batch_users):
             batch = users[start : start + batch_users]
-            scores = self.predict_index(np.repeat(batch, len(candidates)), np.tile(candidates, len(batch)))
-            scores = scores.reshape(len(batch), len(candidates)).astype(np.float64)
+            predictions = self.predict_index(np.repeat(batch, len(candidates)), np.tile(candidates, len(batch)))
+            predictions = predictions.reshape(len(batch), len(candidates))
+            scores = np.array(self._rank(predictions, candidates), dtype=np.float64)
             position = np.full(len(self.user_ids), -1)
             position[batch] = np.arange(len(batch))
             mine = (position[seen_users] >= 0) & (column[seen_items] >= 0)
             scores[position[seen_users[mine]], column[seen_items[mine]]] = -np.inf
             order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            picked = np.take_along_axis(scores, order, axis=1)
-            valid = np.isfinite(picked)
+            valid = np.isfinite(np.take_along_axis(scores, order, axis=1))
+            picked = np.take_along_axis(predictions, order, axis=1)
             rows, ranks = np.nonzero(valid)
             frames.append(pd.DataFrame({
                 "user": self.user_ids[batch[rows]],

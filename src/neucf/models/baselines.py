@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..errors import UsageError
 from .base import Recommender
@@ -99,3 +100,44 @@ class Biases(Recommender):
 
     def _predict_index(self, users, items):
         return (self.mean_ + self.user_bias_[users] + self.item_bias_[items]).astype(np.float32)
+
+
+@register("pop")
+class Popularity(Recommender):
+    """The usual top-N baseline: ranks items by their number of training ratings (the same
+    list for everyone, less what each user has seen); its rating predictions are the item
+    means, so that RMSE stays defined.
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> r = Ratings.from_arrays([1, 2, 3, 1], [7, 7, 7, 8], [2.0, 4.0, 3.0, 5.0])
+        >>> model = Popularity().fit(r)
+        >>> model.recommend(2, k=1)["item"].tolist(), model.predict([1], [7]).tolist()
+        ([8], [3.0])
+    """
+
+    can_fold_in = True
+
+    def _fit(self, train, valid, options):
+        counts = np.bincount(train.items, minlength=train.n_items)
+        sums = np.bincount(train.items, train.ratings.astype(np.float64), minlength=train.n_items)
+        self.item_counts_ = counts
+        self.item_means_ = np.where(counts > 0, sums / np.maximum(counts, 1), self.mean_)
+
+    def _predict_index(self, users, items):
+        return self.item_means_[items].astype(np.float32)
+
+    def _rank(self, predictions, items):
+        return np.broadcast_to(self.item_counts_[items].astype(np.float64), np.shape(predictions))
+
+    def _fold_in(self, items, ratings):
+        return None
+
+    def _predict_folded(self, state, items):
+        return self.item_means_[items].astype(np.float32)
+
+    def _state(self):
+        return {"counts": torch.from_numpy(self.item_counts_), "means": torch.from_numpy(self.item_means_)}
+
+    def _restore(self, state, device):
+        self.item_counts_, self.item_means_ = state["counts"].numpy(), state["means"].numpy()

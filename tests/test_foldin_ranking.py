@@ -1,0 +1,227 @@
+"""New users folded in without retraining, and top-N lists judged as rankings."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import synthetic_ratings, write_ratings
+from neucf.cli import main
+from neucf.errors import DataError, UsageError
+from neucf.metrics import ranking_metrics
+from neucf.models import model_class, model_names
+from neucf.splits import random_split
+
+FAST = {"epochs": 3, "batch_size": 64, "factors": 4}
+
+
+@pytest.fixture(scope="module")
+def parts():
+    r = synthetic_ratings(n_users=50, n_items=30, density=0.3)
+    s = random_split(len(r), seed=0)
+    return r.subset(s.train), r.subset(s.valid), r.subset(s.test)
+
+
+def fitted(name, parts):
+    cls = model_class(name)
+    return cls(**{k: v for k, v in FAST.items() if k in cls.parameters()}).fit(parts[0], parts[1])
+
+
+# ---- ranking metrics on hand-made lists ------------------------------------------------------
+def test_ranking_metrics_match_hand_computed_values():
+    top = np.array([[1, 2, 3, 4], [5, 6, -1, -1], [7, 8, 9, 10]])
+    relevant = [np.array([1, 3, 11]), np.array([6]), np.array([12])]
+    m = ranking_metrics(top, relevant, k=4)
+    d = 1 / np.log2(np.arange(2, 6))
+    ndcg = [(d[0] + d[2]) / d[:3].sum(), d[1] / d[0], 0.0]
+    ap = [(1 / 1 + 2 / 3) / 3, (1 / 2) / 1, 0.0]
+    assert m["users"] == 3 and m["skipped"] == 0
+    assert m["precision"] == pytest.approx(np.mean([2 / 4, 1 / 4, 0]))
+    assert m["recall"] == pytest.approx(np.mean([2 / 3, 1, 0]))
+    assert m["hit_rate"] == pytest.approx(2 / 3)
+    assert m["ndcg"] == pytest.approx(np.mean(ndcg))
+    assert m["map"] == pytest.approx(np.mean(ap))
+
+
+def test_a_perfect_list_scores_one_and_users_without_relevant_items_are_skipped():
+    m = ranking_metrics(np.array([[3, 1], [2, 0]]), [np.array([1, 3]), np.array([], dtype=int)], k=2)
+    assert (m["users"], m["skipped"]) == (1, 1)
+    assert m["precision"] == m["recall"] == m["ndcg"] == m["map"] == m["hit_rate"] == 1.0
+
+
+# ---- fold-in -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mean", "bias", "pop", "gmf", "mlp", "neumf"])
+def test_fold_in_of_a_known_users_own_row_equals_the_trained_user(name, parts):
+    model = fitted(name, parts)
+    u = 3
+    items, ratings = model._training_row(u)
+    history = pd.DataFrame({"user": "newcomer", "item": model.item_ids[items], "rating": ratings})
+    others = np.setdiff1d(np.flatnonzero(model.known_items), items)
+    trained = model.predict_index(np.full(len(others), u), others)
+    folded = model.predict(["newcomer"] * len(others), model.item_ids[others], history=history)
+    np.testing.assert_allclose(folded, trained, atol=1e-5)
+
+
+def test_mf_fold_in_solves_the_users_factors(parts):
+    model = fitted("mf", parts)
+    u = 3
+    items, ratings = model._training_row(u)
+    history = {model.item_ids[i]: r for i, r in zip(items, ratings)}
+    folded = model.predict(["x"] * len(items), model.item_ids[items], history=pd.DataFrame(
+        {"user": "x", "item": list(history), "rating": list(history.values())}))  # fmt: skip
+    base = model.predict(["y"] * len(items), model.item_ids[items], history=pd.DataFrame(
+        {"user": "y", "item": list(history)[:1], "rating": [3.0]}))  # fmt: skip
+    # fitted to the user's own ratings, closer to them than a one-rating user
+    assert np.abs(folded - ratings).mean() < np.abs(base - ratings).mean()
+
+
+def test_history_rules(parts, caplog):
+    model = fitted("neumf", parts)
+    known_user, item = model.user_ids[0], model.item_ids[0]
+    before = model.predict([known_user], [item])
+    extra = pd.DataFrame({"user": [known_user] * 3, "item": model.item_ids[1:4], "rating": [5.0, 5.0, 5.0]})
+    assert model.predict([known_user], [item], history=extra) != pytest.approx(before)  # extra ratings count
+    with caplog.at_level("INFO", logger="neucf"):
+        unknown_items = pd.DataFrame({"user": ["n", "n"], "item": ["no-such-item", item], "rating": [4.0, 4.0]})
+        model.recommend("n", k=3, history=unknown_items)
+    assert "ignored 1 rating(s) of items the model does not know" in caplog.text
+    with pytest.raises(DataError, match="user 'n' rated item .* outside the rating scale"):
+        model.recommend("n", history=pd.DataFrame({"user": ["n"], "item": [item], "rating": [9.0]}))
+    with caplog.at_level("INFO", logger="neucf"):
+        empty = model.recommend("m", k=3, history=pd.DataFrame({"user": ["m"], "item": ["nothing"], "rating": [3.0]}))
+    assert "predicting the item baseline" in caplog.text and len(empty) == 3
+    top = model.recommend(None, k=5, history={item: 5.0, model.item_ids[1]: 1.0})
+    assert item not in set(top["item"]) and top["prediction"].is_monotonic_decreasing
+
+
+def test_a_model_that_cannot_fold_in_says_so(parts):
+    from neucf.models import registry
+    from plugins import shrunk_item_mean  # noqa: F401  (registers the plugin)
+
+    try:
+        model = model_class("shrunk-item-mean")(epochs=1).fit(parts[0], parts[1])
+        with pytest.raises(UsageError, match="cannot fold in new users"):
+            model.recommend("z", history={parts[0].item_ids[0]: 4.0})
+    finally:
+        registry.unregister("shrunk-item-mean")
+
+
+@pytest.mark.parametrize("name", ["bias", "pop", "neumf"])
+def test_all_users_top_k_excludes_seen_items_and_is_sorted(name, parts):
+    train, valid, _ = parts
+    model = fitted(name, parts)
+    tops = model.recommend_all(k=5, exclude=valid)
+    assert set(tops["user"]) == set(train.user_ids[np.unique(train.users)])
+    seen = set(zip(train.user_ids[train.users], train.item_ids[train.items])) | set(
+        zip(valid.user_ids[valid.users], valid.item_ids[valid.items]))  # fmt: skip
+    assert not seen & set(zip(tops["user"], tops["item"]))
+    for user, group in tops.groupby("user"):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        # the same order as one user's list, less the validation items that list does not exclude
+        one = model.recommend(user, k=10)
+        one = one[~one["item"].isin(valid.item_ids[valid.items[valid.user_ids[valid.users] == user]])]
+        n = min(len(one), len(group))
+        assert group["item"].tolist()[:n] == one["item"].tolist()[:n]
+
+
+def test_ties_go_to_the_smaller_item_index():
+    from neucf.datasets import Ratings
+    from neucf.models import GlobalMean
+
+    r = Ratings.from_arrays([1, 1, 2], [10, 20, 30], [4.0, 4.0, 4.0])
+    tops = GlobalMean().fit(r).recommend_all(k=2)
+    assert tops[tops["user"] == 1]["item"].tolist() == [30] and tops[tops["user"] == 2]["item"].tolist() == [10, 20]
+
+
+# ---- command line --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    data = write_ratings(folder / "ratings.csv", synthetic_ratings())
+    out = folder / "run"
+    assert main(["train", "--data", str(data), "--split", "random", "--model", "neumf", "--epochs", "2",
+                 "--factors", "4", "--out", str(out)]) == 0  # fmt: skip
+    return out
+
+
+def test_train_and_evaluate_record_ranking_metrics(run_dir, capsys):
+    ranking = json.loads((run_dir / "metrics.json").read_text())["test"]["ranking"]
+    assert set(ranking) == {"k", "relevant", "users", "skipped", "precision", "recall", "ndcg", "map", "hit_rate"}
+    assert (run_dir / "valid.csv").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "-k", "5", "--relevant", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ranking"]["k"] == 5 and out["ranking"]["relevant"] == 4 and {"rmse", "mae"} <= set(out)
+
+
+def test_predict_pairs_with_history_and_recommend_for_a_new_user(run_dir, tmp_path, capsys):
+    test = pd.read_csv(run_dir / "test.csv", dtype=str)
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"user": ["new", test["user"][0], "new"], "item": [test["item"][0], test["item"][1], test["item"][2]]}
+                 ).to_csv(pairs, index=False)  # fmt: skip
+    history = tmp_path / "history.csv"
+    pd.DataFrame({"user": ["new"] * 3, "item": test["item"][3:6].tolist(), "rating": [5, 4, 1]}).to_csv(
+        history, index=False
+    )
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run_dir), "--pairs", str(pairs), "--history", str(history), "--out", str(out)]) == 0
+    pred = pd.read_csv(out, dtype={"user": str, "item": str})
+    assert list(pred.columns) == ["user", "item", "prediction"] and pred["user"].tolist() == [
+        "new",
+        test["user"][0],
+        "new",
+    ]
+    assert pred["prediction"].between(1, 5).all()
+    capsys.readouterr()
+    assert main(["recommend", str(run_dir), "--history", str(history), "--user", "new", "-k", "4", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert len(top) == 4 and not {r["item"] for r in top} & set(map(int, test["item"][3:6]))
+    # a user of the pairs that neither the model nor the history knows: one line
+    assert main(["predict", str(run_dir), "--pairs", str(pairs), "--out", str(tmp_path / "p2.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown user id 'new'" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("user,item\n1,2\n", "needs the header user,item,rating"), ("", "cannot read it as CSV"),
+     ("user,item,rating\n", "holds no rows"), ("user,item,rating\nnew,{item},77\n", "outside the rating scale")],
+)  # fmt: skip
+def test_bad_histories_are_one_line(run_dir, tmp_path, capsys, content, message):
+    item = pd.read_csv(run_dir / "test.csv", dtype=str)["item"][0]
+    history = tmp_path / "h.csv"
+    history.write_text(content.format(item=item))
+    assert main(["recommend", str(run_dir), "--history", str(history), "--user", "new"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_all_users_writes_every_users_top_k(run_dir, tmp_path, capsys):
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", str(run_dir), "--all-users", "-k", "3", "--out", str(out)]) == 0
+    recs = pd.read_csv(out)
+    assert list(recs.columns) == ["user", "item", "rank", "prediction"]
+    assert recs.groupby("user")["rank"].apply(list).map(lambda r: r == [1, 2, 3]).all()
+    assert main(["recommend", str(run_dir), "--all-users", "--user", "1", "--out", str(out)]) == 2
+
+
+def test_compare_and_tune_rank(tmp_path, capsys):
+    data = write_ratings(tmp_path / "r.csv", synthetic_ratings())
+    assert main(["compare", "--data", str(data), "--split", "random", "--folds", "1", "--models", "pop,bias",
+                 "--out", str(tmp_path / "cmp")]) == 0  # fmt: skip
+    assert "ndcg@10" in capsys.readouterr().out and "ndcg@10" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert main(["tune", "--data", str(data), "--split", "random", "--model", "bias", "--trials", "2", "--metric",
+                 "ndcg", "--storage", f"sqlite:///{tmp_path / 't.db'}", "--study-name", "n",
+                 "--out", str(tmp_path / "t")]) == 0  # fmt: skip
+    best = json.loads((tmp_path / "t" / "best.json").read_text())
+    assert best["metric"] == "ndcg" and 0 <= best["valid_ndcg"] <= 1
+    assert main(["tune", "--data", str(data), "--split", "random", "--model", "bias", "--trials", "3", "--metric",
+                 "rmse", "--storage", f"sqlite:///{tmp_path / 't.db'}", "--study-name", "n",
+                 "--out", str(tmp_path / "t")]) == 2  # fmt: skip
+    assert "metric 'ndcg' (asked: 'rmse')" in capsys.readouterr().err
+
+
+def test_every_registered_model_says_whether_it_folds_in():
+    assert {name: model_class(name).can_fold_in for name in model_names()} == {
+        "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True, "neumf": True}  # fmt: skip
