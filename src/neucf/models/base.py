@@ -294,7 +294,8 @@ class Recommender:
             known = self._known_user(user)
             row = self._merged_row(known, items, ratings)
             if exclude_seen:
-                candidates = np.setdiff1d(candidates, row[0])
+                seen = row[0] if known is None else np.union1d(row[0], self.train_[1][self.train_[0] == known])
+                candidates = np.setdiff1d(candidates, seen)
             scores = self._folded_scores(row, candidates, user)
         else:
             u = int(lookup_ids(self.user_ids, [user], "user")[0])
