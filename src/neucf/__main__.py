@@ -7,17 +7,13 @@ SIGTERM during start-up also ends with one line instead of a traceback.
 import signal
 import sys
 
-from .errors import Interrupted
-
-
-def _stop(signum, frame):
-    raise Interrupted(signum)
+from .errors import Interrupted, raise_interrupted
 
 
 def main() -> None:
     """Run the command line and exit with its code."""
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         from .cli import main as cli_main
     except Interrupted as exc:

@@ -6,6 +6,8 @@ Example:
     "u.data line 3: rating 'x' is not a number"
 """
 
+from contextlib import contextmanager
+
 
 class NeucfError(Exception):
     """Base class of every error neucf raises on purpose; its message is meant for a user."""
@@ -56,3 +58,32 @@ class Interrupted(BaseException):
 
         what = "interrupted" if self.signum == signal.SIGINT else "terminated"
         return f"{what}; {self.written or 'nothing was written'}"
+
+
+def raise_interrupted(signum, frame):
+    """A signal handler that raises :class:`Interrupted`, so the program unwinds and cleans up."""
+    raise Interrupted(signum)
+
+
+@contextmanager
+def on_stop_signals(handler):
+    """Call ``handler(signum, frame)`` on SIGINT and SIGTERM while the block runs, then restore
+    the caller's handlers. Outside the main thread signals cannot be set: they stay as they are.
+
+    Example:
+        >>> import signal
+        >>> with on_stop_signals(lambda signum, frame: None):
+        ...     signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        True
+    """
+    import signal
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -44,7 +44,7 @@ def fit_and_score(
 
     ``model`` is a model or a registered name (then ``params`` are its parameters).
     ``ranking``: add ranking metrics of top-10 lists as ``metrics["test"]["ranking"]``
-    (default: when users x items <= 10^8, see :func:`ranking_by_default`).
+    (default: when users x items <= 10^8, see :func:`wants_ranking`).
     """
     if isinstance(model, str):
         model = make_model(model, **params)
@@ -71,7 +71,7 @@ def fit_and_score(
         "history": epochs,
         "sizes": {"train": len(train), "valid": 0 if valid is None else len(valid), "test": len(test)},
     }
-    if ranking or (ranking is None and ranking_by_default(model)):
+    if wants_ranking(model, ranking):
         metrics["test"]["ranking"] = model.evaluate_ranking(test, k=10, exclude=valid)
     return model, metrics
 
@@ -175,6 +175,9 @@ def run_valid_part(run_dir: str | Path) -> Ratings | None:
 RANKING_LIMIT = 10**8
 
 
-def ranking_by_default(model: Recommender) -> bool:
-    """Whether ranking metrics are cheap enough to compute without being asked (users x items <= 10^8)."""
+def wants_ranking(model: Recommender, asked: bool | None = None) -> bool:
+    """Whether to compute ranking metrics: as ``asked`` (``--ranking/--no-ranking``), else when
+    they are cheap enough (users x items <= 10^8)."""
+    if asked is not None:
+        return asked
     return int(model.known_users.sum()) * int(model.known_items.sum()) <= RANKING_LIMIT

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 from .datasets import Ratings
-from .errors import DataError, Interrupted, UsageError
+from .errors import DataError, Interrupted, UsageError, on_stop_signals
 from .files import atomic_write, mark_output
 from .models import model_class
 from .models.torch_estimator import held_out_mask
@@ -178,7 +176,14 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         return score
 
     try:
-        with _deferred_signals(stop, study):
+
+        def note(signum, frame):
+            # noted, and the trial raises at its next epoch: raising from inside Optuna's
+            # storage writes would leave its bookkeeping broken
+            stop.append(signum)
+            study.stop()
+
+        with on_stop_signals(note):
             if remaining:
                 study.optimize(objective, n_trials=remaining, catch=())
         if stop:
@@ -196,27 +201,6 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise DataError(f"no trial of study {study_name!r} finished (all were pruned or failed); run more trials")
     return _write(study, model, out)
-
-
-@contextmanager
-def _deferred_signals(stop: list, study):
-    """While a study runs, SIGINT and SIGTERM are noted and the study asked to stop; the
-    running trial raises :class:`Interrupted` at its next epoch. Raising from inside Optuna's
-    storage writes would leave its bookkeeping broken."""
-
-    def note(signum, frame):
-        stop.append(signum)
-        study.stop()
-
-    try:
-        previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals stay as they are
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _write(study, model: str, out) -> dict:

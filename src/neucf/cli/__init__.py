@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ..errors import Interrupted, NeucfError, UsageError
+from ..errors import Interrupted, NeucfError, UsageError, on_stop_signals, raise_interrupted
 from . import data, experiments, runs
 
 
@@ -88,32 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        with _signals_as_interrupts():
+        # temporary outputs are removed on the way out and the user sees one line (exit 130 / 143)
+        with on_stop_signals(raise_interrupted):
             return _run(argv)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
         logger.propagate = previous[1]
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted(signum)
-
-
-@contextmanager
-def _signals_as_interrupts():
-    """SIGINT and SIGTERM raise :class:`Interrupted` while a command runs, so that temporary
-    outputs are removed on the way out and the user sees one line (exit 130 / 143).
-    The caller's handlers are restored after (signals can only be set in the main thread)."""
-    try:
-        previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _run(argv: list[str] | None) -> int:

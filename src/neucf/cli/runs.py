@@ -17,10 +17,10 @@ from ..models import model_class, model_names
 from ..runs import (
     environment,
     fit_and_score,
-    ranking_by_default,
     read_run,
     run_test_part,
     run_valid_part,
+    wants_ranking,
     write_run,
 )
 from ..training import resolve_device
@@ -105,7 +105,7 @@ def evaluate(
     test = run_test_part(run_dir)
     result = fitted.evaluate(test)
     out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback")}
-    if ranking or (ranking is None and ranking_by_default(fitted)):
+    if wants_ranking(fitted, ranking):
         out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=run_valid_part(run_dir))
     typer.echo(json.dumps(out))
 

@@ -325,11 +325,17 @@ class Recommender:
         """Predictions for item indices from a folded-in user's state."""
         raise NotImplementedError
 
+    def _model_inputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ratings the model reads users from: its training ratings (subclasses that
+        hold some back, as for early stopping, narrow it)."""
+        return self.train_
+
     def _training_row(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        """User ``u``'s row as the model reads it (item indices, ratings)."""
-        users, items, values = self.train_
+        """User ``u``'s row as the model reads it (item indices in order, ratings)."""
+        users, items, values = self._model_inputs()
         mine = users == u
-        return items[mine].astype(np.int64), values[mine]
+        order = np.argsort(items[mine], kind="stable")
+        return items[mine][order].astype(np.int64), values[mine][order]
 
     def _check_fold_in(self) -> None:
         if not self.can_fold_in:

@@ -100,12 +100,9 @@ class TorchRecommender(Recommender):
         pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
         return pred.to(torch.float32).cpu().numpy()
 
-    def _training_row(self, u: int):
-        """The row the network reads for user ``u`` (training ratings less the held-out share)."""
-        users, items, values = self.inputs_
-        mine = users == u
-        order = np.argsort(items[mine], kind="stable")
-        return items[mine][order].astype(np.int64), values[mine][order]
+    def _model_inputs(self):
+        """The ratings the network reads (training ratings less the held-out share)."""
+        return self.inputs_
 
     @property
     def held_out_validation(self) -> bool:
