@@ -111,8 +111,8 @@ def test_gradients_reach_every_layer(factory, parts):
     net = model._build(train)
     net.train()
     users, items = torch.from_numpy(train.users[:32]).long(), torch.from_numpy(train.items[:32]).long()
-    pred, penalty = net.predict_and_penalty(users, items)
-    loss = ((pred - torch.from_numpy(train.ratings[:32])) ** 2).mean() + 1e-3 * penalty
+    pred, penalty = net.predict_and_penalty(users, items, 1e-3)
+    loss = ((pred - torch.from_numpy(train.ratings[:32])) ** 2).mean() + penalty
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"

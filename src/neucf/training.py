@@ -200,8 +200,9 @@ class Trainer:
     """Fits a network that maps (user index, item index) batches to predicted ratings.
 
     The network must provide ``forward(users, items)`` (predictions) and
-    ``predict_and_penalty(users, items)`` (predictions and the L2 sum of squares it wants
-    regularised for that batch, returned together so that both can share one gather).
+    ``predict_and_penalty(users, items, l2)`` (predictions and the regulariser to add to the
+    batch's mean squared error, given the L2 weight ``l2``; returned together so that both
+    can share one gather).
 
     Example:
         >>> from neucf.models import BiasedMFNet
@@ -261,6 +262,11 @@ class Trainer:
         n = len(ratings)
         n_batches = max(1, math.ceil(n / cfg.batch_size))
         best_state, best = None, math.inf
+        if valid is not None:
+            # the starting point is a candidate too: a network that starts as its bias
+            # baseline keeps it unless training beats it on validation
+            best = rmse_of(net, *valid, batch_size=8192)
+            best_state = copy.deepcopy(net.state_dict())
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             t0 = time.perf_counter()
@@ -273,13 +279,9 @@ class Trainer:
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 bu, bi = users[idx], items[idx]
-                if cfg.l2 > 0:
-                    pred, penalty = net.predict_and_penalty(bu, bi)
-                    mse = torch.mean((pred - ratings[idx]) ** 2)
-                    loss = mse + cfg.l2 * penalty
-                else:
-                    pred = net(bu, bi)
-                    loss = mse = torch.mean((pred - ratings[idx]) ** 2)
+                pred, penalty = net.predict_and_penalty(bu, bi, cfg.l2)
+                mse = torch.mean((pred - ratings[idx]) ** 2)
+                loss = mse + penalty
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -36,9 +36,9 @@ class ShrunkItemMeanNet(nn.Module):
     def forward(self, users, items):
         return self.item_means[items] + self.user_offset(users).squeeze(1)
 
-    def predict_and_penalty(self, users, items):
+    def predict_and_penalty(self, users, items, l2):
         offset = self.user_offset(users).squeeze(1)
-        return self.item_means[items] + offset, (offset**2).mean()
+        return self.item_means[items] + offset, l2 * (offset**2).mean()
 
 
 @register("shrunk-item-mean")

@@ -10,7 +10,7 @@ Example:
     ['bias', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']
 """
 
-from .base import NoParameters, Recommender, fit_biases
+from .base import NoParameters, Recommender, bias_regularisation, fit_biases
 from .baselines import BiasConfig, Biases, GlobalMean, Popularity
 from .mf import BiasedMFNet, MatrixFactorization, MFConfig
 from .neumf import GMF, MLP, MLPConfig, NetworkConfig, NeuMF, RatingVectorModel, RatingVectorNet
@@ -35,6 +35,7 @@ __all__ = [
     "RatingVectorNet",
     "Recommender",
     "TorchRecommender",
+    "bias_regularisation",
     "fit_biases",
     "make_model",
     "model_class",

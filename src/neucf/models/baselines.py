@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .base import Recommender
+from .base import Recommender, bias_regularisation
 from .registry import register
 
 
@@ -40,19 +40,27 @@ class GlobalMean(Recommender):
 
 @dataclass
 class BiasConfig:
-    """Regularisation of the bias baseline (Surprise's ALS defaults: 15 for users, 10 for items).
+    """Regularisation of the bias baseline.
+
+    ``reg_user`` and ``reg_item`` left unset (None) are estimated from the data by empirical
+    Bayes (:func:`~neucf.models.bias_regularisation`); Surprise's fixed 15 and 10 are one
+    ``--reg-user 15 --reg-item 10`` away.
 
     Example:
-        >>> BiasConfig().reg_user
-        15.0
+        >>> BiasConfig().reg_user is None
+        True
     """
 
-    reg_user: float = field(default=15.0, metadata={"help": "Shrinkage of user biases (bias 15)."})
-    reg_item: float = field(default=10.0, metadata={"help": "Shrinkage of item biases (bias 10)."})
+    reg_user: float | None = field(
+        default=None, metadata={"help": "Shrinkage of user biases (unset: estimated from the data)."}
+    )
+    reg_item: float | None = field(
+        default=None, metadata={"help": "Shrinkage of item biases (unset: estimated from the data)."}
+    )
     n_iter: int = field(default=10, metadata={"help": "Alternating least-squares sweeps."})
 
     def __post_init__(self):
-        if self.reg_user < 0 or self.reg_item < 0 or self.n_iter < 1:
+        if (self.reg_user or 0) < 0 or (self.reg_item or 0) < 0 or self.n_iter < 1:
             raise UsageError("reg_user and reg_item must be >= 0 and n_iter >= 1")
 
 
@@ -87,16 +95,27 @@ class Biases(Recommender):
     def _bias_settings(self):
         return self.config.reg_user, self.config.reg_item, self.config.n_iter
 
+    def _fit(self, train, valid, options):
+        # the base class fitted the biases with this model's settings; keep the shrinkage used
+        self.reg_user_, self.reg_item_ = self.config.reg_user, self.config.reg_item
+        if self.reg_user_ is None or self.reg_item_ is None:
+            estimated = bias_regularisation(train)
+            self.reg_user_ = estimated[0] if self.reg_user_ is None else self.reg_user_
+            self.reg_item_ = estimated[1] if self.reg_item_ is None else self.reg_item_
+
     def _fold_in(self, items, ratings):
         """The user's bias from their ratings, with the items' biases fixed (one ALS half-step)."""
         residual = np.asarray(ratings, dtype=np.float64) - self.mean_ - self.item_bias_[items]
-        return residual.sum() / (len(residual) + self.config.reg_user)
+        return residual.sum() / (len(residual) + self.reg_user_)
+
+    def _state(self):
+        return {"reg": [self.reg_user_, self.reg_item_]}
+
+    def _restore(self, state, device):
+        self.reg_user_, self.reg_item_ = state["reg"]
 
     def _predict_folded(self, user_bias, items):
         return (self.mean_ + user_bias + self.item_bias_[items]).astype(np.float32)
-
-    def _fit(self, train, valid, options):
-        pass  # the base class fitted the biases with this model's settings
 
     def _predict_index(self, users, items):
         return (self.mean_ + self.user_bias_[users] + self.item_bias_[items]).astype(np.float32)

@@ -210,6 +210,40 @@ class DenseBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+class BiasTerms(nn.Module):
+    """``mean + b_u + b_i``: the bias baseline inside a network, learnt with it.
+
+    Starts from given biases (those :func:`~neucf.models.fit_biases` finds) and is
+    regularised as that fit is: :meth:`penalty` of a batch is the mean over its ratings of
+    ``reg_user / n_u * b_u**2 + reg_item / n_i * b_i**2``, which summed over all training
+    ratings is ``reg_user * sum b_u**2 + reg_item * sum b_i**2``, the least-squares fit's own
+    penalty. Left alone by the rest of the network, it converges to that fit.
+
+    Example:
+        >>> terms = BiasTerms(3.5, np.zeros(2), np.array([0.5, -0.5]), np.ones(2), np.ones(2), 1.0, 1.0)
+        >>> terms(torch.tensor([0, 1]), torch.tensor([0, 1])).tolist()
+        [4.0, 3.0]
+    """
+
+    def __init__(self, mean, user_bias, item_bias, user_counts, item_counts, reg_user, reg_item):
+        super().__init__()
+        self.reg_user, self.reg_item = float(reg_user), float(reg_item)
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.user_bias = nn.Parameter(torch.as_tensor(np.asarray(user_bias), dtype=torch.float32))
+        self.item_bias = nn.Parameter(torch.as_tensor(np.asarray(item_bias), dtype=torch.float32))
+        per_rating = lambda reg, n: torch.as_tensor(reg / np.maximum(n, 1), dtype=torch.float32)  # noqa: E731
+        self.register_buffer("user_weight", per_rating(reg_user, user_counts), persistent=False)
+        self.register_buffer("item_weight", per_rating(reg_item, item_counts), persistent=False)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.user_bias[users] + self.item_bias[items]
+
+    def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The batch's share of the biases' penalty (see the class docstring)."""
+        bu, bi = self.user_bias[users], self.item_bias[items]
+        return (self.user_weight[users] * bu**2 + self.item_weight[items] * bi**2).mean()
+
+
 class ScaledSigmoid(nn.Module):
     """``low + (high - low) * sigmoid(z)``: outputs stay inside the rating scale.
 

@@ -63,14 +63,16 @@ class BiasedMFNet(nn.Module):
     def _combine(self, p, q, bu, bi) -> torch.Tensor:
         return self.mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1)
 
-    def predict_and_penalty(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and the L2 term: the batch's squared factors and biases, per rating.
+    def predict_and_penalty(
+        self, users: torch.Tensor, items: torch.Tensor, l2: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and the L2 term: ``l2`` x the batch's squared factors and biases, per rating.
 
         Both come from one gather of the batch's rows, so the backward scatters into the
         embedding tables once, not twice.
         """
         p, q, bu, bi = self._gather(users, items)
-        penalty = ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(users)
+        penalty = l2 * ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(users)
         return self._combine(p, q, bu, bi), penalty
 
 

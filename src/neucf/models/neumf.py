@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .layers import DenseBlock, ScaledSigmoid, SparseRowProjection
+from .base import bias_regularisation, fit_biases
+from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection
 from .registry import register
 from .torch_estimator import TorchRecommender
 
@@ -43,6 +44,11 @@ class NetworkConfig:
             u1: test RMSE 0.9065 against 0.917 with raw vectors).
         projection: how the first layer's sparse product is computed: ``auto``, ``full``
             or ``bag`` (see :class:`~neucf.models.layers.SparseRowProjection`); all exact.
+        baseline: predict ``mean + b_u + b_i + f(u, i)``, the biases learnt jointly from
+            the data's own bias fit (:class:`~neucf.models.layers.BiasTerms`) and the
+            interaction ``f`` starting at zero, so the network starts as the bias baseline
+            and can only move away from it where validation improves. False: the seed's
+            ``low + (high - low) * sigmoid(f(u, i))``.
 
     Example:
         >>> NetworkConfig(factors=8).alpha
@@ -57,6 +63,9 @@ class NetworkConfig:
     mask_target: bool = field(default=True, metadata=_help("Hide r_ui from its own input while training."))
     input_norm: float = field(default=0.5, metadata=_help("Divide each rating vector by its count ** this (0: raw)."))
     projection: str = field(default="auto", metadata=_help("First-layer product: auto, full or bag (all exact)."))
+    baseline: bool = field(
+        default=True, metadata=_help("Predict mean + b_u + b_i + f(u, i) (false: the seed's scaled sigmoid of f).")
+    )
 
     def __post_init__(self):
         if self.projection not in ("auto", "full", "bag"):
@@ -98,7 +107,9 @@ class RatingVectorNet(nn.Module):
     sum of the branch widths (one sparse product serves both branches); then
     GMF: element-wise product of the first ``gmf_factors`` units; MLP: concatenation of the
     rest -> ``layers`` x [Dense(k) + LeakyReLU]; the branch outputs are concatenated ->
-    Dense(1) -> ``low + (high - low) * sigmoid``.
+    Dense(1) = ``f(u, i)``. With ``baseline`` (:class:`BiasTerms`) the prediction is
+    ``mean + b_u + b_i + f(u, i)`` and the output unit starts at zero; without, the seed's
+    ``low + (high - low) * sigmoid(f(u, i))``.
 
     Example:
         >>> m = sp.random(5, 4, density=0.5, format="csr", dtype=np.float32, random_state=0)
@@ -115,6 +126,7 @@ class RatingVectorNet(nn.Module):
         gmf_factors: int,
         mlp_factors: int,
         batch_size: int = 512,
+        baseline: BiasTerms | None = None,
     ):
         super().__init__()
         if gmf_factors + mlp_factors == 0:
@@ -136,13 +148,19 @@ class RatingVectorNet(nn.Module):
             self.mlp = DenseBlock(2 * mlp_factors, config.factors, config.layers, config.alpha, config.dropout)
             joined += config.factors if config.layers else 2 * mlp_factors
         self.output = nn.Linear(joined, 1)
+        self.baseline = baseline
+        if baseline is not None:
+            # f starts at zero: the network starts as its bias baseline
+            nn.init.zeros_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
         self.scale = ScaledSigmoid(*scale)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         mask = self.mask_target
         p = self.activation(self.user_projection(users, items if mask else None))
         q = self.activation(self.item_projection(items, users if mask else None))
-        return self.head(p, q)
+        base = self.baseline(users, items) if self.baseline is not None else None
+        return self.head(p, q, base)
 
     def represent_row(self, cols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """A user's first-layer representation from a rating row given as (item columns,
@@ -153,21 +171,27 @@ class RatingVectorNet(nn.Module):
         """The items' first-layer representations (their full columns; eval mode: no dropout)."""
         return self.activation(self.item_projection(items))
 
-    def head(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Predicted ratings from user and item representations (GMF and/or MLP, then the output)."""
+    def head(self, p: torch.Tensor, q: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted ratings from user and item representations (GMF and/or MLP, then the
+        output), added to ``base`` (the batch's ``mean + b_u + b_i``) when the net has a baseline."""
         g = self.gmf_factors
         branches = []
         if g:
             branches.append(p[:, :g] * q[:, :g])
         if self.mlp_factors:
             branches.append(self.mlp(torch.cat([p[:, g:], q[:, g:]], dim=1)))
-        z = self.output(branches[0] if len(branches) == 1 else torch.cat(branches, dim=1))
-        return self.scale(z).squeeze(1)
+        z = self.output(branches[0] if len(branches) == 1 else torch.cat(branches, dim=1)).squeeze(1)
+        return self.scale(z) if base is None else base + z
 
-    def predict_and_penalty(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and the L2 term: the sum of squared weights (biases excluded)."""
+    def predict_and_penalty(
+        self, users: torch.Tensor, items: torch.Tensor, l2: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and the regulariser: ``l2`` x the sum of squared weights (biases
+        excluded), plus the bias terms' own penalty."""
         pred = self(users, items)
-        penalty = sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
+        penalty = l2 * sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
+        if self.baseline is not None:
+            penalty = penalty + self.baseline.penalty(users, items)
         return pred, penalty
 
 
@@ -185,19 +209,37 @@ class RatingVectorModel(TorchRecommender):
 
     @torch.no_grad()
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
+        """The user's first-layer representation and, with a baseline, their bias (one
+        least-squares half-step against the learnt item biases, with the fit's shrinkage)."""
         self.net.eval()
         dtype = next(self.net.parameters()).dtype
         cols = torch.from_numpy(np.asarray(items, dtype=np.int64))
-        return self.net.represent_row(cols, torch.as_tensor(ratings, dtype=dtype))
+        values = torch.as_tensor(ratings, dtype=dtype)
+        bias = None
+        baseline = self.net.baseline
+        if baseline is not None:
+            residual = values - baseline.mean - baseline.item_bias[cols]
+            bias = residual.sum() / (len(residual) + baseline.reg_user)
+        return self.net.represent_row(cols, values), bias
 
     @torch.no_grad()
     def _predict_folded(self, state, items: np.ndarray) -> np.ndarray:
         self.net.eval()
-        q = self.net.represent_items(torch.from_numpy(np.asarray(items, dtype=np.int64)))
-        return self.net.head(state.expand(len(q), -1), q).float().numpy()
+        p, bias = state
+        index = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        q = self.net.represent_items(index)
+        baseline = self.net.baseline
+        base = None if baseline is None else baseline.mean + bias + baseline.item_bias[index]
+        return self.net.head(p.expand(len(q), -1), q, base).float().numpy()
 
     def _build(self, train):
         k = self.config.factors
+        baseline = None
+        if self.config.baseline:
+            reg_user, reg_item = bias_regularisation(train)
+            mean, user_bias, item_bias = fit_biases(train, reg_user, reg_item)
+            counts = (np.bincount(train.users, minlength=train.n_users), np.bincount(train.items, minlength=train.n_items))
+            baseline = BiasTerms(mean, user_bias, item_bias, *counts, reg_user, reg_item)
         return RatingVectorNet(
             train.user_item,
             train.scale,
@@ -205,6 +247,7 @@ class RatingVectorModel(TorchRecommender):
             gmf_factors=k if self.gmf else 0,
             mlp_factors=k if self.mlp else 0,
             batch_size=self.training.batch_size,
+            baseline=baseline,
         )
 
     @classmethod
