@@ -26,7 +26,7 @@ FAST = dict(epochs=3, batch_size=64)
 
 
 def neumf(matrix, scale, config):
-    return RatingVectorNet(matrix, scale, config, gmf_factors=config.factors, mlp_factors=config.factors)
+    return RatingVectorNet(matrix, matrix.T.tocsr(), scale, config, gmf_factors=config.factors, mlp_factors=config.factors)
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,10 @@ class SparseRowProjection(nn.Module):
       more than a quarter of the matrix's non-zeros (``bag``'s gather and backward cost about
       4x more per non-zero than ``full``'s CSR product, measured on ml-100k); else ``bag``.
 
-    ``mask_cols`` removes entry (r, c) from row r's input, so that the rating being predicted
-    never sits in its own input. In ``full`` mode this is the rank-one correction
-    ``x_r @ W - x_rc * W[c]``; in ``bag`` mode the entry's weight is set to 0.
+    ``mask_cols`` (one column per row, or several as a (rows, m) tensor) removes entries
+    (r, c) from row r's input, so that the rating being predicted never sits in its own
+    input. In ``full`` mode this is the rank-one correction ``x_r @ W - x_rc * W[c]``; in
+    ``bag`` mode the entry's weight is set to 0.
     ``dropout`` drops input entries at random while training (denoising, as in AutoRec),
     rescaling the rest by ``1/(1-p)``. ``norm`` divides each row by (its number of
     non-zeros) ** norm; a masked row is divided by its count without the masked entry, so
@@ -151,11 +152,12 @@ class SparseRowProjection(nn.Module):
         return out
 
     def _renormalize(self, out: torch.Tensor, rows: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Rows that lost their masked entry are re-scaled to their count without it."""
+        """Rows that lost ``masked`` entries are re-scaled to their count without them."""
         if self.norm == 0:
             return out
         n = self.counts[rows].to(out.dtype)
-        factor = torch.where(masked & (n > 1), (n / (n - 1).clamp(min=1)) ** self.norm, torch.ones_like(n))
+        m = masked.to(out.dtype)
+        factor = torch.where((m > 0) & (n > m), (n / (n - m).clamp(min=1)) ** self.norm, torch.ones_like(n))
         return out * factor[:, None]
 
     def project_row(self, cols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -167,14 +169,20 @@ class SparseRowProjection(nn.Module):
 
     def forward(self, rows: torch.Tensor, mask_cols: torch.Tensor | None = None) -> torch.Tensor:
         values = self._input_values()
-        target = self.position(rows, mask_cols) if mask_cols is not None else None
+        masks = []
+        if mask_cols is not None:
+            masks = [mask_cols] if mask_cols.dim() == 1 else list(mask_cols.unbind(1))
+        targets = [self.position(rows, cols) for cols in masks]
+        masked = sum((t >= 0).long() for t in targets) if targets else None
         if self.mode == "full":
             out = self._all_rows(values)[rows]
-            if target is not None:
+            for target, cols in zip(targets, masks):
                 own = torch.where(
                     target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype)
                 )
-                out = self._renormalize(out - own[:, None] * self.weight[mask_cols], rows, target >= 0)
+                out = out - own[:, None] * self.weight[cols]
+            if targets:
+                out = self._renormalize(out, rows, masked)
             return out + self.bias
         start = self.indptr[rows]
         lengths = self.indptr[rows + 1] - start
@@ -185,11 +193,11 @@ class SparseRowProjection(nn.Module):
             total, device=rows.device
         )
         weights = values[pos]
-        if target is not None:
+        for target in targets:
             weights = weights * (pos != torch.repeat_interleave(target, lengths, output_size=total))
         out = F.embedding_bag(self.indices[pos], self.weight, offsets, mode="sum", per_sample_weights=weights)
-        if target is not None:
-            out = self._renormalize(out, rows, target >= 0)
+        if targets:
+            out = self._renormalize(out, rows, masked)
         return out + self.bias
 
 

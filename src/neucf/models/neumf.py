@@ -44,6 +44,13 @@ class NetworkConfig:
             u1: test RMSE 0.9065 against 0.917 with raw vectors).
         projection: how the first layer's sparse product is computed: ``auto``, ``full``
             or ``bag`` (see :class:`~neucf.models.layers.SparseRowProjection`); all exact.
+        inputs: what a user's row (an item's column) holds. ``residuals`` (default): two
+            channels side by side, the rating less the data's bias fit
+            (``r - mean - b_u - b_i``, what the interaction has to explain) and a 1 for
+            "rated" (which items a user chose to rate, as SVD++'s implicit term); missing
+            entries are 0 in both. ``ratings``: the seed's raw rating vectors. Measured
+            (ml-100k u1 / a generated rank-5 set, NeuMF test RMSE): ratings 0.8963 / 0.6537,
+            residuals only 0.9202 / 0.5584, both channels 0.8958 / 0.5591.
         baseline: predict ``mean + b_u + b_i + f(u, i)``, the biases learnt jointly from
             the data's own bias fit (:class:`~neucf.models.layers.BiasTerms`) and the
             interaction ``f`` starting at zero, so the network starts as the bias baseline
@@ -63,11 +70,16 @@ class NetworkConfig:
     mask_target: bool = field(default=True, metadata=_help("Hide r_ui from its own input while training."))
     input_norm: float = field(default=0.5, metadata=_help("Divide each rating vector by its count ** this (0: raw)."))
     projection: str = field(default="auto", metadata=_help("First-layer product: auto, full or bag (all exact)."))
+    inputs: str = field(
+        default="residuals", metadata=_help("Input vectors: residuals (rating - biases, plus rated/not) or ratings.")
+    )
     baseline: bool = field(
         default=True, metadata=_help("Predict mean + b_u + b_i + f(u, i) (false: the seed's scaled sigmoid of f).")
     )
 
     def __post_init__(self):
+        if self.inputs not in ("residuals", "ratings"):
+            raise UsageError(f"inputs must be residuals or ratings, not {self.inputs!r}")
         if self.projection not in ("auto", "full", "bag"):
             raise UsageError(f"projection must be auto, full or bag, not {self.projection!r}")
         if self.factors < 1:
@@ -103,7 +115,9 @@ class MLPConfig(NetworkConfig):
 class RatingVectorNet(nn.Module):
     """GMF and/or MLP branches over sparse rating vectors, joined by one output unit.
 
-    user row -> Dense(d) + LeakyReLU, item column -> Dense(d) + LeakyReLU, where ``d`` is the
+    user row -> Dense(d) + LeakyReLU, item column -> Dense(d) + LeakyReLU (rows of
+    ``user_rows`` and ``item_rows``, one or more channels of n_items (n_users) columns
+    each, see :func:`input_matrices`), where ``d`` is the
     sum of the branch widths (one sparse product serves both branches); then
     GMF: element-wise product of the first ``gmf_factors`` units; MLP: concatenation of the
     rest -> ``layers`` x [Dense(k) + LeakyReLU]; the branch outputs are concatenated ->
@@ -113,14 +127,15 @@ class RatingVectorNet(nn.Module):
 
     Example:
         >>> m = sp.random(5, 4, density=0.5, format="csr", dtype=np.float32, random_state=0)
-        >>> net = RatingVectorNet(m, (1, 5), MLPConfig(factors=3, layers=2), gmf_factors=3, mlp_factors=3)
+        >>> net = RatingVectorNet(m, m.T.tocsr(), (1, 5), MLPConfig(factors=3, layers=2), gmf_factors=3, mlp_factors=3)
         >>> net(torch.tensor([0, 1]), torch.tensor([2, 3])).shape
         torch.Size([2])
     """
 
     def __init__(
         self,
-        user_item: sp.csr_matrix,
+        user_rows: sp.csr_matrix,
+        item_rows: sp.csr_matrix,
         scale: tuple[float, float],
         config: NetworkConfig,
         gmf_factors: int,
@@ -136,12 +151,16 @@ class RatingVectorNet(nn.Module):
         self.mask_target = config.mask_target
         self.gmf_factors, self.mlp_factors = gmf_factors, mlp_factors
         width = gmf_factors + mlp_factors
-        user_item = sp.csr_matrix(user_item, dtype=np.float32)
+        n_users, n_items = user_rows.shape[0], item_rows.shape[0]
+        self.channels = user_rows.shape[1] // n_items
+        # masking hides the target's entry in every channel
+        self.register_buffer("user_offsets", torch.arange(self.channels) * n_items, persistent=False)
+        self.register_buffer("item_offsets", torch.arange(self.channels) * n_users, persistent=False)
         project = dict(
             dropout=config.input_dropout, mode=config.projection, batch_size=batch_size, norm=config.input_norm
         )
-        self.user_projection = SparseRowProjection(user_item, width, **project)
-        self.item_projection = SparseRowProjection(user_item.T.tocsr(), width, **project)
+        self.user_projection = SparseRowProjection(user_rows, width, **project)
+        self.item_projection = SparseRowProjection(item_rows, width, **project)
         self.activation = nn.LeakyReLU(config.alpha)
         joined = gmf_factors
         if mlp_factors:
@@ -157,14 +176,15 @@ class RatingVectorNet(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         mask = self.mask_target
-        p = self.activation(self.user_projection(users, items if mask else None))
-        q = self.activation(self.item_projection(items, users if mask else None))
+        p = self.activation(self.user_projection(users, items[:, None] + self.user_offsets if mask else None))
+        q = self.activation(self.item_projection(items, users[:, None] + self.item_offsets if mask else None))
         base = self.baseline(users, items) if self.baseline is not None else None
         return self.head(p, q, base)
 
     def represent_row(self, cols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """A user's first-layer representation from a rating row given as (item columns,
-        ratings), normalised as training rows are: how a user unseen in training is folded in."""
+        """A user's first-layer representation from an input row given as (columns, values)
+        laid out as ``user_rows``' rows, normalised as training rows are: how a user unseen
+        in training is folded in."""
         return self.activation(self.user_projection.project_row(cols, values))
 
     def represent_items(self, items: torch.Tensor) -> torch.Tensor:
@@ -195,6 +215,57 @@ class RatingVectorNet(nn.Module):
         return pred, penalty
 
 
+@dataclass(frozen=True)
+class BiasFit:
+    """The data's bias baseline, ``mean + b_u + b_i``, with the shrinkage it was fitted with.
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> BiasFit.of(Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])).mean
+        4.0
+    """
+
+    mean: float
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    reg_user: float
+    reg_item: float
+
+    @classmethod
+    def of(cls, train) -> BiasFit:
+        """The fit on ``train``, shrinkage estimated from it (:func:`bias_regularisation`)."""
+        reg_user, reg_item = bias_regularisation(train)
+        return cls(*fit_biases(train, reg_user, reg_item), reg_user, reg_item)
+
+    def residuals(self, train) -> np.ndarray:
+        """``r - mean - b_u - b_i`` of each training rating."""
+        return train.ratings - (self.mean + self.user_bias[train.users] + self.item_bias[train.items])
+
+
+def input_matrices(train, inputs: str, fit: BiasFit) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The networks' input rows: users x items and items x users, one block per channel.
+
+    ``ratings``: the rating matrix and its transpose. ``residuals``: [residual | rated],
+    where residual is ``r - mean - b_u - b_i`` and rated is 1 where a rating exists, so that
+    user rows are n_users x 2 n_items and item rows n_items x 2 n_users.
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+        >>> users, items = input_matrices(r, "residuals", BiasFit.of(r))
+        >>> users.shape, items.shape
+        ((2, 4), (2, 4))
+    """
+    shape = (train.n_users, train.n_items)
+    coords = (train.users, train.items)
+    if inputs == "ratings":
+        matrix = sp.csr_matrix((train.ratings.astype(np.float32), coords), shape=shape)
+        return matrix, matrix.T.tocsr()
+    residual = sp.csr_matrix((fit.residuals(train).astype(np.float32), coords), shape=shape)
+    rated = sp.csr_matrix((np.ones(len(train), np.float32), coords), shape=shape)
+    return sp.hstack([residual, rated], format="csr"), sp.hstack([residual.T, rated.T], format="csr")
+
+
 class RatingVectorModel(TorchRecommender):
     """What NeuMF, GMF and MLP share: the network, its search space and its regularisers.
 
@@ -209,18 +280,27 @@ class RatingVectorModel(TorchRecommender):
 
     @torch.no_grad()
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
-        """The user's first-layer representation and, with a baseline, their bias (one
-        least-squares half-step against the learnt item biases, with the fit's shrinkage)."""
+        """The user's first-layer representation and their bias (one least-squares half-step
+        against the item biases, with the fit's shrinkage), both as training rows had them."""
         self.net.eval()
         dtype = next(self.net.parameters()).dtype
         cols = torch.from_numpy(np.asarray(items, dtype=np.int64))
         values = torch.as_tensor(ratings, dtype=dtype)
-        bias = None
+        fit = self.input_biases_
+        if self.config.inputs == "residuals":
+            # the input residuals use the bias fit the training rows were made with
+            base = fit.mean + torch.as_tensor(fit.item_bias, dtype=dtype)[cols]
+            residual = values - base
+            user_bias = residual.sum() / (len(residual) + fit.reg_user)
+            cols = torch.cat([cols, cols + len(fit.item_bias)])
+            values = torch.cat([residual - user_bias, torch.ones_like(values)])
+        p = self.net.represent_row(cols, values)
         baseline = self.net.baseline
-        if baseline is not None:
-            residual = values - baseline.mean - baseline.item_bias[cols]
-            bias = residual.sum() / (len(residual) + baseline.reg_user)
-        return self.net.represent_row(cols, values), bias
+        if baseline is None:
+            return p, None
+        index = cols[: len(ratings)]
+        residual = torch.as_tensor(ratings, dtype=dtype) - baseline.mean - baseline.item_bias[index]
+        return p, residual.sum() / (len(residual) + baseline.reg_user)
 
     @torch.no_grad()
     def _predict_folded(self, state, items: np.ndarray) -> np.ndarray:
@@ -234,14 +314,14 @@ class RatingVectorModel(TorchRecommender):
 
     def _build(self, train):
         k = self.config.factors
+        self.input_biases_ = BiasFit.of(train)
+        fit = self.input_biases_
         baseline = None
         if self.config.baseline:
-            reg_user, reg_item = bias_regularisation(train)
-            mean, user_bias, item_bias = fit_biases(train, reg_user, reg_item)
             counts = (np.bincount(train.users, minlength=train.n_users), np.bincount(train.items, minlength=train.n_items))
-            baseline = BiasTerms(mean, user_bias, item_bias, *counts, reg_user, reg_item)
+            baseline = BiasTerms(fit.mean, fit.user_bias, fit.item_bias, *counts, fit.reg_user, fit.reg_item)
         return RatingVectorNet(
-            train.user_item,
+            *input_matrices(train, self.config.inputs, fit),
             train.scale,
             self.config,
             gmf_factors=k if self.gmf else 0,
