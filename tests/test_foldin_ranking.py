@@ -60,7 +60,12 @@ def test_fold_in_of_a_known_users_own_row_equals_the_trained_user(name, parts):
     others = np.setdiff1d(np.flatnonzero(model.known_items), items)
     trained = model.predict_index(np.full(len(others), u), others)
     folded = model.predict(["newcomer"] * len(others), model.item_ids[others], history=history)
-    np.testing.assert_allclose(folded, trained, atol=1e-5)
+    # the same input row gives the same representation; a network's user bias, learnt with
+    # it, is re-estimated for a newcomer (one least-squares step), so only a constant may differ
+    shift = folded - trained
+    assert np.ptp(shift) < 1e-4
+    learns_biases = getattr(getattr(model, "net", None), "baseline", None) is not None
+    assert abs(shift.mean()) < (0.1 if learns_biases else 1e-5)
 
 
 def test_mf_fold_in_solves_the_users_factors(parts):

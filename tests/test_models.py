@@ -67,6 +67,28 @@ def test_masking_gives_exactly_the_input_without_the_target(mode, norm):
         assert (full(torch.tensor([u])) - expected).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["full", "bag"])
+def test_masking_hides_the_target_in_every_channel(mode):
+    """With [residual | rated] input rows, a masked pair is exactly as if it were absent."""
+
+    def two_channels(m):
+        rated = m.copy()
+        rated.data[:] = 1.0
+        return sp.hstack([m, rated], format="csr"), sp.hstack([m.T, rated.T], format="csr")
+
+    m = small_matrix()
+    rows, cols = m.nonzero()
+    config = MLPConfig(factors=4, layers=2, input_dropout=0.0, projection=mode)
+    torch.manual_seed(0)
+    net = RatingVectorNet(*two_channels(m), (1, 5), config, gmf_factors=4, mlp_factors=4).eval()
+    for k in (0, 7, 19):
+        u, i = torch.tensor([rows[k]]), torch.tensor([cols[k]])
+        reduced = RatingVectorNet(*two_channels(without_entry(m, rows[k], cols[k])), (1, 5), config, 4, 4).eval()
+        reduced.load_state_dict(net.state_dict())
+        reduced.mask_target = False
+        torch.testing.assert_close(net(u, i), reduced(u, i))
+
+
 def test_masking_in_the_network_hides_the_rating_itself():
     m = small_matrix()
     u, i = (int(x[0]) for x in m.nonzero())
@@ -111,6 +133,9 @@ def test_gradients_reach_every_layer(factory, parts):
     net = model._build(train)
     net.train()
     users, items = torch.from_numpy(train.users[:32]).long(), torch.from_numpy(train.items[:32]).long()
+    # the output unit starts at zero (the net starts as its bias baseline), which blocks
+    # gradients to the layers below for the first step only: start it elsewhere here
+    torch.nn.init.normal_(net.output.weight)
     pred, penalty = net.predict_and_penalty(users, items, 1e-3)
     loss = ((pred - torch.from_numpy(train.ratings[:32])) ** 2).mean() + penalty
     loss.backward()

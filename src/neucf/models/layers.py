@@ -63,7 +63,14 @@ class SparseRowProjection(nn.Module):
     input. In ``full`` mode this is the rank-one correction ``x_r @ W - x_rc * W[c]``; in
     ``bag`` mode the entry's weight is set to 0.
     ``dropout`` drops input entries at random while training (denoising, as in AutoRec),
-    rescaling the rest by ``1/(1-p)``. ``norm`` divides each row by (its number of
+    rescaling the rest by ``1/(1-p)``.
+
+    ``sample`` (> 0) makes training cost linear in the data: while training, each distinct
+    row of the batch is projected once, from at most ``sample`` of its entries drawn
+    uniformly with replacement and weighted ``n / sample`` (an unbiased estimate of the
+    whole row's product, as GraphSAGE samples neighbours); rows with no more entries are
+    used whole. A step then costs (distinct rows) x ``sample``, never the matrix's
+    non-zeros. Predicting (eval mode) always uses whole rows. ``norm`` divides each row by (its number of
     non-zeros) ** norm; a masked row is divided by its count without the masked entry, so
     masking gives exactly the input the row would have had without that rating.
 
@@ -83,8 +90,12 @@ class SparseRowProjection(nn.Module):
         mode: str = "auto",
         batch_size: int = 512,
         norm: float = 0.0,
+        sample: int = 0,
     ):
         super().__init__()
+        if sample < 0:
+            raise ValueError(f"sample must be >= 0, got {sample}")
+        self.sample = sample
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         matrix.sort_indices()
         n_rows, n_cols = matrix.shape
@@ -167,13 +178,43 @@ class SparseRowProjection(nn.Module):
         weights = (values.to(self.weight.dtype) * scale)[None, :]
         return weights @ self.weight[cols] + self.bias
 
+    def _sampled_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Unbiased estimates of ``x_r @ W`` from at most ``sample`` entries per distinct row."""
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        start = self.indptr[unique]
+        n = self.indptr[unique + 1] - start
+        take = n.clamp(max=self.sample)
+        offsets = torch.cumsum(take, 0) - take
+        total = int(take.sum())
+        owner = torch.repeat_interleave(torch.arange(len(unique), device=rows.device), take, output_size=total)
+        whole = n[owner] <= self.sample
+        within = torch.arange(total, device=rows.device) - offsets[owner]
+        drawn = (torch.rand(total, device=rows.device) * n[owner]).long()
+        pos = start[owner] + torch.where(whole, within, drawn)
+        dtype = self.weight.dtype
+        weights = self.values[pos].to(dtype) * torch.where(whole, 1.0, n[owner].to(dtype) / self.sample).to(dtype)
+        if self.dropout > 0:
+            keep = torch.rand(total, device=rows.device) >= self.dropout
+            weights = weights * keep / (1.0 - self.dropout)
+        out = F.embedding_bag(self.indices[pos], self.weight, offsets, mode="sum", per_sample_weights=weights)
+        return out[inverse]
+
     def forward(self, rows: torch.Tensor, mask_cols: torch.Tensor | None = None) -> torch.Tensor:
-        values = self._input_values()
         masks = []
         if mask_cols is not None:
             masks = [mask_cols] if mask_cols.dim() == 1 else list(mask_cols.unbind(1))
         targets = [self.position(rows, cols) for cols in masks]
         masked = sum((t >= 0).long() for t in targets) if targets else None
+        if self.sample and self.training:
+            out = self._sampled_rows(rows)
+            # the estimate holds each entry in expectation: take the target's out exactly
+            for target, cols in zip(targets, masks):
+                own = torch.where(target >= 0, self.values[target.clamp(min=0)], torch.zeros_like(self.values[:1]))
+                out = out - own.to(out.dtype)[:, None] * self.weight[cols]
+            if targets:
+                out = self._renormalize(out, rows, masked)
+            return out + self.bias
+        values = self._input_values()
         if self.mode == "full":
             out = self._all_rows(values)[rows]
             for target, cols in zip(targets, masks):
