@@ -223,11 +223,11 @@ class Trainer:
         # varying order; deterministic kernels make the same seed give the same numbers.
         previous = torch.are_deterministic_algorithms_enabled()
         previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _set_deterministic(True, warn_only=True)
         try:
             return self._fit(net, train, valid)
         finally:
-            torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+            _set_deterministic(previous, warn_only=previous_warn)
 
     def _fit(self, net: nn.Module, train, valid) -> History:
         cfg, options = self.config, self.options
@@ -320,6 +320,17 @@ class Trainer:
                 history.stopped_early = True
                 break
         return best_state, best
+
+
+def _set_deterministic(mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor``
+    (2.8 s on first use here, more than a whole ml-100k fit) to set a compiler flag that
+    neucf never uses; the public function where the private switch is missing."""
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if switch is None:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        switch(mode, warn_only=warn_only)
 
 
 def _status(sum_mse, sum_loss, b, cfg, n, history) -> str:
