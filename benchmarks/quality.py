@@ -23,7 +23,6 @@ Prints one table (datasets x models, RMSE and train seconds) and the NeuMF targe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

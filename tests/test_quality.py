@@ -61,7 +61,7 @@ def test_the_seed_faithful_network_is_still_available():
 @given(
     scale=st.sampled_from([(0.5, 4.0), (1.0, 5.0), (-10.0, 10.0), (0.0, 1.0)]),
     step=st.sampled_from([0.0, 0.5]),
-    name=st.sampled_from(NEURAL + ["mf", "bias"]),
+    name=st.sampled_from([*NEURAL, "mf", "bias"]),
     seed=st.integers(0, 100),
 )
 def test_predictions_stay_inside_the_rating_scale(scale, step, name, seed):

@@ -78,9 +78,20 @@ PRESETS: dict[str, SyntheticSpec] = {
     "low-rank": SyntheticSpec(n_users=1000, n_items=600, n_ratings=60_000, rank=5, factor_std=0.8, noise_std=0.5),
     # dense, continuous -10..10, few items (the "dense" shape)
     "dense-continuous": SyntheticSpec(
-        n_users=5000, n_items=100, n_ratings=200_000, rank=4, mean=0.0, user_std=2.0, item_std=1.5,
-        factor_std=2.5, noise_std=3.0, scale=(-10.0, 10.0), step=0.0, activity_sigma=0.5, popularity=0.5,
-    ),  # fmt: skip
+        n_users=5000,
+        n_items=100,
+        n_ratings=200_000,
+        rank=4,
+        mean=0.0,
+        user_std=2.0,
+        item_std=1.5,
+        factor_std=2.5,
+        noise_std=3.0,
+        scale=(-10.0, 10.0),
+        step=0.0,
+        activity_sigma=0.5,
+        popularity=0.5,
+    ),
 }
 
 

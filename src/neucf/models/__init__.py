@@ -10,7 +10,7 @@ Example:
     ['bias', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']
 """
 
-from .base import NoParameters, Recommender, bias_regularisation, fit_biases
+from .base import BiasFit, NoParameters, Recommender, bias_regularisation, fit_biases
 from .baselines import BiasConfig, Biases, GlobalMean, Popularity
 from .mf import BiasedMFNet, MatrixFactorization, MFConfig
 from .neumf import GMF, MLP, MLPConfig, NetworkConfig, NeuMF, RatingVectorModel, RatingVectorNet
@@ -21,6 +21,7 @@ __all__ = [
     "GMF",
     "MLP",
     "BiasConfig",
+    "BiasFit",
     "BiasedMFNet",
     "Biases",
     "GlobalMean",

@@ -139,6 +139,33 @@ def fit_biases(train: Ratings, reg_user: float | None = None, reg_item: float | 
     return mean, bu, bi
 
 
+@dataclass(frozen=True)
+class BiasFit:
+    """The data's bias baseline, ``mean + b_u + b_i``, with the shrinkage it was fitted with.
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> BiasFit.of(Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])).mean
+        4.0
+    """
+
+    mean: float
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    reg_user: float
+    reg_item: float
+
+    @classmethod
+    def of(cls, train) -> BiasFit:
+        """The fit on ``train``, shrinkage estimated from it (:func:`bias_regularisation`)."""
+        reg_user, reg_item = bias_regularisation(train)
+        return cls(*fit_biases(train, reg_user, reg_item), reg_user, reg_item)
+
+    def residuals(self, train) -> np.ndarray:
+        """``r - mean - b_u - b_i`` of each training rating."""
+        return train.ratings - (self.mean + self.user_bias[train.users] + self.item_bias[train.items])
+
+
 class Recommender:
     """Base class of neucf's models. Subclasses implement ``_fit`` and ``_predict_index``.
 

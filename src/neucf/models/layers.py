@@ -299,6 +299,12 @@ class BiasTerms(nn.Module):
         self.register_buffer("user_weight", per_rating(reg_user, user_counts), persistent=False)
         self.register_buffer("item_weight", per_rating(reg_item, item_counts), persistent=False)
 
+    @classmethod
+    def from_fit(cls, fit, train) -> BiasTerms:
+        """Terms starting from ``fit`` (a :class:`~neucf.models.BiasFit` of ``train``)."""
+        counts = (np.bincount(train.users, minlength=train.n_users), np.bincount(train.items, minlength=train.n_items))
+        return cls(fit.mean, fit.user_bias, fit.item_bias, *counts, fit.reg_user, fit.reg_item)
+
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.mean + self.user_bias[users] + self.item_bias[items]
 

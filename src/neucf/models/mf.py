@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .base import BiasFit
+from .layers import BiasTerms
 from .registry import register
 from .torch_estimator import TorchRecommender
 
@@ -24,6 +26,10 @@ class MFConfig:
 
     factors: int = field(default=100, metadata={"help": "Latent factors per user and item (mf 100)."})
     init_std: float = field(default=0.1, metadata={"help": "Standard deviation of the initial factors."})
+    bias_prior: bool = field(
+        default=True,
+        metadata={"help": "Biases start from the data's bias fit and keep its shrinkage (false: from 0, shrunk by l2)."},
+    )
 
     def __post_init__(self):
         if self.factors < 1:
@@ -34,7 +40,9 @@ class BiasedMFNet(nn.Module):
     """Biased matrix factorisation (SVD-style): ``mu + b_u + b_i + p_u . q_i``.
 
     The L2 penalty covers the factors and biases of the batch's users and items only (as
-    SGD-trained SVD regularises each rating's own parameters).
+    SGD-trained SVD regularises each rating's own parameters). Given ``baseline``
+    (:class:`~neucf.models.layers.BiasTerms`), the biases are those instead: they start
+    from the data's bias fit and keep its shrinkage.
 
     Example:
         >>> net = BiasedMFNet(4, 3, factors=2, mean=3.5)
@@ -42,26 +50,40 @@ class BiasedMFNet(nn.Module):
         torch.Size([1])
     """
 
-    def __init__(self, n_users: int, n_items: int, factors: int = 100, mean: float = 0.0, init_std: float = 0.1):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        factors: int = 100,
+        mean: float = 0.0,
+        init_std: float = 0.1,
+        baseline: BiasTerms | None = None,
+    ):
         super().__init__()
         self.user_factors = nn.Embedding(n_users, factors)
         self.item_factors = nn.Embedding(n_items, factors)
-        self.user_bias = nn.Embedding(n_users, 1)
-        self.item_bias = nn.Embedding(n_items, 1)
         for emb in (self.user_factors, self.item_factors):
             nn.init.normal_(emb.weight, std=init_std)
-        for emb in (self.user_bias, self.item_bias):
-            nn.init.zeros_(emb.weight)
-        self.register_buffer("mean", torch.tensor(float(mean)))
+        if baseline is None:
+            baseline = BiasTerms(mean, np.zeros(n_users), np.zeros(n_items), np.ones(n_users), np.ones(n_items), 0, 0)
+            self.shrunk_biases = False
+        else:
+            self.shrunk_biases = True
+        self.baseline = baseline
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.baseline.mean
 
     def _gather(self, users, items):
-        return self.user_factors(users), self.item_factors(items), self.user_bias(users), self.item_bias(items)
+        b = self.baseline
+        return self.user_factors(users), self.item_factors(items), b.user_bias[users], b.item_bias[items]
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self._combine(*self._gather(users, items))
 
     def _combine(self, p, q, bu, bi) -> torch.Tensor:
-        return self.mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1)
+        return self.mean + bu + bi + (p * q).sum(1)
 
     def predict_and_penalty(
         self, users: torch.Tensor, items: torch.Tensor, l2: float
@@ -72,7 +94,10 @@ class BiasedMFNet(nn.Module):
         embedding tables once, not twice.
         """
         p, q, bu, bi = self._gather(users, items)
-        penalty = l2 * ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(users)
+        if self.shrunk_biases:
+            penalty = l2 * ((p**2).sum() + (q**2).sum()) / len(users) + self.baseline.penalty(users, items)
+        else:
+            penalty = l2 * ((p**2).sum() + (q**2).sum() + (bu**2).sum() + (bi**2).sum()) / len(users)
         return self._combine(p, q, bu, bi), penalty
 
 
@@ -93,13 +118,17 @@ class MatrixFactorization(TorchRecommender):
     def _fold_in(self, items, ratings):
         """The user's factors and bias by regularised least squares against the fixed item
         factors (one ALS half-step, as LensKit folds users in), with the training's per-rating
-        L2 weight: minimise sum (r - mu - b_i - b_u - q_i.p)^2 + n * l2 * (|p|^2 + b_u^2)."""
+        L2 weight: minimise sum (r - mu - b_i - b_u - q_i.p)^2 + n * l2 * |p|^2 + reg * b_u^2, where
+        reg is the bias fit's user shrinkage (``bias_prior``) or n * l2."""
         net = self.net
         q = net.item_factors.weight[torch.from_numpy(np.asarray(items, dtype=np.int64))].double()
-        b_i = net.item_bias.weight[torch.from_numpy(np.asarray(items, dtype=np.int64)), 0].double()
+        b_i = net.baseline.item_bias[torch.from_numpy(np.asarray(items, dtype=np.int64))].double()
         y = torch.as_tensor(ratings, dtype=torch.float64) - float(net.mean) - b_i
         x = torch.cat([q, torch.ones(len(q), 1, dtype=torch.float64)], dim=1)
-        gram = x.T @ x + len(q) * self.training.l2 * torch.eye(x.shape[1], dtype=torch.float64)
+        shrink = torch.full((x.shape[1],), len(q) * self.training.l2_for(len(self.inputs_[0])), dtype=torch.float64)
+        if net.shrunk_biases:
+            shrink[-1] = net.baseline.reg_user
+        gram = x.T @ x + torch.diag(shrink)
         solution = torch.linalg.solve(gram, x.T @ y)
         return solution[:-1], float(solution[-1])
 
@@ -108,7 +137,7 @@ class MatrixFactorization(TorchRecommender):
         p, b_u = state
         index = torch.from_numpy(np.asarray(items, dtype=np.int64))
         q = self.net.item_factors.weight[index].double()
-        b_i = self.net.item_bias.weight[index, 0].double()
+        b_i = self.net.baseline.item_bias[index].double()
         return (float(self.net.mean) + b_u + b_i + q @ p).float().numpy()
 
     @classmethod
@@ -121,6 +150,7 @@ class MatrixFactorization(TorchRecommender):
         return params
 
     def _build(self, train):
+        baseline = BiasTerms.from_fit(BiasFit.of(train), train) if self.config.bias_prior else None
         return BiasedMFNet(
-            train.n_users, train.n_items, self.config.factors, float(train.ratings.mean()), self.config.init_std
+            train.n_users, train.n_items, self.config.factors, float(train.ratings.mean()), self.config.init_std, baseline
         )

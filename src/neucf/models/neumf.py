@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .base import bias_regularisation, fit_biases
+from .base import BiasFit
 from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection
 from .registry import register
 from .torch_estimator import TorchRecommender
@@ -229,33 +229,6 @@ class RatingVectorNet(nn.Module):
         return pred, penalty
 
 
-@dataclass(frozen=True)
-class BiasFit:
-    """The data's bias baseline, ``mean + b_u + b_i``, with the shrinkage it was fitted with.
-
-    Example:
-        >>> from neucf.datasets import Ratings
-        >>> BiasFit.of(Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])).mean
-        4.0
-    """
-
-    mean: float
-    user_bias: np.ndarray
-    item_bias: np.ndarray
-    reg_user: float
-    reg_item: float
-
-    @classmethod
-    def of(cls, train) -> BiasFit:
-        """The fit on ``train``, shrinkage estimated from it (:func:`bias_regularisation`)."""
-        reg_user, reg_item = bias_regularisation(train)
-        return cls(*fit_biases(train, reg_user, reg_item), reg_user, reg_item)
-
-    def residuals(self, train) -> np.ndarray:
-        """``r - mean - b_u - b_i`` of each training rating."""
-        return train.ratings - (self.mean + self.user_bias[train.users] + self.item_bias[train.items])
-
-
 def input_matrices(train, inputs: str, fit: BiasFit) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """The networks' input rows: users x items and items x users, one block per channel.
 
@@ -291,6 +264,10 @@ class RatingVectorModel(TorchRecommender):
     gmf: ClassVar[bool] = True
     mlp: ClassVar[bool] = True
     can_fold_in: ClassVar[bool] = True
+    # large batches: a step's first layer costs the whole matrix's non-zeros, so fewer steps
+    # make an epoch cheaper (ml-100k u1 NeuMF: 5.1 s to early stop at RMSE 0.8959, against
+    # 14.2 s and 0.8965 at 2048 / 0.003)
+    train_defaults: ClassVar[dict] = {"batch_size": 8192, "lr": 0.01}
 
     @torch.no_grad()
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
@@ -330,10 +307,7 @@ class RatingVectorModel(TorchRecommender):
         k = self.config.factors
         self.input_biases_ = BiasFit.of(train)
         fit = self.input_biases_
-        baseline = None
-        if self.config.baseline:
-            counts = (np.bincount(train.users, minlength=train.n_users), np.bincount(train.items, minlength=train.n_items))
-            baseline = BiasTerms(fit.mean, fit.user_bias, fit.item_bias, *counts, fit.reg_user, fit.reg_item)
+        baseline = BiasTerms.from_fit(fit, train) if self.config.baseline else None
         return RatingVectorNet(
             *input_matrices(train, self.config.inputs, fit),
             train.scale,
