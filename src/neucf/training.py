@@ -53,7 +53,6 @@ class TrainConfig:
         dtype: ``float32`` (default) or ``float64``.
         valid_fraction: share of train held out for early stopping when no validation part is
             given (seeded).
-        optimizer: ``adam`` (default) or ``sgd``.
 
     Example:
         >>> TrainConfig().torch_dtype()
@@ -70,7 +69,6 @@ class TrainConfig:
     valid_fraction: float = field(
         default=0.05, metadata=_help("Share of train held out when a split has no validation part.")
     )
-    optimizer: str = field(default="adam", metadata=_help("adam or sgd (plain, on the batch's mean loss)."))
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -85,8 +83,6 @@ class TrainConfig:
             raise UsageError(f"patience must be >= 0, got {self.patience}")
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise UsageError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if not 0 < self.valid_fraction < 1:
             raise UsageError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
 
@@ -260,7 +256,7 @@ class Trainer:
             valid = (valid[0].long(), valid[1].long(), valid[2].to(dtype))
 
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        optimizer = (torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD)(net.parameters(), lr=cfg.lr)
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         history = History()
         start = time.perf_counter()
         with _progress(options, max(1, math.ceil(len(ratings) / cfg.batch_size))) as bar:

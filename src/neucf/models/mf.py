@@ -28,7 +28,9 @@ class MFConfig:
     init_std: float = field(default=0.1, metadata={"help": "Standard deviation of the initial factors."})
     bias_prior: bool = field(
         default=True,
-        metadata={"help": "Biases start from the data's bias fit and keep its shrinkage (false: from 0, shrunk by l2)."},
+        metadata={
+            "help": "Biases start from the data's bias fit and keep its shrinkage (false: from 0, shrunk by l2)."
+        },
     )
 
     def __post_init__(self):
@@ -152,5 +154,10 @@ class MatrixFactorization(TorchRecommender):
     def _build(self, train):
         baseline = BiasTerms.from_fit(BiasFit.of(train), train) if self.config.bias_prior else None
         return BiasedMFNet(
-            train.n_users, train.n_items, self.config.factors, float(train.ratings.mean()), self.config.init_std, baseline
+            train.n_users,
+            train.n_items,
+            self.config.factors,
+            float(train.ratings.mean()),
+            self.config.init_std,
+            baseline,
         )

@@ -377,3 +377,6 @@ class MLP(RatingVectorModel):
 
     config_class = MLPConfig
     gmf = False
+    # the deep tower alone starts learning slowly: at NeuMF's 8192 / 0.01 it stops at its
+    # bias baseline on ml-100k u1 (0.9537); at 4096 / 0.003 it reaches 0.9040 in 14 s
+    train_defaults: ClassVar[dict] = {"batch_size": 4096, "lr": 0.003}
