@@ -124,9 +124,8 @@ def fit_biases(train: Ratings, reg_user: float | None = None, reg_item: float | 
         4.0
     """
     if reg_user is None or reg_item is None:
-        estimated = bias_regularisation(train)
-        reg_user = estimated[0] if reg_user is None else reg_user
-        reg_item = estimated[1] if reg_item is None else reg_item
+        fit = BiasFit.of(train, reg_user, reg_item, n_iter)
+        return fit.mean, fit.user_bias, fit.item_bias
     mean = float(train.ratings.astype(np.float64).mean())
     residual = train.ratings.astype(np.float64) - mean
     n_u = np.bincount(train.users, minlength=train.n_users)
@@ -156,10 +155,13 @@ class BiasFit:
     reg_item: float
 
     @classmethod
-    def of(cls, train) -> BiasFit:
-        """The fit on ``train``, shrinkage estimated from it (:func:`bias_regularisation`)."""
-        reg_user, reg_item = bias_regularisation(train)
-        return cls(*fit_biases(train, reg_user, reg_item), reg_user, reg_item)
+    def of(cls, train, reg_user: float | None = None, reg_item: float | None = None, n_iter: int = 10) -> BiasFit:
+        """The fit on ``train``; a shrinkage left None is estimated (:func:`bias_regularisation`)."""
+        if reg_user is None or reg_item is None:
+            estimated = bias_regularisation(train)
+            reg_user = estimated[0] if reg_user is None else reg_user
+            reg_item = estimated[1] if reg_item is None else reg_item
+        return cls(*fit_biases(train, reg_user, reg_item, n_iter), reg_user, reg_item)
 
     def residuals(self, train) -> np.ndarray:
         """``r - mean - b_u - b_i`` of each training rating."""
@@ -269,7 +271,10 @@ class Recommender:
         self.item_titles = train.item_titles
         self.scale = train.scale
         self._remember_training(train.users, train.items, train.ratings)
-        self.mean_, self.user_bias_, self.item_bias_ = fit_biases(train, *self._bias_settings())
+        self.bias_fit_ = BiasFit.of(train, *self._bias_settings())
+        self.mean_, self.user_bias_, self.item_bias_ = (
+            self.bias_fit_.mean, self.bias_fit_.user_bias, self.bias_fit_.item_bias
+        )
         self._fit(train, valid, options)
         return self
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .base import Recommender, bias_regularisation
+from .base import Recommender
 from .registry import register
 
 
@@ -97,11 +97,7 @@ class Biases(Recommender):
 
     def _fit(self, train, valid, options):
         # the base class fitted the biases with this model's settings; keep the shrinkage used
-        self.reg_user_, self.reg_item_ = self.config.reg_user, self.config.reg_item
-        if self.reg_user_ is None or self.reg_item_ is None:
-            estimated = bias_regularisation(train)
-            self.reg_user_ = estimated[0] if self.reg_user_ is None else self.reg_user_
-            self.reg_item_ = estimated[1] if self.reg_item_ is None else self.reg_item_
+        self.reg_user_, self.reg_item_ = self.bias_fit_.reg_user, self.bias_fit_.reg_item
 
     def _fold_in(self, items, ratings):
         """The user's bias from their ratings, with the items' biases fixed (one ALS half-step)."""

@@ -277,21 +277,22 @@ class RatingVectorModel(TorchRecommender):
         dtype = next(self.net.parameters()).dtype
         cols = torch.from_numpy(np.asarray(items, dtype=np.int64))
         values = torch.as_tensor(ratings, dtype=dtype)
-        fit = self.input_biases_
+
+        def shrunk_mean(residual, reg):
+            return residual.sum() / (len(residual) + reg)
+
+        inputs = (cols, values)
         if self.config.inputs == "residuals":
             # the input residuals use the bias fit the training rows were made with
-            base = fit.mean + torch.as_tensor(fit.item_bias, dtype=dtype)[cols]
-            residual = values - base
-            user_bias = residual.sum() / (len(residual) + fit.reg_user)
-            cols = torch.cat([cols, cols + len(fit.item_bias)])
-            values = torch.cat([residual - user_bias, torch.ones_like(values)])
-        p = self.net.represent_row(cols, values)
+            fit = self.input_biases_
+            residual = values - fit.mean - torch.as_tensor(fit.item_bias, dtype=dtype)[cols]
+            residual = residual - shrunk_mean(residual, fit.reg_user)
+            inputs = (torch.cat([cols, cols + len(fit.item_bias)]), torch.cat([residual, torch.ones_like(values)]))
         baseline = self.net.baseline
-        if baseline is None:
-            return p, None
-        index = cols[: len(ratings)]
-        residual = torch.as_tensor(ratings, dtype=dtype) - baseline.mean - baseline.item_bias[index]
-        return p, residual.sum() / (len(residual) + baseline.reg_user)
+        bias = None
+        if baseline is not None:
+            bias = shrunk_mean(values - baseline.mean - baseline.item_bias[cols], baseline.reg_user)
+        return self.net.represent_row(*inputs), bias
 
     @torch.no_grad()
     def _predict_folded(self, state, items: np.ndarray) -> np.ndarray:
