@@ -229,4 +229,5 @@ def test_compare_and_tune_rank(tmp_path, capsys):
 
 def test_every_registered_model_says_whether_it_folds_in():
     assert {name: model_class(name).can_fold_in for name in model_names()} == {
-        "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True, "neumf": True}  # fmt: skip
+        "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True, "neumf": True,
+        "ensemble": True}  # fmt: skip

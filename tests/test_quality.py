@@ -108,3 +108,27 @@ def test_generated_data_is_seeded_and_checked():
     assert set(np.unique(a.ratings * 2)) <= set(range(1, 9))  # half stars 0.5..4
     with pytest.raises(UsageError, match="do not fit"):
         SyntheticSpec(n_users=2, n_items=2, n_ratings=5)
+
+
+def test_an_ensemble_weighs_its_members_on_validation_and_round_trips(tmp_path):
+    train, valid, test = LOW_RANK
+    model = make_model("ensemble", members="gmf,bias", seeds=2).fit(train, valid)
+    assert len(model.members_) == 4 and (model.weights_ >= 0).all()
+    ours = test_rmse(model, test)
+    # fitted on validation, the blend is no worse than its best member there, up to noise on test
+    assert ours <= min(test_rmse(m, test) for m in model.members_) + 0.005
+    path = model.save(tmp_path / "ensemble.pt")
+    again = make_model("ensemble").load(path)
+    np.testing.assert_array_equal(
+        again.predict_index(test.users, test.items), model.predict_index(test.users, test.items)
+    )
+    items, ratings = model._training_row(0)
+    folded = model._predict_folded(model._fold_in(items, ratings), np.arange(5))
+    assert folded.shape == (5,) and np.isfinite(folded).all()
+
+
+def test_an_ensemble_names_bad_members():
+    with pytest.raises(UsageError, match="members must name"):
+        make_model("ensemble", members="ensemble")
+    with pytest.raises(UsageError):
+        make_model("ensemble", members="neumf,nosuch")

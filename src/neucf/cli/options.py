@@ -243,7 +243,9 @@ def model_options():
     options = {}
     for name, (kind, help_text, defaults) in _model_parameters().items():
         flag = name.replace("_", "-")
-        by_default = "; ".join(f"{'/'.join(models)} {value}" for value, models in defaults.items())
+        by_default = "; ".join(
+            f"{'/'.join(models)} {'from the data' if value is None else value}" for value, models in defaults.items()
+        )
         text = f"{help_text} Default: {by_default}.".strip()
         decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
         options[name] = (Annotated[kind | None, typer.Option(decl, help=text)], None)

@@ -273,7 +273,9 @@ class Recommender:
         self._remember_training(train.users, train.items, train.ratings)
         self.bias_fit_ = BiasFit.of(train, *self._bias_settings())
         self.mean_, self.user_bias_, self.item_bias_ = (
-            self.bias_fit_.mean, self.bias_fit_.user_bias, self.bias_fit_.item_bias
+            self.bias_fit_.mean,
+            self.bias_fit_.user_bias,
+            self.bias_fit_.item_bias,
         )
         self._fit(train, valid, options)
         return self
@@ -614,11 +616,11 @@ class Recommender:
     def _restore(self, state: dict, device: str) -> None:
         """Rebuild model-specific parts from :meth:`_state` (subclasses extend)."""
 
-    def save(self, path: str | Path) -> Path:
-        """Write one file with config, weights, id maps, scale and the training matrix (atomically)."""
+    def _payload(self) -> dict:
+        """Everything :meth:`save` writes, as plain values and tensors."""
         self._check_fitted()
         titles = self.item_titles
-        payload = {
+        return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "neucf_version": __version__,
@@ -635,6 +637,10 @@ class Recommender:
             "history": None if self.history is None else self.history.to_dict(),
             "state": self._state(),
         }
+
+    def save(self, path: str | Path) -> Path:
+        """Write one file with config, weights, id maps, scale and the training matrix (atomically)."""
+        payload = self._payload()
         path = Path(path)
         with atomic_write(path, "wb") as handle:
             torch.save(payload, handle)
@@ -646,8 +652,6 @@ class Recommender:
 
         ``device`` is where the model will predict (a run-time choice, not saved).
         """
-        from .registry import model_class
-
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such model file")
@@ -667,10 +671,18 @@ class Recommender:
                 f"{path}: written by neucf {wrote} (model format {version}); this neucf {__version__} reads format "
                 f"{FORMAT_VERSION}: " + ("upgrade neucf" if newer else "retrain the run with this version")
             )
-        model_cls = model_class(payload["model"])
-        if cls is not Recommender and model_cls is not cls:
+        from .registry import model_class
+
+        if cls is not Recommender and model_class(payload["model"]) is not cls:
             raise DataError(f"{path}: holds a {payload['model']!r} model, not a {cls.name or cls.__name__}")
-        model = model_cls(unknown=payload["unknown"], seed=payload["seed"], **payload["params"])
+        return cls._from_payload(payload, device)
+
+    @staticmethod
+    def _from_payload(payload: dict, device: str) -> Recommender:
+        """The model :meth:`_payload` describes (checked by :meth:`load`)."""
+        from .registry import model_class
+
+        model = model_class(payload["model"])(unknown=payload["unknown"], seed=payload["seed"], **payload["params"])
         model.user_ids, model.item_ids = _ids_in(payload["user_ids"]), _ids_in(payload["item_ids"])
         titles = payload["item_titles"]
         model.item_titles = None if titles is None else np.array(titles, dtype=object)
