@@ -5,6 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
@@ -44,6 +47,35 @@ def test_ranking_metrics_match_hand_computed_values():
     assert m["map"] == pytest.approx(np.mean(ap))
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 12), n_items=st.integers(5, 30))
+def test_ranking_metrics_agree_with_torchmetrics(seed, k, n_items):
+    """Ours against torchmetrics.retrieval, on random scores (no ties) where every relevant
+    item is a candidate (there the definitions coincide, up to MAP's denominator)."""
+    retrieval = pytest.importorskip("torchmetrics.functional.retrieval")
+    rng = np.random.default_rng(seed)
+    scores = rng.random((8, n_items))
+    targets = rng.random((8, n_items)) < 0.3
+    targets[:, 0] = True  # every user has a relevant item
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    ours = ranking_metrics(top, [np.flatnonzero(t) for t in targets], k=k)
+    functions = {
+        "precision": retrieval.retrieval_precision,
+        "recall": retrieval.retrieval_recall,
+        "ndcg": retrieval.retrieval_normalized_dcg,
+        "hit_rate": retrieval.retrieval_hit_rate,
+        "map": retrieval.retrieval_average_precision,
+    }
+    # torchmetrics' AP@k divides the sum of precision@rank at hits by the hits in the top k;
+    # ours (the issue's definition) by min(k, |relevant|): convert theirs to ours
+    hits = np.array([t[row].sum() for t, row in zip(targets, top)])
+    rescale = {"map": hits / np.minimum(k, targets.sum(1))}
+    for name, function in functions.items():
+        per_user = [float(function(torch.from_numpy(s), torch.from_numpy(t), top_k=k)) for s, t in zip(scores, targets)]
+        theirs = np.mean(np.array(per_user) * rescale.get(name, 1.0))
+        assert ours[name] == pytest.approx(theirs, abs=1e-6), name
+
+
 def test_a_perfect_list_scores_one_and_users_without_relevant_items_are_skipped():
     m = ranking_metrics(np.array([[3, 1], [2, 0]]), [np.array([1, 3]), np.array([], dtype=int)], k=2)
     assert (m["users"], m["skipped"]) == (1, 1)
@@ -66,6 +98,15 @@ def test_fold_in_of_a_known_users_own_row_equals_the_trained_user(name, parts):
     assert np.ptp(shift) < 1e-4
     learns_biases = getattr(getattr(model, "net", None), "baseline", None) is not None
     assert abs(shift.mean()) < (0.1 if learns_biases else 1e-5)
+
+
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+def test_a_networks_fold_in_of_a_known_users_row_is_exactly_their_trained_representation(name, parts):
+    model = fitted(name, parts)
+    u = 3
+    folded, _ = model._fold_in(*model._training_row(u))
+    trained = model.net.activation(model.net.user_projection(torch.tensor([u])))
+    torch.testing.assert_close(folded, trained, rtol=1e-5, atol=1e-6)
 
 
 def test_mf_fold_in_solves_the_users_factors(parts):

@@ -77,7 +77,8 @@ def overfit(
     cls = model_class(model)
     if cls.fitted_by != "gradient":
         raise UsageError(
-            f"the {model} model is fitted in closed form: it has no training to overfit; pick one trained by gradient"
+            f"the {model} model is not trained by gradient ({cls.fitted_by.replace('_', ' ')}): it has no "
+            "training to overfit; pick one that is (neumf, gmf, mlp, mf)"
         )
     sample = sample_users_and_items(ratings, fraction, seed)
     settings = {**cls.unregularised(), "epochs": epochs, "batch_size": 64, "lr": 5e-3, **params}

@@ -65,7 +65,7 @@ def train(
     check_output_dir(out, "run", inputs, force)
     ratings, parts = splitting.load(source, seed)
     train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
-    if len(valid_part) == 0 and cls.fitted_by == "gradient":
+    if len(valid_part) == 0 and cls.fitted_by != "closed_form":
         log.info("this split has no validation part: holding out a seeded 5% of train for early stopping")
     show = sys.stderr.isatty() if progress is None else progress
     fitted, metrics = fit_and_score(

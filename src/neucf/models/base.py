@@ -5,8 +5,9 @@ reads instead of testing names:
 
 - ``config_class``: the typed dataclass of its architecture parameters (:class:`NoParameters`
   for a model without any);
-- ``fitted_by``: ``"closed_form"`` or ``"gradient"`` (trained by :class:`~neucf.training.Trainer`,
-  takes :class:`~neucf.training.TrainConfig`'s parameters too);
+- ``fitted_by``: ``"closed_form"``, ``"gradient"`` (trained by :class:`~neucf.training.Trainer`,
+  takes :class:`~neucf.training.TrainConfig`'s parameters too) or ``"members"`` (fits other
+  models, holding out a validation share as the gradient-trained ones do);
 - ``can_fold_in``: whether a user unseen in training can be scored from their ratings alone;
 - :meth:`Recommender.search_space`: its tuning space; :meth:`Recommender.unregularised`: the
   parameters that switch its regularisation off (for ``diagnose overfit``).

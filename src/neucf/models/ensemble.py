@@ -64,6 +64,7 @@ class Ensemble(Recommender):
     """
 
     config_class = EnsembleConfig
+    fitted_by: ClassVar[str] = "members"
     can_fold_in: ClassVar[bool] = True  # when every member can (checked when folding in)
 
     def _fit(self, train, valid, options):
