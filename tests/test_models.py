@@ -112,6 +112,22 @@ def test_masking_in_the_network_hides_the_rating_itself():
     assert leaky[0] != pytest.approx(leaky[1], abs=1e-6)
 
 
+def test_sampled_projection_is_unbiased_and_only_while_training():
+    m = small_matrix()
+    torch.manual_seed(0)
+    proj = SparseRowProjection(m, 4, sample=2, norm=0.5)
+    rows = torch.arange(m.shape[0])
+    exact = proj.eval()(rows)
+    proj.train()
+    with torch.no_grad():
+        draws = torch.stack([proj(rows) for _ in range(3000)])
+    # within 5 standard errors of the whole-row product, entry by entry
+    standard_error = draws.std(0) / 3000**0.5
+    assert ((draws.mean(0) - exact).abs() <= 5 * standard_error + 1e-6).all()
+    assert not torch.equal(proj(rows), proj(rows))  # it does sample
+    torch.testing.assert_close(proj.eval()(rows), exact)  # predicting uses whole rows
+
+
 def test_full_and_bag_projections_agree():
     m = small_matrix()
     torch.manual_seed(0)

@@ -187,6 +187,13 @@ class SparseRowProjection(nn.Module):
         weights = (values.to(self.weight.dtype) * scale)[None, :]
         return weights @ self.weight[cols] + self.bias
 
+    def _without_targets(self, out, values, rows, targets, masks, masked) -> torch.Tensor:
+        """Whole-row products less each masked target's term (a rank-one correction), renormalised."""
+        for target, cols in zip(targets, masks):
+            own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
+            out = out - own.to(out.dtype)[:, None] * self.weight[cols]
+        return self._renormalize(out, rows, masked) if targets else out
+
     def _sampled_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Unbiased estimates of ``x_r @ W`` from at most ``sample`` entries per distinct row."""
         unique, inverse = torch.unique(rows, return_inverse=True)
@@ -215,24 +222,12 @@ class SparseRowProjection(nn.Module):
         targets = [self.position(rows, cols) for cols in masks]
         masked = sum((t >= 0).long() for t in targets) if targets else None
         if self.sample and self.training:
-            out = self._sampled_rows(rows)
             # the estimate holds each entry in expectation: take the target's out exactly
-            for target, cols in zip(targets, masks):
-                own = torch.where(target >= 0, self.values[target.clamp(min=0)], torch.zeros_like(self.values[:1]))
-                out = out - own.to(out.dtype)[:, None] * self.weight[cols]
-            if targets:
-                out = self._renormalize(out, rows, masked)
+            out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, masks, masked)
             return out + self.bias
         values = self._input_values()
         if self.mode == "full":
-            out = self._all_rows(values)[rows]
-            for target, cols in zip(targets, masks):
-                own = torch.where(
-                    target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype)
-                )
-                out = out - own[:, None] * self.weight[cols]
-            if targets:
-                out = self._renormalize(out, rows, masked)
+            out = self._without_targets(self._all_rows(values)[rows], values, rows, targets, masks, masked)
             return out + self.bias
         start = self.indptr[rows]
         lengths = self.indptr[rows + 1] - start
