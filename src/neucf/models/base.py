@@ -36,8 +36,9 @@ from ..training import FitOptions, History
 log = logging.getLogger(__name__)
 
 FORMAT = "neucf-model"
-#: version 2: typed configs per model family, run-time options no longer saved
-FORMAT_VERSION = 2
+#: version 2: typed configs per model family, run-time options no longer saved;
+#: version 3 (neucf 0.2.0): networks and mf hold their bias terms, networks read residual rows
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
