@@ -5,7 +5,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from neucf.cli import main
@@ -49,6 +49,7 @@ FLAGS = st.lists(
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table_bytes())
+@example(b'\xef\xbb\xbf",USERID\n"')  # a quoted header field with a line break (found by CI's run)
 def test_reader_either_reads_or_raises_a_neucf_error(data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.csv"

@@ -368,6 +368,13 @@ def _short(exc: Exception) -> str:
     return text.replace("Error tokenizing data. C error: ", "")
 
 
+def _one_line(name) -> str:
+    """A header field as it can be shown in a one-line message (a quoted field may hold line
+    breaks or control characters: those are escaped)."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
 def _roles(frame: pd.DataFrame, columns, header: bool, name: str) -> tuple[str, ...]:
     n = frame.shape[1]
     if columns is not None:
@@ -382,7 +389,7 @@ def _roles(frame: pd.DataFrame, columns, header: bool, name: str) -> tuple[str, 
             return ROLES[:n]
         raise DataError(
             f"{name}: cannot tell which header columns are user, item and rating "
-            f"({', '.join(map(str, frame.columns))}); pass --columns, e.g. user,item,rating,-"
+            f"({', '.join(_one_line(c) for c in frame.columns)}); pass --columns, e.g. user,item,rating,-"
         )
     if n in (3, 4):
         return ROLES[:n]
