@@ -223,7 +223,9 @@ class RatingVectorNet(nn.Module):
         """Predictions and the regulariser: ``l2`` x the sum of squared weights (biases
         excluded), plus the bias terms' own penalty."""
         pred = self(users, items)
-        penalty = l2 * sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
+        penalty = torch.zeros((), dtype=pred.dtype, device=pred.device)
+        if l2:  # summing every weight's square each step is not free: skip it when unweighted
+            penalty = l2 * sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
         if self.baseline is not None:
             penalty = penalty + self.baseline.penalty(users, items)
         return pred, penalty
