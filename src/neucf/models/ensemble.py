@@ -80,9 +80,9 @@ class Ensemble(Recommender):
         with warnings.catch_warnings():  # importing scipy.optimize adds a process-wide filter
             import scipy.optimize
 
-        fallback = [m.predict_index(valid.users, valid.items, unknown="fallback") for m in self.members_]
+        predictions = [m.predict_index(valid.users, valid.items, unknown="fallback") for m in self.members_]
         weights, _ = scipy.optimize.nnls(
-            np.stack(fallback, axis=1).astype(np.float64), valid.ratings.astype(np.float64)
+            np.stack(predictions, axis=1).astype(np.float64), valid.ratings.astype(np.float64)
         )
         if weights.sum() == 0:  # no member explains validation better than zero: average them
             weights = np.full(len(self.members_), 1.0 / len(self.members_))
