@@ -1,7 +1,7 @@
 """The ``neucf`` command line: a thin layer over the library.
 
 One module per command group: ``data`` (describe, split), ``runs`` (train, evaluate, predict,
-recommend, models), ``experiments`` (diagnose, compare, tune, report); ``options`` holds the
+recommend, models), ``experiments`` (diagnose, compare, tune, report), ``serve``; ``options`` holds the
 option groups they share. Results go to stdout, messages (the library's log) to stderr.
 Exit codes: 0 success, 1 data error, 2 usage error, 130 interrupted; errors are one line on
 stderr.
@@ -23,7 +23,7 @@ import typer
 
 from .. import __version__
 from ..errors import Interrupted, NeucfError, UsageError, on_stop_signals, raise_interrupted
-from . import data, experiments, runs
+from . import data, experiments, runs, serve
 
 
 def _version(value: bool) -> None:
@@ -62,6 +62,7 @@ def build_app() -> typer.Typer:
     data.add_commands(app)
     runs.add_commands(app)
     experiments.add_commands(app)
+    serve.add_commands(app)
     return app
 
 

@@ -285,6 +285,7 @@ class Recommender:
     def _remember_training(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
         """Keep the training ratings and which users and items they cover (the known ones)."""
         self.train_ = (users, items, values)
+        self._by_user = None
         self.known_users = np.bincount(users, minlength=len(self.user_ids)) > 0
         self.known_items = np.bincount(items, minlength=len(self.item_ids)) > 0
 
@@ -379,22 +380,38 @@ class Recommender:
             known = self._known_user(user)
             row = self._merged_row(known, items, ratings)
             if exclude_seen:
-                seen = row[0] if known is None else np.union1d(row[0], self.train_[1][self.train_[0] == known])
+                seen = row[0] if known is None else np.union1d(row[0], self._rated_by(known))
                 candidates = np.setdiff1d(candidates, seen)
             scores = self._folded_scores(row, candidates, user)
         else:
             u = int(lookup_ids(self.user_ids, [user], "user")[0])
             if not self.known_users[u]:
                 raise DataError(f"user {show_id(user)} has no training rating, so there is nothing to personalise")
+            seen = self._rated_by(u)
             if exclude_seen:
-                seen = self.train_[1][self.train_[0] == u]
                 candidates = np.setdiff1d(candidates, seen, assume_unique=True)
-            scores = self.predict_index(np.full(len(candidates), u), candidates)
+            scores = self._score_user(u, candidates, unseen=exclude_seen or not np.isin(candidates, seen).any())
         top = np.argsort(-self._rank(scores, candidates), kind="stable")[:k]
         frame = pd.DataFrame({"item": self.item_ids[candidates[top]], "prediction": scores[top]})
         if self.item_titles is not None:
             frame["title"] = self.item_titles[candidates[top]]
         return frame
+
+    def _rated_by(self, u: int) -> np.ndarray:
+        """The items user ``u`` rated in training (indices, ascending), from a by-user index of
+        the training ratings built on first use, so that a server's lookups cost no scan."""
+        if getattr(self, "_by_user", None) is None:
+            order = np.lexsort((self.train_[1], self.train_[0]))
+            starts = np.searchsorted(self.train_[0][order], np.arange(len(self.user_ids) + 1))
+            self._by_user = (starts, self.train_[1][order].astype(np.int64))
+        starts, items = self._by_user
+        return items[starts[u] : starts[u + 1]]
+
+    def _score_user(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
+        """Predictions of known user ``u`` for known ``items`` (clipped to the scale);
+        ``unseen`` promises that ``u`` rated none of them in training (models may use a
+        faster path then)."""
+        return self.predict_index(np.full(len(items), u), items)
 
     def _rank(self, predictions: np.ndarray, items: np.ndarray) -> np.ndarray:
         """What top-k lists are sorted by (highest first): the predicted ratings, unless a
@@ -482,6 +499,26 @@ class Recommender:
             order = np.argsort(items[mine], kind="stable")
             rows[key] = (items[mine][order].astype(np.int64), ratings[mine][order].astype(np.float32))
         return rows
+
+    def predict_new_user(self, history, items) -> np.ndarray:
+        """Predicted ratings of raw ``items`` for a user the model never saw, known only by
+        ``history`` (a dict raw item -> rating), folded in; unknown items in ``history`` are
+        ignored, unknown ones in ``items`` are an error.
+
+        Example:
+            >>> from neucf.models import Biases
+            >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+            >>> Biases().fit(r).predict_new_user({1: 5.0}, [2]).shape
+            (1,)
+        """
+        self._check_fitted()
+        rows = self._history_rows(_history_frame(history, None))
+        row = next(iter(rows.values()), (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+        index = lookup_ids(self.item_ids, items, "item")
+        unknown = ~self.known_items[index]
+        if unknown.any():
+            raise DataError(f"item {show_id(self.item_ids[index[np.argmax(unknown)]])} has no training rating")
+        return self._folded_scores(row, index, None)
 
     def _predict_with_history(self, users, items, history) -> np.ndarray:
         rows = self._history_rows(_history_frame(history, None))

@@ -190,9 +190,11 @@ class SparseRowProjection(nn.Module):
     def _without_targets(self, out, values, rows, targets, masks, masked) -> torch.Tensor:
         """Whole-row products less each masked target's term (a rank-one correction), renormalised."""
         for target, cols in zip(targets, masks):
+            if not self.training and not bool((target >= 0).any()):
+                continue  # predicting pairs outside the matrix (a top-k list): nothing to take out
             own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
             out = out - own.to(out.dtype)[:, None] * self.weight[cols]
-        return self._renormalize(out, rows, masked) if targets else out
+        return self._renormalize(out, rows, masked) if targets and bool(masked.any()) else out
 
     def _sampled_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Unbiased estimates of ``x_r @ W`` from at most ``sample`` entries per distinct row."""

@@ -306,6 +306,22 @@ class RatingVectorModel(TorchRecommender):
         base = None if baseline is None else baseline.mean + bias + baseline.item_bias[index]
         return self.net.head(p.expand(len(q), -1), q, base).float().numpy()
 
+    @torch.no_grad()
+    def _score_user(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
+        if not unseen:
+            return super()._score_user(u, items)
+        # no item is in the user's row, so no target to mask: one user row against the items'
+        # cached columns gives the same numbers as the pairwise forward, without its lookups
+        self.net.eval()
+        index = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        user = torch.tensor([u])
+        p = self.net.activation(self.net.user_projection(user))
+        q = self.net.represent_items(index)
+        baseline = self.net.baseline
+        base = None if baseline is None else baseline(user.expand(len(index)), index)
+        scores = self.net.head(p.expand(len(q), -1), q, base).float().numpy()
+        return np.clip(scores, *self.scale)
+
     def _build(self, train):
         k = self.config.factors
         self.input_biases_ = BiasFit.of(train)

@@ -1,0 +1,311 @@
+"""The FastAPI app over a :class:`~neucf.serving.RecommendationService`.
+
+Endpoints (JSON, ids as text): ``GET /health``, ``GET /model``, ``GET /users/{user}/recommendations``,
+``POST /predictions``, ``POST /recommendations``, ``GET /items``; the web page at ``/`` (its files
+under ``/static``) and the API docs at ``/docs`` and ``/openapi.json`` with their assets served by
+the app itself (fastapi-offline), so nothing is fetched from a CDN.
+
+Errors: an unknown user or item is 404; a malformed body, a wrong type, ``k`` outside 1..1000,
+a rating outside the scale or a history over 10,000 ratings is 422 with FastAPI's structured
+``detail``; a body over ``max_body`` bytes is 413; with ``api_key`` set, an API call without
+``Authorization: Bearer <key>`` is 401 (``/health``, the page, its files and the docs stay open).
+
+Example:
+    >>> from fastapi.testclient import TestClient                   # doctest: +SKIP
+    >>> client = TestClient(create_app(RecommendationService.from_run("runs/neumf")))  # doctest: +SKIP
+    >>> client.get("/health").json()                                  # doctest: +SKIP
+    {'status': 'ok', 'model': 'neumf'}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .. import __version__
+from ..errors import NeucfError
+from .service import MAX_HISTORY, InvalidRequest, RecommendationService, UnknownId
+
+STATIC = Path(__file__).parent / "static"
+#: default cap on a request body: room for a history of 10,000 ratings
+MAX_BODY = 1_000_000
+#: the most items one prediction request may ask about
+MAX_ITEMS = 10_000
+
+
+# ---- request and response bodies --------------------------------------------------------------
+class Rating(BaseModel):
+    """One rating of a new user's history."""
+
+    model_config = ConfigDict(extra="forbid")
+    item: str = Field(min_length=1, max_length=256, description="Raw item id, as text.")
+    rating: float = Field(strict=True, allow_inf_nan=False, description="Inside the model's rating scale (see /model).")
+
+
+class PredictionRequest(BaseModel):
+    """Items to predict for a known ``user`` or for a new user given by ``ratings`` (one of the two)."""
+
+    # exactly one of user and ratings, said in the schema too; neither may be null
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["user"]}, {"required": ["ratings"]}]}
+    )
+    user: str = Field(None, min_length=1, max_length=256, description="A user the model knows.")
+    ratings: list[Rating] = Field(None, max_length=MAX_HISTORY, description="A new user's ratings.")
+    items: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="Raw item ids to predict.")
+
+    @model_validator(mode="after")
+    def _one_user(self):
+        if (self.user is None) == (self.ratings is None):
+            raise ValueError("give either user (a known user) or ratings (a new user's history), not both")
+        return self
+
+
+class RecommendationRequest(BaseModel):
+    """A new user's ratings and how many items to recommend."""
+
+    model_config = ConfigDict(extra="forbid")
+    ratings: list[Rating] = Field(max_length=MAX_HISTORY, description="The user's ratings (may be empty).")
+    k: int = Field(10, ge=1, le=1000, description="How many items.")
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _number(cls, value):
+        # JSON Schema's integer includes 3.0; text and true are not numbers
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("k must be a whole number")
+        return value
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+
+
+class ModelInfo(BaseModel):
+    model: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="The run's test metrics (empty when it has none).")
+    users: int
+    items: int
+    scale: list[float]
+    titles: bool
+
+
+class Prediction(BaseModel):
+    item: str
+    prediction: float
+
+
+class Predictions(BaseModel):
+    predictions: list[Prediction]
+
+
+class Recommended(BaseModel):
+    item: str
+    prediction: float
+    title: str | None = None
+
+
+class Recommendations(BaseModel):
+    user: str | None = Field(None, description="The user asked about (absent for a new user).")
+    items: list[Recommended] = Field(description="Best first.")
+
+
+class Item(BaseModel):
+    item: str
+    title: str | None = None
+
+
+class Items(BaseModel):
+    items: list[Item]
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+_NOT_FOUND = {404: {"model": ErrorDetail, "description": "Unknown user or item."}}
+
+
+# ---- the parts around the endpoints -----------------------------------------------------------
+class BodyLimit:
+    """ASGI middleware answering 413 to a request body over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(send)
+        received, refused = 0, False
+
+        async def limited_receive():
+            # past the cap, answer 413 at once and tell the app the client left: whatever the
+            # app does with a broken body (FastAPI makes it a 400) is never sent
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, send):
+        body = json.dumps({"detail": f"request body over {self.max_bytes:,} bytes"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _bearer_check(api_key: str):
+    expected = api_key.encode()
+    scheme = HTTPBearer(auto_error=False, description="The key given to neucf serve with --api-key-env.")
+
+    # a default, not Annotated[...]: the annotations are strings here and ``scheme`` is local
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)):
+        given = credentials.credentials.encode() if credentials is not None else b""
+        # constant time: the answer's timing says nothing about how much of the key matched
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    return check
+
+
+def _invalid(where: tuple, message: str) -> RequestValidationError:
+    """A 422 in FastAPI's own structured form, so every 422 reads alike."""
+    return RequestValidationError([{"loc": where, "msg": message, "type": "value_error"}])
+
+
+def create_app(service: RecommendationService, api_key: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
+    """The app answering from ``service``; ``api_key`` guards the API endpoints (see the module)."""
+    app = FastAPIOffline(
+        title="neucf",
+        version=__version__,
+        description=f"Rating predictions and recommendations from a trained {service.model.name} model.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body)
+    schema_of = app.openapi
+
+    def openapi() -> dict:
+        # the rating scale is the model's: the schema says so, for clients and schema fuzzers
+        schema = schema_of()
+        rating = schema["components"]["schemas"]["Rating"]["properties"]["rating"]
+        rating["minimum"], rating["maximum"] = (float(x) for x in service.model.scale)
+        return schema
+
+    app.openapi = openapi
+
+    @app.exception_handler(UnknownId)
+    async def _unknown(request: Request, exc: UnknownId):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(NeucfError)
+    async def _cannot(request: Request, exc: NeucfError):
+        # the request asked for something this model cannot answer (e.g. fold-in it lacks)
+        return await request_validation_exception_handler(request, _invalid(("body",), str(exc)))
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health():
+        """Whether the server is up, and its model's name (never needs the API key)."""
+        return {"status": "ok", "model": service.model.name}
+
+    guarded = [Depends(_bearer_check(api_key))] if api_key else []
+    errors = {401: {"model": ErrorDetail, "description": "Missing or wrong API key."}} if api_key else {}
+    api = APIRouter(dependencies=guarded, responses=errors)
+
+    @api.get("/model", response_model=ModelInfo, tags=["service"])
+    def model_info():
+        """The model: name, configuration, test metrics, numbers of users and items, rating scale."""
+        return service.describe()
+
+    @api.get("/users/{user}/recommendations", response_model=Recommendations, response_model_exclude_none=True,
+             responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
+    def user_recommendations(
+        user: Annotated[str, PathParam(description="A user the model knows.")],
+        k: Annotated[int, Query(ge=1, le=1000, description="How many items.")] = 10,
+        exclude_seen: Annotated[bool, Query(description="Leave out items the user rated in training.")] = True,
+    ):
+        """A known user's top k, best first."""
+        items = service.recommend_user(user, k=k, exclude_seen=exclude_seen)
+        return {"user": user, "items": [vars(x) for x in items]}
+
+    @api.post("/recommendations", response_model=Recommendations, response_model_exclude_none=True,
+              responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
+    def new_user_recommendations(body: RecommendationRequest):
+        """The top k for a new user given by their ratings (fold-in), leaving out what they rated."""
+        ratings = [(r.item, r.rating) for r in body.ratings]
+        try:
+            items = service.recommend_new(ratings, k=body.k)
+        except InvalidRequest as exc:
+            raise _invalid(("body", "ratings"), str(exc)) from None
+        return {"user": None, "items": [vars(x) for x in items]}
+
+    @api.post("/predictions", response_model=Predictions, responses=_NOT_FOUND, tags=["predictions"])
+    def predictions(body: PredictionRequest):
+        """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's ``ratings``."""
+        ratings = None if body.ratings is None else [(r.item, r.rating) for r in body.ratings]
+        try:
+            values = service.predict(body.items, user=body.user, ratings=ratings)
+        except InvalidRequest as exc:
+            raise _invalid(("body", "ratings"), str(exc)) from None
+        return {"predictions": [{"item": i, "prediction": p} for i, p in zip(body.items, values)]}
+
+    @api.get("/items", response_model=Items, response_model_exclude_none=True, tags=["items"])
+    def items(
+        q: Annotated[str, Query(max_length=256, description="Text the title contains (any case).")] = "",
+        limit: Annotated[int, Query(ge=1, le=1000, description="How many items.")] = 20,
+    ):
+        """Items whose title contains ``q`` (their id, when the data has no titles), most rated first."""
+        return {"items": service.search(q, limit)}
+
+    app.include_router(api)
+    return app
+
+
+#: the environment variable through which ``neucf serve --workers N`` hands its settings to workers
+SETTINGS_ENV = "NEUCF_SERVE_SETTINGS"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of the settings ``neucf serve`` put in ``NEUCF_SERVE_SETTINGS`` (uvicorn's factory
+    for several worker processes, each of which loads the model itself)."""
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    service = RecommendationService.from_run(settings["run_dir"], settings.get("items"))
+    key_env = settings.get("api_key_env")
+    return create_app(service, api_key=os.environ[key_env] if key_env else None, max_body=settings["max_body"])

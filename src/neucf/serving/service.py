@@ -1,0 +1,226 @@
+"""What a recommendation server answers, with no web framework involved.
+
+:class:`RecommendationService` holds a trained model and answers with ids as text (as JSON
+carries them): a known user's top k, predictions for a known user or for a new one given by
+their ratings (fold-in), a new user's top k, and a title search. Every id is checked first:
+an id the model does not know is an :class:`UnknownId` (a server's 404), a request that cannot
+be answered as asked is an :class:`InvalidRequest` (a server's 422).
+
+Model calls are serialised by a lock: the networks cache their input products between calls,
+and torch already uses every core inside one call.
+
+Example:
+    >>> from neucf.datasets import Ratings
+    >>> from neucf.models import Biases
+    >>> r = Ratings.from_arrays([1, 1, 2], [10, 20, 10], [5.0, 3.0, 4.0], item_titles={10: "Ten", 20: "Twenty"})
+    >>> service = RecommendationService(Biases().fit(r))
+    >>> service.recommend_user("2", k=1)  # doctest: +ELLIPSIS
+    [ItemScore(item='20', prediction=3.1..., title='Twenty')]
+    >>> service.search("tw")
+    [{'item': '20', 'title': 'Twenty'}]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, UsageError
+from ..models import Recommender
+from ..models.base import _key
+from ..runs import read_json, read_run
+
+log = logging.getLogger(__name__)
+
+#: the most ratings one history may hold (a request body of 1 MB has room for them)
+MAX_HISTORY = 10_000
+
+
+class UnknownId(DataError):
+    """A user or item id the model does not know (a server answers 404)."""
+
+    def __init__(self, kind: str, raw: str):
+        super().__init__(f"unknown {kind} {raw!r}: the model has no training rating of it")
+        self.kind, self.raw = kind, raw
+
+
+class InvalidRequest(DataError):
+    """A request that cannot be answered as asked, e.g. a rating outside the scale (422)."""
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """One item of an answer: its id, the predicted rating and its title (None when unknown)."""
+
+    item: str
+    prediction: float
+    title: str | None = None
+
+
+def read_titles(path: str | Path) -> dict[str, str]:
+    """Titles from a CSV file with the header ``item,title[,...]`` (other columns ignored).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "items.csv")
+        >>> _ = open(path, "w").write("item,title\\n50,Star Wars (1977)\\n")
+        >>> read_titles(path)
+        {'50': 'Star Wars (1977)'}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such items file (a CSV with the header item,title)")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable CSV ({first})") from None
+    missing = {"item", "title"} - set(table.columns)
+    if missing:
+        raise DataError(f"{path}: needs the header item,title (missing {', '.join(sorted(missing))})")
+    return dict(zip(table["item"].str.strip(), table["title"]))
+
+
+class RecommendationService:
+    """A fitted model answering with text ids; ``titles`` (text item id -> title) replaces the
+    titles the model brought from its data; ``metrics`` are shown by :meth:`describe`.
+
+    Ids are matched as text, as :func:`~neucf.datasets.lookup_ids` does: ``"42"`` is the
+    integer id 42. Only users and items with training ratings are known.
+    """
+
+    def __init__(self, model: Recommender, metrics: Mapping | None = None, titles: Mapping[str, str] | None = None):
+        if not hasattr(model, "train_"):
+            raise UsageError("the service needs a fitted model")
+        self.model = model
+        self.metrics = dict(metrics or {})
+        self._users = {_key(x): i for i, x in enumerate(model.user_ids) if model.known_users[i]}
+        keys = [_key(x) for x in model.item_ids]
+        self._items = {k: i for i, k in enumerate(keys) if model.known_items[i]}
+        self._item_keys = np.array(keys, dtype=object)
+        if titles is not None:
+            self.titles = np.array([titles.get(k) for k in keys], dtype=object)
+        elif model.item_titles is not None:
+            self.titles = model.item_titles
+        else:
+            self.titles = None
+        known = np.flatnonzero(model.known_items)
+        counts = np.bincount(model.train_[1], minlength=len(keys))
+        # search answers the most rated items first
+        self._search_order = known[np.argsort(-counts[known], kind="stable")]
+        searchable = self.titles if self.titles is not None else self._item_keys
+        self._searchable = pd.Series(searchable[self._search_order]).fillna("").astype(str).str.lower()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, items_file: str | Path | None = None) -> RecommendationService:
+        """The service of a run folder (``neucf train --out``), with titles from ``items_file``
+        when given (a missing folder is a :class:`UsageError`, a damaged one a :class:`DataError`)."""
+        titles = read_titles(items_file) if items_file is not None else None
+        model = read_run(run_dir)
+        path = Path(run_dir) / "metrics.json"
+        metrics = read_json(path) if path.is_file() else {}
+        return cls(model, metrics=metrics, titles=titles)
+
+    # ---- answers ----------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """The model's name, parameters, test metrics, numbers of users and items, rating scale."""
+        test = self.metrics.get("test") if isinstance(self.metrics.get("test"), dict) else {}
+        return {
+            "model": self.model.name,
+            "config": {"seed": self.model.seed, **self.model.get_params()},
+            "metrics": {k: v for k, v in test.items() if isinstance(v, (int, float, dict)) and _finite(v)},
+            "users": len(self._users),
+            "items": len(self._items),
+            "scale": [float(x) for x in self.model.scale],
+            "titles": self.titles is not None,
+        }
+
+    def recommend_user(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[ItemScore]:
+        """A known user's top ``k``, best first (items they rated in training excluded unless
+        ``exclude_seen`` is False)."""
+        u = self._user(user)
+        with self._lock:
+            top = self.model.recommend(self.model.user_ids[u], k=k, exclude_seen=exclude_seen)
+        return self._scored(top)
+
+    def recommend_new(self, ratings: Sequence[tuple[str, float]], k: int = 10) -> list[ItemScore]:
+        """The top ``k`` of a user known only by ``ratings`` ((item, rating) pairs), folded in;
+        the items they rated are excluded."""
+        history = self._history(ratings)
+        with self._lock:
+            top = self.model.recommend(None, k=k, history=history)
+        return self._scored(top)
+
+    def predict(
+        self, items: Sequence[str], user: str | None = None, ratings: Sequence[tuple[str, float]] | None = None
+    ) -> list[float]:
+        """Predicted ratings of ``items`` in their order, for a known ``user`` or for a new
+        user given by ``ratings`` (exactly one of the two)."""
+        if (user is None) == (ratings is None):
+            raise InvalidRequest("give either a known user or the ratings of a new one, not both")
+        u = None if user is None else self._user(user)
+        index = np.array([self._item(x) for x in items], dtype=np.int64)
+        if u is not None:
+            with self._lock:
+                out = self.model.predict_index(np.full(len(index), u), index)
+        else:
+            history = self._history(ratings)
+            with self._lock:
+                out = self.model.predict_new_user(history, self.model.item_ids[index])
+        return [float(x) for x in out]
+
+    def search(self, query: str = "", limit: int = 20) -> list[dict]:
+        """Items whose title (or id, when there are no titles) contains ``query``, ignoring case;
+        the most rated first."""
+        matches = self._searchable.str.contains(query.lower(), regex=False) if query else self._searchable.astype(bool)
+        index = self._search_order[np.flatnonzero(matches.to_numpy())[: max(int(limit), 0)]]
+        return [{"item": self._item_keys[i], "title": self._title(i)} for i in index]
+
+    # ---- checks and conversions -----------------------------------------------------------
+    def _user(self, user: str) -> int:
+        if user not in self._users:
+            raise UnknownId("user", user)
+        return self._users[user]
+
+    def _item(self, item: str) -> int:
+        if item not in self._items:
+            raise UnknownId("item", item)
+        return self._items[item]
+
+    def _history(self, ratings: Sequence[tuple[str, float]]) -> dict:
+        """A history as the model takes it (raw item id -> rating), checked; of an item rated
+        more than once, the last rating counts (as a newer rating replaces an older one)."""
+        if len(ratings) > MAX_HISTORY:
+            raise InvalidRequest(f"a history holds at most {MAX_HISTORY:,} ratings, got {len(ratings):,}")
+        low, high = self.model.scale
+        history = {}
+        for item, rating in ratings:
+            raw = self.model.item_ids[self._item(item)]
+            if not (math.isfinite(rating) and low <= rating <= high):
+                raise InvalidRequest(f"item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
+            history[raw] = float(rating)  # an item rated twice: the later rating counts
+        return history
+
+    def _title(self, index: int) -> str | None:
+        if self.titles is None:
+            return None
+        title = self.titles[index]
+        return title if isinstance(title, str) else None
+
+    def _scored(self, top: pd.DataFrame) -> list[ItemScore]:
+        index = [self._items[_key(x)] for x in top["item"]]
+        return [
+            ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(index, top["prediction"].to_numpy())
+        ]
+
+
+def _finite(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)

@@ -1,0 +1,130 @@
+// The page of `neucf serve`: search items, rate them, and see a new user's recommendations
+// (fold-in), or a known user's. Plain JavaScript, no build step, nothing from a CDN.
+"use strict";
+
+const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], key: sessionStorage.getItem("neucf-key") };
+const $ = (id) => document.getElementById(id);
+
+async function api(path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.key) headers.Authorization = `Bearer ${state.key}`;
+  const response = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+  if (response.status === 401) {
+    $("key-form").hidden = false;
+    throw new Error("this server needs an API key");
+  }
+  const data = await response.json();
+  if (!response.ok) throw new Error(typeof data.detail === "string" ? data.detail : data.detail.map((d) => d.msg).join("; "));
+  return data;
+}
+
+function label(item, title) {
+  return title ? title : `item ${item}`;
+}
+
+function stars(item, title) {
+  // one button per whole step of the scale (a scale of more than 10 steps gets a number box)
+  const [low, high] = state.scale;
+  const box = document.createElement("span");
+  box.className = "stars";
+  const steps = [];
+  for (let v = Math.ceil(low); v <= Math.floor(high); v += 1) steps.push(v);
+  if (steps.length === 0 || steps.length > 10) {
+    const input = Object.assign(document.createElement("input"), { type: "number", min: low, max: high, step: "any", size: 4 });
+    input.addEventListener("change", () => rate(item, title, Number(input.value)));
+    box.append(input);
+    return box;
+  }
+  const current = state.ratings.get(item)?.rating;
+  for (const v of steps) {
+    const button = Object.assign(document.createElement("button"), { type: "button", textContent: "★", title: `${v}` });
+    button.dataset.value = v;
+    if (current !== undefined && v <= current) button.classList.add("on");
+    button.addEventListener("click", () => rate(item, title, v));
+    box.append(button);
+  }
+  return box;
+}
+
+function row(text, extra) {
+  const li = document.createElement("li");
+  const name = document.createElement("span");
+  name.textContent = text;
+  li.append(name, extra);
+  return li;
+}
+
+function fill(list, rows, emptyText) {
+  list.replaceChildren(...(rows.length ? rows : [Object.assign(document.createElement("li"), { className: "empty", textContent: emptyText })]));
+}
+
+async function search() {
+  const q = $("search").value.trim();
+  try {
+    const data = await api(`items?q=${encodeURIComponent(q)}&limit=15`);
+    fill($("results"), data.items.map((it) => row(label(it.item, it.title), stars(it.item, it.title))), "no match");
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
+function showRated() {
+  const rows = [...state.ratings.entries()].map(([item, r]) => row(label(item, r.title), stars(item, r.title)));
+  fill($("rated"), rows, "nothing rated yet");
+}
+
+function showRecommendations(title, items) {
+  $("recommendations-title").textContent = title;
+  const score = (p) => Object.assign(document.createElement("span"), { className: "score", textContent: p.toFixed(2) });
+  fill($("recommendations"), items.map((it) => row(label(it.item, it.title), score(it.prediction))), "nothing to recommend");
+}
+
+async function rate(item, title, value) {
+  state.ratings.set(item, { rating: value, title });
+  showRated();
+  search();
+  const ratings = [...state.ratings.entries()].map(([i, r]) => ({ item: i, rating: r.rating }));
+  try {
+    const data = await api("recommendations", { ratings, k: 10 });
+    $("message").textContent = "";
+    showRecommendations(`Recommended for you (from ${ratings.length} rating${ratings.length > 1 ? "s" : ""})`, data.items);
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
+async function knownUser(event) {
+  event.preventDefault();
+  const user = $("user-id").value.trim();
+  if (!user) return;
+  try {
+    const data = await api(`users/${encodeURIComponent(user)}/recommendations?k=10`);
+    $("message").textContent = "";
+    showRecommendations(`Recommended for user ${user}`, data.items);
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
+async function start() {
+  try {
+    const model = await api("model");
+    state.scale = model.scale;
+    $("model-line").textContent = `${model.model}: ${model.users.toLocaleString()} users, ${model.items.toLocaleString()} items, ratings ${model.scale[0]}–${model.scale[1]}`;
+    $("key-form").hidden = true;
+    search();
+  } catch (error) {
+    $("model-line").textContent = error.message;
+  }
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.key = $("api-key").value;
+  sessionStorage.setItem("neucf-key", state.key);
+  start();
+});
+let timer;
+$("search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
+$("user-form").addEventListener("submit", knownUser);
+start();
