@@ -4,10 +4,12 @@ command itself in a subprocess."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -342,3 +344,71 @@ def test_serve_answers_over_http_and_stops_on_sigint(run_dir, workers):
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert "serving neumf" in err
+
+
+# ---- the page, in a real browser --------------------------------------------------------------
+def chromium_path() -> str:
+    path = os.environ.get("NEUCF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("no Chromium: install Debian's chromium package (.ci/run does) or set NEUCF_CHROMIUM")
+    return path
+
+
+@pytest.fixture
+def live_server(service):
+    """The app with an API key, served by uvicorn on a free loopback port in a thread."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(service, api_key="page-key"), port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_page_in_chromium_rates_three_items_and_shows_recommendations(live_server, service):
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    outside = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page()
+
+        def only_loopback(route):  # the page and the docs must need nothing from outside
+            if route.request.url.startswith(live_server):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_loopback)
+        page.set_default_timeout(20_000)
+        page.goto(live_server + "/")
+        page.fill("#api-key", "page-key")  # the page asks for the key once
+        page.click("#key-form button")
+        page.wait_for_selector("#results li .stars button")
+        for n in range(3):
+            row = page.locator("#results li").nth(n)
+            row.locator(".stars button").nth(4 - n).click()
+            page.wait_for_function(f"document.querySelectorAll('#rated li:not(.empty)').length === {n + 1}")
+        page.wait_for_function("document.getElementById('recommendations-title').textContent.includes('3 ratings')")
+        recommended = page.locator("#recommendations li").all_inner_texts()
+        assert len(recommended) == 10 and all("Movie" in text for text in recommended)
+        rated = page.locator("#rated li").all_inner_texts()
+        assert not {t.split("\n")[0] for t in rated} & {t.split("\n")[0] for t in recommended}
+
+        page.fill("#user-id", known_user(service))
+        page.click("#user-button")
+        page.wait_for_function("document.getElementById('recommendations-title').textContent.includes('user')")
+        assert page.locator("#recommendations li").count() == 10
+
+        page.goto(live_server + "/docs")  # Swagger UI, from the app's own files, renders the API
+        page.wait_for_selector(".opblock", timeout=30_000)
+        assert page.locator(".opblock").count() >= 6
+        browser.close()
+    assert not outside, f"fetched from outside: {outside}"
