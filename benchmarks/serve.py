@@ -45,10 +45,15 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the worker processes), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mb(int(child))
+    return total
 
 
 def requests_mix(model, n: int, seed: int) -> list[tuple[str, str, str, bytes | None]]:
@@ -139,6 +144,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="the server's torch threads (neucf --threads)")
+    parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.json")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -146,7 +152,8 @@ def main() -> None:
     model = read_run(args.run)
     port = free_port()
     threads = [] if args.threads is None else ["--threads", str(args.threads)]
-    command = [sys.executable, "-m", "neucf", *threads, "serve", str(args.run), "--port", str(port), "--no-access-log"]
+    command = [sys.executable, "-m", "neucf", *threads, "serve", str(args.run), "--port", str(port), "--no-access-log",
+               "--workers", str(args.workers)]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_healthy(port, server)

@@ -272,3 +272,34 @@ def test_every_registered_model_says_whether_it_folds_in():
     assert {name: model_class(name).can_fold_in for name in model_names()} == {
         "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True, "neumf": True,
         "ensemble": True}  # fmt: skip
+
+
+# ---- top-k lists as a server computes them ------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=40), st.integers(1, 45))
+def test_top_k_is_the_head_of_a_stable_sort(values, k):
+    from neucf.models.base import top_k
+
+    scores = np.array(values, dtype=np.float64)
+    assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+@pytest.mark.parametrize(
+    "name, extra", [("neumf", {}), ("gmf", {}), ("mlp", {"layers": 0}), ("neumf", {"dropout": 0.2})]
+)
+def test_a_known_users_list_matches_pairwise_predictions(parts, name, extra):
+    """The one-row-against-cached-items path of a top-k list gives the pairwise forward's numbers."""
+    model = model_class(name)(**FAST, **extra).fit(parts[0], parts[1])
+    for user in model.user_ids[:10]:
+        top = model.recommend(user, k=len(model.item_ids))
+        pairwise = model.predict(np.full(len(top), user), top["item"].to_numpy())
+        assert np.allclose(top["prediction"].to_numpy(), pairwise, atol=1e-5)
+    # the items' cached side follows the weights
+    user = model.user_ids[0]
+    before = model.recommend(user, k=5)
+    with torch.no_grad():
+        model.net.item_projection.weight.mul_(-1.0)
+    after = model.recommend(user, k=5)
+    pairwise = model.predict(np.full(5, user), after["item"].to_numpy())
+    assert np.allclose(after["prediction"].to_numpy(), pairwise, atol=1e-5)
+    assert not np.allclose(before["prediction"].to_numpy(), after["prediction"].to_numpy())

@@ -367,13 +367,15 @@ def _progress(options: FitOptions, total: int):
 def predict_batches(net: nn.Module, users: torch.Tensor, items: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
     """Predictions of ``net`` in eval mode, in batches (no dropout, no gradient), on the net's device."""
     was_training = net.training
-    net.eval()
+    if was_training:
+        net.eval()
     device = next(net.parameters()).device
     users, items = users.to(device), items.to(device)
     out = torch.cat(
         [net(users[s : s + batch_size], items[s : s + batch_size]) for s in range(0, len(users), batch_size)]
     )
-    net.train(was_training)
+    if was_training:
+        net.train()
     return out
 
 

@@ -64,10 +64,15 @@ def serve(
         app = create_app(service, api_key=api_key, max_body=max_body)
     else:
         # each worker process builds its own app from these settings (the key stays in its variable)
+        # and shares the cores: torch threads divided among the workers, not each taking all
+        import torch
+
         settings = {"run_dir": str(run_dir), "items": None if items is None else str(items),
-                    "api_key_env": api_key_env, "max_body": max_body}  # fmt: skip
+                    "api_key_env": api_key_env, "max_body": max_body,
+                    "threads": max(1, torch.get_num_threads() // workers)}  # fmt: skip
         os.environ[SETTINGS_ENV] = json.dumps(settings)
         app, options["factory"], options["workers"] = "neucf.serving.app:app_from_environment", True, workers
+        del service  # loaded here only to check the run: the workers load their own
     try:
         uvicorn.run(app, **options)
     except Interrupted:

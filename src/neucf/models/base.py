@@ -380,8 +380,7 @@ class Recommender:
             known = self._known_user(user)
             row = self._merged_row(known, items, ratings)
             if exclude_seen:
-                seen = row[0] if known is None else np.union1d(row[0], self._rated_by(known))
-                candidates = np.setdiff1d(candidates, seen)
+                candidates = self._unseen(row[0] if known is None else np.union1d(row[0], self._rated_by(known)))
             scores = self._folded_scores(row, candidates, user)
         else:
             u = int(lookup_ids(self.user_ids, [user], "user")[0])
@@ -389,9 +388,9 @@ class Recommender:
                 raise DataError(f"user {show_id(user)} has no training rating, so there is nothing to personalise")
             seen = self._rated_by(u)
             if exclude_seen:
-                candidates = np.setdiff1d(candidates, seen, assume_unique=True)
+                candidates = self._unseen(seen)
             scores = self._score_user(u, candidates, unseen=exclude_seen or not np.isin(candidates, seen).any())
-        top = np.argsort(-self._rank(scores, candidates), kind="stable")[:k]
+        top = top_k(self._rank(scores, candidates), k)
         frame = pd.DataFrame({"item": self.item_ids[candidates[top]], "prediction": scores[top]})
         if self.item_titles is not None:
             frame["title"] = self.item_titles[candidates[top]]
@@ -406,6 +405,12 @@ class Recommender:
             self._by_user = (starts, self.train_[1][order].astype(np.int64))
         starts, items = self._by_user
         return items[starts[u] : starts[u + 1]]
+
+    def _unseen(self, seen: np.ndarray) -> np.ndarray:
+        """The known items not in ``seen`` (indices, ascending)."""
+        keep = self.known_items.copy()
+        keep[seen] = False
+        return np.flatnonzero(keep)
 
     def _score_user(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
         """Predictions of known user ``u`` for known ``items`` (clipped to the scale);
@@ -732,6 +737,22 @@ class Recommender:
         model.history = None if payload["history"] is None else History.from_dict(payload["history"])
         model._restore(payload["state"], device)
         return model
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest scores, highest first, ties to the smaller position (a
+    stable sort of what a partition keeps, not of everything).
+
+    Example:
+        >>> top_k(np.array([1.0, 3.0, 2.0, 3.0]), 3).tolist()
+        [1, 3, 2]
+    """
+    scores = np.asarray(scores)
+    pool = np.arange(len(scores))
+    if k < len(scores):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        pool = np.flatnonzero(scores >= kth)
+    return pool[np.argsort(-scores[pool], kind="stable")][:k]
 
 
 def _key(raw) -> str:

@@ -205,17 +205,58 @@ class RatingVectorNet(nn.Module):
         """The items' first-layer representations (their full columns; eval mode: no dropout)."""
         return self.activation(self.item_projection(items))
 
-    def head(self, p: torch.Tensor, q: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+    def head(
+        self, p: torch.Tensor, q: torch.Tensor, base: torch.Tensor | None = None, first: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predicted ratings from user and item representations (GMF and/or MLP, then the
-        output), added to ``base`` (the batch's ``mean + b_u + b_i``) when the net has a baseline."""
+        output), added to ``base`` (the batch's ``mean + b_u + b_i``) when the net has a baseline.
+        ``first``: the MLP's first dense layer before its activation, when already computed
+        (then ``p`` may be one row for every ``q``)."""
         g = self.gmf_factors
         branches = []
         if g:
             branches.append(p[:, :g] * q[:, :g])
-        if self.mlp_factors:
-            branches.append(self.mlp(torch.cat([p[:, g:], q[:, g:]], dim=1)))
+        if self.mlp_factors and first is not None:
+            h = first
+            for layer in list(self.mlp)[1:]:
+                h = layer(h)
+            branches.append(h)
+        elif self.mlp_factors:
+            branches.append(self.mlp(torch.cat([p[:, g:].expand(len(q), -1), q[:, g:]], dim=1)))
         z = self.output(branches[0] if len(branches) == 1 else torch.cat(branches, dim=1)).squeeze(1)
         return self.scale(z) if base is None else base + z
+
+    @torch.no_grad()
+    def score_row(self, p: torch.Tensor, items: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions for one user representation ``p`` (1, d) against ``items``, from the
+        items' side computed once and kept until the weights change (eval mode): their
+        representations and, with an MLP, their share of its first layer (as a server does;
+        equal to :meth:`head` up to float rounding)."""
+        if self.training:  # dropout would make a cache wrong
+            return self.head(p, self.represent_items(items), base)
+        q_all, first_all = self._item_side()
+        q = q_all[items]
+        first = None
+        if first_all is not None:
+            g, m = self.gmf_factors, self.mlp_factors
+            first = first_all[items] + p[:, g:] @ self.mlp[0].weight[:, :m].T
+        return self.head(p, q, base, first)
+
+    def _item_side(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        params = [self.item_projection.weight, self.item_projection.bias]
+        has_first = bool(self.mlp_factors) and len(self.mlp) > 0
+        if has_first:
+            params += [self.mlp[0].weight, self.mlp[0].bias]
+        key = tuple((t._version, t.data_ptr()) for t in params)
+        if getattr(self, "_item_side_key", None) != key:
+            every = torch.arange(self.item_projection.shape[0], device=params[0].device)
+            q = self.represent_items(every)
+            first = None
+            if has_first:
+                g, m = self.gmf_factors, self.mlp_factors
+                first = q[:, g:] @ self.mlp[0].weight[:, m:].T + self.mlp[0].bias
+            self._item_side_cache, self._item_side_key = (q, first), key
+        return self._item_side_cache
 
     def predict_and_penalty(
         self, users: torch.Tensor, items: torch.Tensor, l2: float
@@ -275,7 +316,8 @@ class RatingVectorModel(TorchRecommender):
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
         """The user's first-layer representation and their bias (one least-squares half-step
         against the item biases, with the fit's shrinkage), both as training rows had them."""
-        self.net.eval()
+        if self.net.training:  # switching every module costs more than a small prediction
+            self.net.eval()
         dtype = next(self.net.parameters()).dtype
         cols = torch.from_numpy(np.asarray(items, dtype=np.int64))
         values = torch.as_tensor(ratings, dtype=dtype)
@@ -298,29 +340,29 @@ class RatingVectorModel(TorchRecommender):
 
     @torch.no_grad()
     def _predict_folded(self, state, items: np.ndarray) -> np.ndarray:
-        self.net.eval()
+        if self.net.training:  # switching every module costs more than a small prediction
+            self.net.eval()
         p, bias = state
         index = torch.from_numpy(np.asarray(items, dtype=np.int64))
-        q = self.net.represent_items(index)
         baseline = self.net.baseline
         base = None if baseline is None else baseline.mean + bias + baseline.item_bias[index]
-        return self.net.head(p.expand(len(q), -1), q, base).float().numpy()
+        return self.net.score_row(p, index, base).float().numpy()
 
     @torch.no_grad()
     def _score_user(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
         if not unseen:
             return super()._score_user(u, items)
         # no item is in the user's row, so no target to mask: one user row against the items'
-        # cached columns gives the same numbers as the pairwise forward, without its lookups
-        self.net.eval()
+        # cached side gives the pairwise forward's numbers (up to float rounding), without its
+        # lookups
+        if self.net.training:  # switching every module costs more than a small prediction
+            self.net.eval()
         index = torch.from_numpy(np.asarray(items, dtype=np.int64))
         user = torch.tensor([u])
         p = self.net.activation(self.net.user_projection(user))
-        q = self.net.represent_items(index)
         baseline = self.net.baseline
         base = None if baseline is None else baseline(user.expand(len(index)), index)
-        scores = self.net.head(p.expand(len(q), -1), q, base).float().numpy()
-        return np.clip(scores, *self.scale)
+        return np.clip(self.net.score_row(p, index, base).float().numpy(), *self.scale)
 
     def _build(self, train):
         k = self.config.factors

@@ -241,7 +241,7 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", response_model=Health, tags=["service"])
-    def health():
+    async def health():
         """Whether the server is up, and its model's name (never needs the API key)."""
         return {"status": "ok", "model": service.model.name}
 
@@ -250,13 +250,13 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
     api = APIRouter(dependencies=guarded, responses=errors)
 
     @api.get("/model", response_model=ModelInfo, tags=["service"])
-    def model_info():
+    async def model_info():
         """The model: name, configuration, test metrics, numbers of users and items, rating scale."""
         return service.describe()
 
     @api.get("/users/{user}/recommendations", response_model=Recommendations, response_model_exclude_none=True,
              responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
-    def user_recommendations(
+    async def user_recommendations(
         user: Annotated[str, PathParam(description="A user the model knows.")],
         k: Annotated[int, Query(ge=1, le=1000, description="How many items.")] = 10,
         exclude_seen: Annotated[bool, Query(description="Leave out items the user rated in training.")] = True,
@@ -267,7 +267,7 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
 
     @api.post("/recommendations", response_model=Recommendations, response_model_exclude_none=True,
               responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
-    def new_user_recommendations(body: RecommendationRequest):
+    async def new_user_recommendations(body: RecommendationRequest):
         """The top k for a new user given by their ratings (fold-in), leaving out what they rated."""
         ratings = [(r.item, r.rating) for r in body.ratings]
         try:
@@ -277,7 +277,7 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
         return {"user": None, "items": [vars(x) for x in items]}
 
     @api.post("/predictions", response_model=Predictions, responses=_NOT_FOUND, tags=["predictions"])
-    def predictions(body: PredictionRequest):
+    async def predictions(body: PredictionRequest):
         """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's ``ratings``."""
         ratings = None if body.ratings is None else [(r.item, r.rating) for r in body.ratings]
         try:
@@ -287,7 +287,7 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
         return {"predictions": [{"item": i, "prediction": p} for i, p in zip(body.items, values)]}
 
     @api.get("/items", response_model=Items, response_model_exclude_none=True, tags=["items"])
-    def items(
+    async def items(
         q: Annotated[str, Query(max_length=256, description="Text the title contains (any case).")] = "",
         limit: Annotated[int, Query(ge=1, le=1000, description="How many items.")] = 20,
     ):
@@ -305,7 +305,10 @@ SETTINGS_ENV = "NEUCF_SERVE_SETTINGS"
 def app_from_environment() -> FastAPI:
     """The app of the settings ``neucf serve`` put in ``NEUCF_SERVE_SETTINGS`` (uvicorn's factory
     for several worker processes, each of which loads the model itself)."""
+    import torch
+
     settings = json.loads(os.environ[SETTINGS_ENV])
+    torch.set_num_threads(settings["threads"])
     service = RecommendationService.from_run(settings["run_dir"], settings.get("items"))
     key_env = settings.get("api_key_env")
     return create_app(service, api_key=os.environ[key_env] if key_env else None, max_body=settings["max_body"])
