@@ -90,11 +90,15 @@ class RecommendationRequest(BaseModel):
 
 
 class Health(BaseModel):
+    """The server is up, serving this model."""
+
     status: str
     model: str
 
 
 class ModelInfo(BaseModel):
+    """What the server's model is and how well it did on its run's test part."""
+
     model: str
     config: dict[str, Any]
     metrics: dict[str, Any] = Field(description="The run's test metrics (empty when it has none).")
@@ -105,35 +109,49 @@ class ModelInfo(BaseModel):
 
 
 class Prediction(BaseModel):
+    """One predicted rating."""
+
     item: str
     prediction: float
 
 
 class Predictions(BaseModel):
+    """Predicted ratings, in the order the items were asked for."""
+
     predictions: list[Prediction]
 
 
 class Recommended(BaseModel):
+    """One recommended item: its predicted rating and, where the data has one, its title."""
+
     item: str
     prediction: float
     title: str | None = None
 
 
 class Recommendations(BaseModel):
+    """A top-k list."""
+
     user: str | None = Field(None, description="The user asked about (absent for a new user).")
     items: list[Recommended] = Field(description="Best first.")
 
 
 class Item(BaseModel):
+    """An item found by title."""
+
     item: str
     title: str | None = None
 
 
 class Items(BaseModel):
+    """Items found by title, most rated first."""
+
     items: list[Item]
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong, in one line."""
+
     detail: str
 
 

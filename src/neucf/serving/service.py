@@ -15,7 +15,7 @@ Example:
     >>> r = Ratings.from_arrays([1, 1, 2], [10, 20, 10], [5.0, 3.0, 4.0], item_titles={10: "Ten", 20: "Twenty"})
     >>> service = RecommendationService(Biases().fit(r))
     >>> service.recommend_user("2", k=1)  # doctest: +ELLIPSIS
-    [ItemScore(item='20', prediction=3.1..., title='Twenty')]
+    [ItemScore(item='20', prediction=3.30..., title='Twenty')]
     >>> service.search("tw")
     [{'item': '20', 'title': 'Twenty'}]
 """
