@@ -18,6 +18,7 @@ known-user top-10 at concurrency 8, no errors, RSS after the run within 10% of a
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -150,6 +151,14 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
 
     model = read_run(args.run)
+    name, n_users, n_items = model.name, int(model.known_users.sum()), int(model.known_items.sum())
+    warmup = requests_mix(model, args.warmup, args.seed + 1000)
+    mixes = [requests_mix(model, args.requests, args.seed + i) for i in range(len(levels))]
+    # the client's own pauses count in every latency: drop the model, and keep the collector
+    # from walking what is left at every full pass
+    del model
+    gc.collect()
+    gc.freeze()
     port = free_port()
     threads = [] if args.threads is None else ["--threads", str(args.threads)]
     command = [sys.executable, "-m", "neucf", *threads, "serve", str(args.run), "--port", str(port), "--no-access-log",
@@ -157,11 +166,11 @@ def main() -> None:
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_healthy(port, server)
-        send_all(port, requests_mix(model, args.warmup, args.seed + 1000), 4)
+        send_all(port, warmup, 4)
         rss_warm = rss_mb(server.pid)
         rows = []
-        for i, level in enumerate(levels):
-            results, wall = send_all(port, requests_mix(model, args.requests, args.seed + i), level)
+        for level, work in zip(levels, mixes):
+            results, wall = send_all(port, work, level)
             rows += summary(results, wall, level)
         rss_after = rss_mb(server.pid)
     finally:
@@ -171,9 +180,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
 
-    print(
-        f"{model.name} from {args.run}: {int(model.known_users.sum()):,} users, {int(model.known_items.sum()):,} items"
-    )
+    print(f"{name} from {args.run}: {n_users:,} users, {n_items:,} items")
     print(
         f"{'conc':>4} {'endpoint':<13} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6}"
     )
@@ -192,7 +199,7 @@ def main() -> None:
     report = {
         "command": " ".join(["python", *sys.argv]),
         "run": str(args.run),
-        "model": model.name,
+        "model": name,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "rows": rows,
         "rss_mb": {"after_warmup": rss_warm, "after_run": rss_after},

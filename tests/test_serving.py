@@ -79,6 +79,9 @@ def test_service_answers_match_the_model(service):
     assert np.allclose(new, model.predict_new_user(raw, model.item_ids[[service._items[i] for i in items[2:]]]))
     recommended = service.recommend_new(history, k=10)
     assert len(recommended) == 10 and not {items[0], items[1]} & {x.item for x in recommended}
+    library = model.recommend(None, k=10, history=raw)
+    assert [x.item for x in recommended] == [str(i) for i in library["item"]]
+    assert np.allclose([x.prediction for x in recommended], library["prediction"])
 
 
 def test_search_is_case_blind_and_most_rated_first(service):

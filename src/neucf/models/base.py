@@ -372,8 +372,8 @@ class Recommender:
         self._check_fitted()
         if k < 1:
             raise UsageError(f"k must be >= 1, got {k}")
-        candidates = np.flatnonzero(self.known_items)
         if history is not None:
+            candidates = np.flatnonzero(self.known_items)
             rows = self._history_rows(_history_frame(history, user))
             key = _key(user) if user is not None else next(iter(rows), None)
             items, ratings = rows.get(key, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
@@ -382,19 +382,36 @@ class Recommender:
             if exclude_seen:
                 candidates = self._unseen(row[0] if known is None else np.union1d(row[0], self._rated_by(known)))
             scores = self._folded_scores(row, candidates, user)
+            top = top_k(self._rank(scores, candidates), k)
+            chosen, scores = candidates[top], scores[top]
         else:
-            u = int(lookup_ids(self.user_ids, [user], "user")[0])
-            if not self.known_users[u]:
-                raise DataError(f"user {show_id(user)} has no training rating, so there is nothing to personalise")
-            seen = self._rated_by(u)
-            if exclude_seen:
-                candidates = self._unseen(seen)
-            scores = self._score_user(u, candidates, unseen=exclude_seen or not np.isin(candidates, seen).any())
-        top = top_k(self._rank(scores, candidates), k)
-        frame = pd.DataFrame({"item": self.item_ids[candidates[top]], "prediction": scores[top]})
+            chosen, scores = self.recommend_index(int(lookup_ids(self.user_ids, [user], "user")[0]), k, exclude_seen)
+        frame = pd.DataFrame({"item": self.item_ids[chosen], "prediction": scores})
         if self.item_titles is not None:
-            frame["title"] = self.item_titles[candidates[top]]
+            frame["title"] = self.item_titles[chosen]
         return frame
+
+    def recommend_index(self, u: int, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`recommend` for the known user of dense index ``u``, as arrays: the top ``k``
+        item indices, best first, and their predictions (what a server needs, without tables).
+
+        Example:
+            >>> from neucf.models import Biases
+            >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+            >>> Biases().fit(r).recommend_index(1, k=1)[0].tolist()
+            [1]
+        """
+        self._check_fitted()
+        if k < 1:
+            raise UsageError(f"k must be >= 1, got {k}")
+        if not 0 <= u < len(self.user_ids) or not self.known_users[u]:
+            shown = show_id(self.user_ids[u]) if 0 <= u < len(self.user_ids) else f"index {u}"
+            raise DataError(f"user {shown} has no training rating, so there is nothing to personalise")
+        seen = self._rated_by(u)
+        candidates = self._unseen(seen) if exclude_seen else np.flatnonzero(self.known_items)
+        scores = self._score_user(u, candidates, unseen=exclude_seen or not np.isin(candidates, seen).any())
+        top = top_k(self._rank(scores, candidates), k)
+        return candidates[top], scores[top]
 
     def _rated_by(self, u: int) -> np.ndarray:
         """The items user ``u`` rated in training (indices, ascending), from a by-user index of
@@ -519,11 +536,45 @@ class Recommender:
         self._check_fitted()
         rows = self._history_rows(_history_frame(history, None))
         row = next(iter(rows.values()), (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-        index = lookup_ids(self.item_ids, items, "item")
-        unknown = ~self.known_items[index]
+        return self.predict_row(*row, lookup_ids(self.item_ids, items, "item"))
+
+    def _checked_row(self, items, ratings) -> tuple[np.ndarray, np.ndarray]:
+        self._check_fitted()
+        items = np.asarray(items, dtype=np.int64)
+        ratings = np.asarray(ratings, dtype=np.float32)
+        if items.shape != ratings.shape or (len(items) and not self.known_items[items].all()):
+            raise DataError("a rating row needs as many ratings as items, each a known item's index")
+        order = np.argsort(items, kind="stable")
+        return items[order], ratings[order]
+
+    def predict_row(self, items, ratings, targets) -> np.ndarray:
+        """Predictions for the known item indices ``targets`` of a new user given as a rating
+        row (known item indices ``items`` and their ``ratings``), folded in: the index-level
+        :meth:`predict_new_user`, for callers that hold indices (a server)."""
+        targets = np.asarray(targets, dtype=np.int64)
+        unknown = ~self.known_items[targets]
         if unknown.any():
-            raise DataError(f"item {show_id(self.item_ids[index[np.argmax(unknown)]])} has no training rating")
-        return self._folded_scores(row, index, None)
+            raise DataError(f"item {show_id(self.item_ids[targets[np.argmax(unknown)]])} has no training rating")
+        return self._folded_scores(self._checked_row(items, ratings), targets, None)
+
+    def recommend_row(self, items, ratings, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` for a new user given as a rating row (known item indices and their
+        ratings), folded in, the rated items excluded: item indices, best first, and their
+        predictions (the index-level :meth:`recommend` with a history).
+
+        Example:
+            >>> from neucf.models import Biases
+            >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
+            >>> Biases().fit(r).recommend_row([0], [5.0], k=1)[0].tolist()
+            [1]
+        """
+        if k < 1:
+            raise UsageError(f"k must be >= 1, got {k}")
+        row = self._checked_row(items, ratings)
+        candidates = self._unseen(row[0])
+        scores = self._folded_scores(row, candidates, None)
+        top = top_k(self._rank(scores, candidates), k)
+        return candidates[top], scores[top]
 
     def _predict_with_history(self, users, items, history) -> np.ndarray:
         rows = self._history_rows(_history_frame(history, None))

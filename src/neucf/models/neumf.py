@@ -227,20 +227,27 @@ class RatingVectorNet(nn.Module):
         return self.scale(z) if base is None else base + z
 
     @torch.no_grad()
-    def score_row(self, p: torch.Tensor, items: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions for one user representation ``p`` (1, d) against ``items``, from the
-        items' side computed once and kept until the weights change (eval mode): their
-        representations and, with an MLP, their share of its first layer (as a server does;
-        equal to :meth:`head` up to float rounding)."""
+    def score_row(self, p: torch.Tensor, items: torch.Tensor, user_bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """Predictions for one user, given by their representation ``p`` (1, d) and bias (used
+        with a baseline), against ``items``, from the items' side computed once and kept until
+        the weights change (eval mode): their representations and, with an MLP, their share of
+        its first layer, as a server does (equal to :meth:`head` up to float rounding). Asked
+        for most items, it scores them all and picks: cheaper than gathering their rows."""
+        baseline = self.baseline
         if self.training:  # dropout would make a cache wrong
+            base = None if baseline is None else baseline.mean + user_bias + baseline.item_bias[items]
             return self.head(p, self.represent_items(items), base)
-        q_all, first_all = self._item_side()
-        q = q_all[items]
-        first = None
-        if first_all is not None:
+        q, first = self._item_side()
+        picked = 2 * len(items) < len(q)
+        if picked:
+            q, first = q[items], None if first is None else first[items]
+        if first is not None:
             g, m = self.gmf_factors, self.mlp_factors
-            first = first_all[items] + p[:, g:] @ self.mlp[0].weight[:, :m].T
-        return self.head(p, q, base, first)
+            first = first + p[:, g:] @ self.mlp[0].weight[:, :m].T
+        item_bias = None if baseline is None else baseline.item_bias if not picked else baseline.item_bias[items]
+        base = None if baseline is None else baseline.mean + user_bias + item_bias
+        scores = self.head(p, q, base, first)
+        return scores if picked else scores[items]
 
     def _item_side(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         params = [self.item_projection.weight, self.item_projection.bias]
@@ -344,9 +351,7 @@ class RatingVectorModel(TorchRecommender):
             self.net.eval()
         p, bias = state
         index = torch.from_numpy(np.asarray(items, dtype=np.int64))
-        baseline = self.net.baseline
-        base = None if baseline is None else baseline.mean + bias + baseline.item_bias[index]
-        return self.net.score_row(p, index, base).float().numpy()
+        return self.net.score_row(p, index, 0.0 if bias is None else bias).float().numpy()
 
     @torch.no_grad()
     def _score_user(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
@@ -358,11 +363,9 @@ class RatingVectorModel(TorchRecommender):
         if self.net.training:  # switching every module costs more than a small prediction
             self.net.eval()
         index = torch.from_numpy(np.asarray(items, dtype=np.int64))
-        user = torch.tensor([u])
-        p = self.net.activation(self.net.user_projection(user))
-        baseline = self.net.baseline
-        base = None if baseline is None else baseline(user.expand(len(index)), index)
-        return np.clip(self.net.score_row(p, index, base).float().numpy(), *self.scale)
+        p = self.net.activation(self.net.user_projection(torch.tensor([u])))
+        bias = 0.0 if self.net.baseline is None else self.net.baseline.user_bias[u]
+        return np.clip(self.net.score_row(p, index, bias).float().numpy(), *self.scale)
 
     def _build(self, train):
         k = self.config.factors

@@ -148,16 +148,16 @@ class RecommendationService:
         ``exclude_seen`` is False)."""
         u = self._user(user)
         with self._lock:
-            top = self.model.recommend(self.model.user_ids[u], k=k, exclude_seen=exclude_seen)
-        return self._scored(top)
+            items, predictions = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
+        return [ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(items, predictions)]
 
     def recommend_new(self, ratings: Sequence[tuple[str, float]], k: int = 10) -> list[ItemScore]:
         """The top ``k`` of a user known only by ``ratings`` ((item, rating) pairs), folded in;
         the items they rated are excluded."""
-        history = self._history(ratings)
+        items, values = self._history(ratings)
         with self._lock:
-            top = self.model.recommend(None, k=k, history=history)
-        return self._scored(top)
+            chosen, predictions = self.model.recommend_row(items, values, k=k)
+        return [ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(chosen, predictions)]
 
     def predict(
         self, items: Sequence[str], user: str | None = None, ratings: Sequence[tuple[str, float]] | None = None
@@ -172,9 +172,9 @@ class RecommendationService:
             with self._lock:
                 out = self.model.predict_index(np.full(len(index), u), index)
         else:
-            history = self._history(ratings)
+            items, values = self._history(ratings)
             with self._lock:
-                out = self.model.predict_new_user(history, self.model.item_ids[index])
+                out = self.model.predict_row(items, values, index)
         return [float(x) for x in out]
 
     def search(self, query: str = "", limit: int = 20) -> list[dict]:
@@ -195,31 +195,25 @@ class RecommendationService:
             raise UnknownId("item", item)
         return self._items[item]
 
-    def _history(self, ratings: Sequence[tuple[str, float]]) -> dict:
-        """A history as the model takes it (raw item id -> rating), checked; of an item rated
+    def _history(self, ratings: Sequence[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """A history as the model takes it (item indices, ratings), checked; of an item rated
         more than once, the last rating counts (as a newer rating replaces an older one)."""
         if len(ratings) > MAX_HISTORY:
             raise InvalidRequest(f"a history holds at most {MAX_HISTORY:,} ratings, got {len(ratings):,}")
         low, high = self.model.scale
         history = {}
         for item, rating in ratings:
-            raw = self.model.item_ids[self._item(item)]
+            index = self._item(item)
             if not (math.isfinite(rating) and low <= rating <= high):
                 raise InvalidRequest(f"item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
-            history[raw] = float(rating)  # an item rated twice: the later rating counts
-        return history
+            history[index] = float(rating)
+        return np.fromiter(history, np.int64, len(history)), np.fromiter(history.values(), np.float32, len(history))
 
     def _title(self, index: int) -> str | None:
         if self.titles is None:
             return None
         title = self.titles[index]
         return title if isinstance(title, str) else None
-
-    def _scored(self, top: pd.DataFrame) -> list[ItemScore]:
-        index = [self._items[_key(x)] for x in top["item"]]
-        return [
-            ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(index, top["prediction"].to_numpy())
-        ]
 
 
 def _finite(value) -> bool:
