@@ -16,13 +16,17 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .errors import TrainingError, UsageError
 
@@ -188,6 +192,64 @@ class History:
         return [dataclasses.asdict(e) for e in self.epochs]
 
 
+@dataclass(frozen=True)
+class World:
+    """This process's place in data-parallel training: its ``rank`` among ``size`` processes
+    (1 when it trains alone). Only rank 0 writes files and shows progress.
+
+    Example:
+        >>> World.current()
+        World(rank=0, size=1)
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    @classmethod
+    def current(cls) -> World:
+        """The process group this process belongs to (torch.distributed), or a world of one."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+
+def join_world(device: str = "auto") -> World:
+    """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE``,
+    ``RANK``, ``MASTER_ADDR``...): NCCL on CUDA (one GPU per process, by ``LOCAL_RANK``), gloo
+    on CPU. Without torchrun (``WORLD_SIZE`` unset or 1) the process stays alone.
+
+    Example:
+        >>> join_world("cpu")  # not started by torchrun
+        World(rank=0, size=1)
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return World.current()
+    if resolve_device(device).type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return World.current()
+
+
+def leave_world() -> None:
+    """Leave the process group :func:`join_world` joined (nothing when alone)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _Objective(nn.Module):
+    """``predict_and_penalty`` as a module's forward, so DistributedDataParallel can wrap it
+    (it synchronises gradients of what runs through its own forward)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, l2: float):
+        return self.net.predict_and_penalty(users, items, l2)
+
+
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's generators for ``device`` (and the CPU) and give the caller's state back after.
@@ -271,11 +333,31 @@ class Trainer:
         return history
 
     def _epochs(self, net, optimizer, users, items, ratings, valid, device, history, bar, generator):
-        """The epoch loop; returns the best weights and their score."""
+        """The epoch loop; returns the best weights and their score.
+
+        In a world of several processes (torchrun) every rank draws the same order and takes
+        every ``size``-th rating of each batch, so ``batch_size`` is the global batch; each
+        rank's loss is weighted by its share, so that DistributedDataParallel's averaged
+        gradient is the whole batch's, whatever the number of processes.
+        """
         cfg, options = self.config, self.options
         n = len(ratings)
         n_batches = max(1, math.ceil(n / cfg.batch_size))
         l2 = cfg.l2_for(n)
+        world = World.current()
+        objective = _Objective(net)
+        if world.size > 1:
+            # the input matrices are buffers every rank builds from the same data: never sent
+            ids = (
+                [device.index if device.index is not None else torch.cuda.current_device()]
+                if device.type == "cuda"
+                else None
+            )
+            with warnings.catch_warnings():
+                # torch 2.13 renames the flag, and its replacement still copies every buffer
+                # from rank 0 at the start: the input matrices, identical on every rank already
+                warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+                objective = DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
         best_state, best = None, math.inf
         if valid is not None:
             # the starting point is a candidate too: a network that starts as its bias
@@ -292,20 +374,27 @@ class Trainer:
                 bar.reset()
                 bar.set_description(f"epoch {epoch}/{cfg.epochs}")
             for b in range(n_batches):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                bu, bi = users[idx], items[idx]
-                pred, penalty = net.predict_and_penalty(bu, bi, l2)
+                batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                idx = batch[world.rank :: world.size]
+                share = len(idx) * world.size / len(batch)
+                if len(idx) == 0:  # a last batch smaller than the world: this rank adds nothing
+                    idx, share = batch[:1], 0.0
+                pred, penalty = objective(users[idx], items[idx], l2)
                 mse = torch.mean((pred - ratings[idx]) ** 2)
                 loss = mse + penalty
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * share if world.size > 1 else loss).backward()
                 optimizer.step()
-                sum_mse += mse.detach() * len(idx)
-                sum_loss += loss.detach() * len(idx)
+                sum_mse += mse.detach() * len(idx) * (share > 0)
+                sum_loss += loss.detach() * len(idx) * (share > 0)
                 if bar is not None:
                     bar.update()
                     if b % 50 == 0 or b == n_batches - 1:
                         bar.set_postfix_str(_status(sum_mse, sum_loss, b, cfg, n, history), refresh=False)
+            if world.size > 1:  # every rank decides on the same figures
+                sums = torch.stack([sum_mse, sum_loss]).to(torch.float64)
+                dist.all_reduce(sums)
+                sum_mse, sum_loss = sums[0], sums[1]
             train_mse = float(sum_mse) / n
             train_loss = float(sum_loss) / n
             if not (math.isfinite(train_mse) and math.isfinite(train_loss)):

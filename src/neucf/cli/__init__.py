@@ -96,12 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         logger.propagate = previous[1]
 
 
+def _rank_prefix() -> str:
+    """Under torchrun, the errors of ranks other than 0 say whose they are."""
+    rank = os.environ.get("RANK", "0")
+    return f"rank {rank}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 and rank != "0" else ""
+
+
 def _run(argv: list[str] | None) -> int:
     try:
         command = typer.main.get_command(build_app())
         result = command.main(args=argv, prog_name="neucf", standalone_mode=False)
     except NeucfError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_rank_prefix()}{exc}", file=sys.stderr)
         return exc.exit_code
     except Interrupted as exc:
         print(f"error: {exc.line}", file=sys.stderr)

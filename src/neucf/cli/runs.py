@@ -23,7 +23,7 @@ from ..runs import (
     wants_ranking,
     write_run,
 )
-from ..training import resolve_device
+from ..training import join_world, leave_world, resolve_device
 from .options import (
     DataFlags,
     ForceOpt,
@@ -63,14 +63,23 @@ def train(
     source.check()
     splitting.check()
     check_output_dir(out, "run", inputs, force)
-    ratings, parts = splitting.load(source, seed)
-    train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
-    if len(valid_part) == 0 and cls.fitted_by != "closed_form":
-        log.info("this split has no validation part: holding out a seeded 5% of train for early stopping")
-    show = sys.stderr.isatty() if progress is None else progress
-    fitted, metrics = fit_and_score(
-        estimator, train_part, valid_part, test_part, device=device, progress=show, ranking=ranking
-    )
+    # under torchrun every process runs this command on the same data and trains its share of
+    # each batch; only rank 0 logs, shows progress and writes the run
+    world = join_world(device)
+    try:
+        if world.rank:
+            logging.getLogger("neucf").setLevel(logging.WARNING)
+        ratings, parts = splitting.load(source, seed)
+        train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
+        if len(valid_part) == 0 and cls.fitted_by != "closed_form":
+            log.info("this split has no validation part: holding out a seeded 5% of train for early stopping")
+        show = (sys.stderr.isatty() if progress is None else progress) and world.rank == 0
+        fitted, metrics = fit_and_score(estimator, train_part, valid_part, test_part, device=device, progress=show,
+                                        ranking=ranking if world.rank == 0 else False)  # fmt: skip
+    finally:
+        leave_world()
+    if world.rank:
+        return
     run_config = {
         "model": name,
         "params": fitted.get_params(),
@@ -78,7 +87,7 @@ def train(
         "source": source.describe() if splitting.split_dir is None else None,
         "split": splitting.describe(seed),
         "sizes": parts.sizes(),
-        "runtime": {"device": device, "progress": show},
+        "runtime": {"device": device, "progress": show, "world_size": world.size},
         "environment": environment(),
     }
     with output_dir(out, "run", inputs, force) as folder:
