@@ -15,7 +15,7 @@ Each dataset trains in its own process (so peak memory is its own). ``--epochs N
 epochs of the generated sets of 5M and more (default 2: their seconds per epoch, not their
 time to early stop, is what the linear-cost target reads).
 
-    python benchmarks/scale.py [--datasets u1,ml1m,syn-1M,syn-5M] [--epochs 2] [--model neumf]
+    python benchmarks/scale.py [--datasets u1,ml1m,syn-1M,syn-5M] [--epochs 2] [--model neumf] [--param k=v]
 
 Targets (issue 9): seconds per epoch per million ratings at 25M within 2x of the figure at 1M;
 an ML-25M-sized epoch <= 300 s on a 2-core machine, peak memory <= 6 GB; NeuMF's time to early
@@ -36,6 +36,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ALL = ["u1", "ml1m", "syn-1M", "syn-5M", "syn-25M"]
+
+
+def _param(text: str) -> tuple[str, object]:
+    sys.path.insert(0, str(HERE))
+    from quality import _param as parse
+
+    return parse(text)
 
 
 def movielens_shaped(n_ratings: int):
@@ -73,20 +80,23 @@ def parts(name: str, seed: int):
     sys.path.insert(0, str(HERE))
     from quality import dataset
 
-    return dataset(name, seed, Path(os.environ.get("NEUCF_ML100K", "")), Path(os.environ.get("NEUCF_ML1M", "")))
+    ml1m = Path(os.environ.get("NEUCF_ML1M", "../shared/datasets/ml-1m"))
+    ml1m = ml1m / "ratings.csv" if ml1m.is_dir() else ml1m
+    return dataset(name, seed, Path(os.environ.get("NEUCF_ML100K", "../shared/datasets/ml-100k")), ml1m)
 
 
-def one(name: str, model: str, epochs: int | None, svd: bool, seed: int) -> dict:
+def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params: dict) -> dict:
     """Train on one dataset in this process; the row of the table."""
     from neucf.runs import fit_and_score
 
     train, valid, test = parts(name, seed)
-    params = {} if epochs is None else {"epochs": epochs}
+    params = params if epochs is None else {**params, "epochs": epochs}
     _, metrics = fit_and_score(model, train, valid, test, ranking=False, seed=seed, **params)
     per_epoch = metrics["seconds_per_epoch"]
     row = {
         "dataset": name,
         "model": model,
+        "params": params,
         "train_ratings": len(train),
         "seconds_per_epoch": per_epoch,
         "seconds_per_epoch_per_million": per_epoch / (len(train) / 1e6) if per_epoch else None,
@@ -117,12 +127,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epoch cap for generated sets of 5M and more")
     parser.add_argument("--svd-up-to", type=float, default=5e6, help="run Surprise up to this many ratings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--param", action="append", default=[], type=_param, help="model parameter key=value")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         name, epochs, svd = args.one.split(":")
-        row = one(name, args.model, int(epochs) or None, svd == "1", args.seed)
+        row = one(name, args.model, int(epochs) or None, svd == "1", args.seed, dict(args.param))
         print("ROW " + json.dumps(row))
         return
 
@@ -136,7 +147,7 @@ def main() -> None:
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, __file__, "--one", f"{name}:{epochs}:{int(svd)}", "--model", args.model,
-             "--seed", str(args.seed)], capture_output=True, text=True,
+             "--seed", str(args.seed), *[f"--param={k}={v}" for k, v in args.param]], capture_output=True, text=True,
         )  # fmt: skip
         found = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
         if done.returncode or not found:
