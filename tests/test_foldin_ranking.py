@@ -303,3 +303,23 @@ def test_a_known_users_list_matches_pairwise_predictions(parts, name, extra):
     pairwise = model.predict(np.full(5, user), after["item"].to_numpy())
     assert np.allclose(after["prediction"].to_numpy(), pairwise, atol=1e-5)
     assert not np.allclose(before["prediction"].to_numpy(), after["prediction"].to_numpy())
+
+
+def test_index_level_fold_in_matches_raw_ids_and_checks_rows(parts):
+    model = fitted("neumf", parts)
+    raw = {model.item_ids[0]: 5.0, model.item_ids[3]: 2.0}
+    index, predictions = model.recommend_row([3, 0], [2.0, 5.0], k=5)  # any order
+    frame = model.recommend(None, k=5, history=raw)
+    assert model.item_ids[index].tolist() == frame["item"].tolist()
+    assert np.allclose(predictions, frame["prediction"])
+    assert np.allclose(model.predict_row([0, 3], [5.0, 2.0], index), predictions)
+    with pytest.raises(DataError, match="rating row"):
+        model.recommend_row([0, 1], [5.0])
+    model.known_items[3] = False  # as if item 3 had no training rating
+    try:
+        with pytest.raises(DataError, match="rating row"):
+            model.recommend_row([3], [4.0])
+        with pytest.raises(DataError, match="no training rating"):
+            model.predict_row([0], [4.0], [3])
+    finally:
+        model.known_items[3] = True
