@@ -10,6 +10,9 @@ a rating outside the scale or a history over 10,000 ratings is 422 with FastAPI'
 ``detail``; a body over ``max_body`` bytes is 413; with ``api_key`` set, an API call without
 ``Authorization: Bearer <key>`` is 401 (``/health``, the page, its files and the docs stay open).
 
+The endpoints are ``async`` and call the service in the event loop: one model call at a time
+per worker process (threads measured slower here and grew memory; see the README).
+
 Example:
     >>> from fastapi.testclient import TestClient                   # doctest: +SKIP
     >>> client = TestClient(create_app(RecommendationService.from_run("runs/neumf")))  # doctest: +SKIP
