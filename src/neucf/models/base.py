@@ -381,9 +381,7 @@ class Recommender:
             row = self._merged_row(known, items, ratings)
             if exclude_seen:
                 candidates = self._unseen(row[0] if known is None else np.union1d(row[0], self._rated_by(known)))
-            scores = self._folded_scores(row, candidates, user)
-            top = top_k(self._rank(scores, candidates), k)
-            chosen, scores = candidates[top], scores[top]
+            chosen, scores = self._best(self._folded_scores(row, candidates, user), candidates, k)
         else:
             chosen, scores = self.recommend_index(int(lookup_ids(self.user_ids, [user], "user")[0]), k, exclude_seen)
         frame = pd.DataFrame({"item": self.item_ids[chosen], "prediction": scores})
@@ -410,8 +408,12 @@ class Recommender:
         seen = self._rated_by(u)
         candidates = self._unseen(seen) if exclude_seen else np.flatnonzero(self.known_items)
         scores = self._score_user(u, candidates, unseen=exclude_seen or not np.isin(candidates, seen).any())
-        top = top_k(self._rank(scores, candidates), k)
-        return candidates[top], scores[top]
+        return self._best(scores, candidates, k)
+
+    def _best(self, scores: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``items`` by :meth:`_rank` of their ``scores``: (items, scores)."""
+        top = top_k(self._rank(scores, items), k)
+        return items[top], scores[top]
 
     def _rated_by(self, u: int) -> np.ndarray:
         """The items user ``u`` rated in training (indices, ascending), from a by-user index of
@@ -572,9 +574,7 @@ class Recommender:
             raise UsageError(f"k must be >= 1, got {k}")
         row = self._checked_row(items, ratings)
         candidates = self._unseen(row[0])
-        scores = self._folded_scores(row, candidates, None)
-        top = top_k(self._rank(scores, candidates), k)
-        return candidates[top], scores[top]
+        return self._best(self._folded_scores(row, candidates, None), candidates, k)
 
     def _predict_with_history(self, users, items, history) -> np.ndarray:
         rows = self._history_rows(_history_frame(history, None))

@@ -148,16 +148,16 @@ class RecommendationService:
         ``exclude_seen`` is False)."""
         u = self._user(user)
         with self._lock:
-            items, predictions = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
-        return [ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(items, predictions)]
+            top = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
+        return self._scored(*top)
 
     def recommend_new(self, ratings: Sequence[tuple[str, float]], k: int = 10) -> list[ItemScore]:
         """The top ``k`` of a user known only by ``ratings`` ((item, rating) pairs), folded in;
         the items they rated are excluded."""
         items, values = self._history(ratings)
         with self._lock:
-            chosen, predictions = self.model.recommend_row(items, values, k=k)
-        return [ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(chosen, predictions)]
+            top = self.model.recommend_row(items, values, k=k)
+        return self._scored(*top)
 
     def predict(
         self, items: Sequence[str], user: str | None = None, ratings: Sequence[tuple[str, float]] | None = None
@@ -208,6 +208,9 @@ class RecommendationService:
                 raise InvalidRequest(f"item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
             history[index] = float(rating)
         return np.fromiter(history, np.int64, len(history)), np.fromiter(history.values(), np.float32, len(history))
+
+    def _scored(self, items: np.ndarray, predictions: np.ndarray) -> list[ItemScore]:
+        return [ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(items, predictions)]
 
     def _title(self, index: int) -> str | None:
         if self.titles is None:
