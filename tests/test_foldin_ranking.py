@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import synthetic_ratings, write_ratings
@@ -49,12 +49,16 @@ def test_ranking_metrics_match_hand_computed_values():
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), k=st.integers(1, 12), n_items=st.integers(5, 30))
+@example(seed=573, k=4, n_items=11)
 def test_ranking_metrics_agree_with_torchmetrics(seed, k, n_items):
     """Ours against torchmetrics.retrieval, on random scores (no ties) where every relevant
     item is a candidate (there the definitions coincide, up to MAP's denominator)."""
     retrieval = pytest.importorskip("torchmetrics.functional.retrieval")
     rng = np.random.default_rng(seed)
-    scores = rng.random((8, n_items))
+    # distinct integers from 1: torchmetrics compares in float32, where two random float64
+    # scores 4e-8 apart tie and its order differs from ours (hypothesis found seed 573, k 4,
+    # 11 items); and it never counts an item scored 0 as retrieved
+    scores = np.array([rng.permutation(n_items) + 1 for _ in range(8)], dtype=np.float64)
     targets = rng.random((8, n_items)) < 0.3
     targets[:, 0] = True  # every user has a relevant item
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
