@@ -250,6 +250,10 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
     async def _unknown(request: Request, exc: UnknownId):
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(InvalidRequest)
+    async def _invalid_ratings(request: Request, exc: InvalidRequest):
+        return await request_validation_exception_handler(request, _invalid(("body", "ratings"), str(exc)))
+
     @app.exception_handler(NeucfError)
     async def _cannot(request: Request, exc: NeucfError):
         # the request asked for something this model cannot answer (e.g. fold-in it lacks)
@@ -290,21 +294,14 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
               responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
     async def new_user_recommendations(body: RecommendationRequest):
         """The top k for a new user given by their ratings (fold-in), leaving out what they rated."""
-        ratings = [(r.item, r.rating) for r in body.ratings]
-        try:
-            items = service.recommend_new(ratings, k=body.k)
-        except InvalidRequest as exc:
-            raise _invalid(("body", "ratings"), str(exc)) from None
+        items = service.recommend_new([(r.item, r.rating) for r in body.ratings], k=body.k)
         return {"user": None, "items": [vars(x) for x in items]}
 
     @api.post("/predictions", response_model=Predictions, responses=_NOT_FOUND, tags=["predictions"])
     async def predictions(body: PredictionRequest):
         """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's ``ratings``."""
         ratings = None if body.ratings is None else [(r.item, r.rating) for r in body.ratings]
-        try:
-            values = service.predict(body.items, user=body.user, ratings=ratings)
-        except InvalidRequest as exc:
-            raise _invalid(("body", "ratings"), str(exc)) from None
+        values = service.predict(body.items, user=body.user, ratings=ratings)
         return {"predictions": [{"item": i, "prediction": p} for i, p in zip(body.items, values)]}
 
     @api.get("/items", response_model=Items, response_model_exclude_none=True, tags=["items"])

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -36,8 +35,6 @@ from ..errors import DataError, UsageError
 from ..models import Recommender
 from ..models.base import _key
 from ..runs import read_json, read_run
-
-log = logging.getLogger(__name__)
 
 #: the most ratings one history may hold (a request body of 1 MB has room for them)
 MAX_HISTORY = 10_000
@@ -172,9 +169,9 @@ class RecommendationService:
             with self._lock:
                 out = self.model.predict_index(np.full(len(index), u), index)
         else:
-            items, values = self._history(ratings)
+            rated, values = self._history(ratings)
             with self._lock:
-                out = self.model.predict_row(items, values, index)
+                out = self.model.predict_row(rated, values, index)
         return [float(x) for x in out]
 
     def search(self, query: str = "", limit: int = 20) -> list[dict]:
