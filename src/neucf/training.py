@@ -53,6 +53,13 @@ class TrainConfig:
             90/10, where NeuMF reaches test RMSE 0.8321 against 0.8400 at 1e-5.
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
+        steps_per_epoch: the most Adam steps in an epoch (0: no limit). On data with more
+            than ``batch_size * steps_per_epoch`` training ratings the batch grows to
+            ``n / steps_per_epoch`` and the learning rate by the square root of that growth
+            (the square-root rule of large-batch training), so an epoch is a fixed number of
+            steps whatever the data's size: where a step's cost is the whole input matrix's
+            (the rating-vector networks), an epoch's cost then grows linearly with the data,
+            not quadratically. See :meth:`batch_for` and :meth:`lr_for`.
         seed: seeds weight initialisation, shuffling and dropout.
         dtype: ``float32`` (default) or ``float64``.
         valid_fraction: share of train held out for early stopping when no validation part is
@@ -68,6 +75,9 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata=_help("Adam learning rate."))
     l2: float | None = field(default=None, metadata=_help("L2 weight (unset: 0.75 / number of training ratings)."))
     patience: int = field(default=3, metadata=_help("Early-stopping patience in epochs (0: off)."))
+    steps_per_epoch: int = field(
+        default=0, metadata=_help("Most steps per epoch; larger data grow the batch and lr (sqrt) instead (0: off).")
+    )
     seed: int = 0
     dtype: str = field(default="float32", metadata=_help("float32 or float64."))
     valid_fraction: float = field(
@@ -83,6 +93,8 @@ class TrainConfig:
             raise UsageError(f"learning rate must be a positive number, got {self.lr}")
         if self.l2 is not None and not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise UsageError(f"l2 must be >= 0, got {self.l2}")
+        if self.steps_per_epoch < 0:
+            raise UsageError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
         if self.patience < 0:
             raise UsageError(f"patience must be >= 0, got {self.patience}")
         if self.dtype not in ("float32", "float64"):
@@ -98,6 +110,28 @@ class TrainConfig:
             (1e-05, 0.1)
         """
         return 0.75 / max(n_ratings, 1) if self.l2 is None else self.l2
+
+    def batch_for(self, n_ratings: int) -> int:
+        """The batch used on ``n_ratings`` training ratings (see ``steps_per_epoch``).
+
+        Example:
+            >>> cfg = TrainConfig(batch_size=8192, steps_per_epoch=32)
+            >>> cfg.batch_for(75_000), cfg.batch_for(900_000)
+            (8192, 28125)
+        """
+        if not self.steps_per_epoch:
+            return self.batch_size
+        return max(self.batch_size, math.ceil(n_ratings / self.steps_per_epoch))
+
+    def lr_for(self, n_ratings: int) -> float:
+        """The learning rate used on ``n_ratings`` training ratings: ``lr`` grown by the
+        square root of the batch's growth (see ``steps_per_epoch``).
+
+        Example:
+            >>> round(TrainConfig(batch_size=8192, lr=0.01, steps_per_epoch=32).lr_for(900_000), 4)
+            0.0185
+        """
+        return self.lr * math.sqrt(self.batch_for(n_ratings) / self.batch_size)
 
     def torch_dtype(self) -> torch.dtype:
         """``torch.float32`` or ``torch.float64``."""
@@ -318,10 +352,13 @@ class Trainer:
             valid = (valid[0].long(), valid[1].long(), valid[2].to(dtype))
 
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        n = len(ratings)
+        if cfg.batch_for(n) != cfg.batch_size:
+            log.info("%d training ratings: batch %d, learning rate %.4g", n, cfg.batch_for(n), cfg.lr_for(n))
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr_for(n))
         history = History()
         start = time.perf_counter()
-        with _progress(options, max(1, math.ceil(len(ratings) / cfg.batch_size))) as bar:
+        with _progress(options, max(1, math.ceil(n / cfg.batch_for(n)))) as bar:
             best_state, best = self._epochs(
                 net, optimizer, users, items, ratings, valid, device, history, bar, generator
             )
@@ -342,7 +379,8 @@ class Trainer:
         """
         cfg, options = self.config, self.options
         n = len(ratings)
-        n_batches = max(1, math.ceil(n / cfg.batch_size))
+        batch_size = cfg.batch_for(n)
+        n_batches = max(1, math.ceil(n / batch_size))
         l2 = cfg.l2_for(n)
         world = World.current()
         objective = _Objective(net)
@@ -374,7 +412,7 @@ class Trainer:
                 bar.reset()
                 bar.set_description(f"epoch {epoch}/{cfg.epochs}")
             for b in range(n_batches):
-                batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                batch = order[b * batch_size : (b + 1) * batch_size]
                 idx = batch[world.rank :: world.size]
                 share = len(idx) * world.size / len(batch)
                 if len(idx) == 0:  # a last batch smaller than the world: this rank adds nothing
@@ -438,7 +476,7 @@ def _set_deterministic(mode: bool, warn_only: bool) -> None:
 
 
 def _status(sum_mse, sum_loss, b, cfg, n, history) -> str:
-    seen = min((b + 1) * cfg.batch_size, n)
+    seen = min((b + 1) * cfg.batch_for(n), n)
     last = history.epochs[-1].valid_rmse if history.epochs else float("nan")
     return f"train mse {float(sum_mse) / seen:.4f} | mse+reg {float(sum_loss) / seen:.4f} | valid rmse {last:.4f}"
 
