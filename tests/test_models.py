@@ -20,6 +20,7 @@ from neucf.models import (
     model_names,
 )
 from neucf.models.layers import SparseRowProjection
+from neucf import training
 from neucf.splits import random_split
 
 FAST = dict(epochs=3, batch_size=64)
@@ -140,6 +141,31 @@ def test_full_and_bag_projections_agree():
     out_a.sum().backward()
     out_b.sum().backward()
     torch.testing.assert_close(a.weight.grad, b.weight.grad)
+
+
+@pytest.mark.parametrize("factory", [GMF, NeuMF])
+def test_a_batch_taken_in_chunks_has_the_whole_batchs_loss_and_gradient(factory, parts, monkeypatch):
+    train, _, _ = parts
+    model = factory(factors=4, projection="full", input_dropout=0.3, **FAST)
+    net = model._build(train)
+    net.train()
+    torch.nn.init.normal_(net.output.weight)  # reach the layers below from the first step
+    users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
+    ratings = torch.from_numpy(train.ratings).float()
+    idx = torch.randperm(len(users), generator=torch.Generator().manual_seed(0))
+    results = []
+    for chunk in (len(idx), 37):  # whole, then in chunks (the last one short)
+        monkeypatch.setattr(training, "CHUNK", chunk)
+        net.zero_grad()
+        with training.seeded(0, torch.device("cpu")):  # the same dropout masks both times
+            losses = training._backward_in_chunks(net, users, items, ratings, idx, 1e-3)
+        results.append((losses, {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, whole)
+    assert whole_grads.keys() == chunked_grads.keys()
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+        assert grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("factory", [GMF, MLP, NeuMF])

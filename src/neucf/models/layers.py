@@ -217,7 +217,21 @@ class SparseRowProjection(nn.Module):
         out = F.embedding_bag(self.indices[pos], self.weight, offsets, mode="sum", per_sample_weights=weights)
         return out[inverse]
 
-    def forward(self, rows: torch.Tensor, mask_cols: torch.Tensor | None = None) -> torch.Tensor:
+    def step_state(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What a training step over many rows computes once in ``full`` mode: the input
+        values (with this step's dropout) and every row's product, for :meth:`forward`'s
+        ``state``, so that a large batch can be taken in chunks; None in other modes."""
+        if self.mode != "full" or (self.sample and self.training):
+            return None
+        values = self._input_values()
+        return values, self._all_rows(values)
+
+    def forward(
+        self,
+        rows: torch.Tensor,
+        mask_cols: torch.Tensor | None = None,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         masks = []
         if mask_cols is not None:
             masks = [mask_cols] if mask_cols.dim() == 1 else list(mask_cols.unbind(1))
@@ -227,10 +241,11 @@ class SparseRowProjection(nn.Module):
             # the estimate holds each entry in expectation: take the target's out exactly
             out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, masks, masked)
             return out + self.bias
-        values = self._input_values()
         if self.mode == "full":
-            out = self._without_targets(self._all_rows(values)[rows], values, rows, targets, masks, masked)
+            values, every_row = self.step_state() if state is None else state
+            out = self._without_targets(every_row[rows], values, rows, targets, masks, masked)
             return out + self.bias
+        values = self._input_values()
         start = self.indptr[rows]
         lengths = self.indptr[rows + 1] - start
         offsets = torch.cumsum(lengths, 0) - lengths

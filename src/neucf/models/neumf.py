@@ -188,10 +188,20 @@ class RatingVectorNet(nn.Module):
             nn.init.zeros_(self.output.bias)
         self.scale = ScaledSigmoid(*scale)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def step_state(self) -> tuple[torch.Tensor, ...] | None:
+        """Both projections' :meth:`~neucf.models.layers.SparseRowProjection.step_state`
+        (values, every row's product; user side first), or None where either has none: what
+        a training step computes once before taking a large batch in chunks (see
+        :class:`~neucf.training.Trainer`)."""
+        user, item = self.user_projection.step_state(), self.item_projection.step_state()
+        return None if user is None or item is None else (*user, *item)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, state: tuple | None = None) -> torch.Tensor:
         mask = self.mask_target
-        p = self.activation(self.user_projection(users, items[:, None] + self.user_offsets if mask else None))
-        q = self.activation(self.item_projection(items, users[:, None] + self.item_offsets if mask else None))
+        user_state, item_state = (None, None) if state is None else (state[:2], state[2:])
+        p = self.user_projection(users, items[:, None] + self.user_offsets if mask else None, user_state)
+        q = self.item_projection(items, users[:, None] + self.item_offsets if mask else None, item_state)
+        p, q = self.activation(p), self.activation(q)
         base = self.baseline(users, items) if self.baseline is not None else None
         return self.head(p, q, base)
 
@@ -266,11 +276,12 @@ class RatingVectorNet(nn.Module):
         return self._item_side_cache
 
     def predict_and_penalty(
-        self, users: torch.Tensor, items: torch.Tensor, l2: float
+        self, users: torch.Tensor, items: torch.Tensor, l2: float, state: tuple | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and the regulariser: ``l2`` x the sum of squared weights (biases
-        excluded), plus the bias terms' own penalty."""
-        pred = self(users, items)
+        excluded), plus the bias terms' own penalty (a mean over the batch). ``state``: see
+        :meth:`step_state`."""
+        pred = self(users, items, state)
         penalty = torch.zeros((), dtype=pred.dtype, device=pred.device)
         if l2:  # summing every weight's square each step is not free: skip it when unweighted
             penalty = l2 * sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
@@ -318,7 +329,7 @@ class RatingVectorModel(TorchRecommender):
     # make an epoch cheaper (ml-100k u1 NeuMF: 5.1 s to early stop at RMSE 0.8959, against
     # 14.2 s and 0.8965 at 2048 / 0.003); on larger data, a fixed number of steps per epoch
     # keeps an epoch's cost linear in the data (ML-1M NeuMF: see the README's scaling figures)
-    train_defaults: ClassVar[dict] = {"batch_size": 8192, "lr": 0.01, "steps_per_epoch": 32}
+    train_defaults: ClassVar[dict] = {"batch_size": 8192, "lr": 0.01, "steps_per_epoch": 24}
 
     @torch.no_grad()
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
