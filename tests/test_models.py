@@ -92,6 +92,29 @@ def test_masking_hides_the_target_in_every_channel(mode):
         torch.testing.assert_close(net(u, i), reduced(u, i))
 
 
+def test_positions_are_found_in_every_channel_with_one_search():
+    m = small_matrix()
+    rated = m.copy()
+    rated.data[:] = 1.0
+    both = sp.hstack([m, rated], format="csr")
+    proj = SparseRowProjection(both, 3, channels=2)
+    rows, cols = both.nonzero()
+    keys = rows * both.shape[1] + cols
+    expected = {int(k): p for p, k in enumerate(np.sort(keys))}
+    r = torch.arange(30).repeat_interleave(20)
+    c = torch.arange(20).repeat(30)
+    found = proj.position(r, torch.stack([c, c + 20], 1))
+    for k in range(len(r)):
+        for channel in (0, 1):
+            key = int(r[k]) * 40 + int(c[k]) + 20 * channel
+            assert int(found[k, channel]) == expected.get(key, -1)
+    # mixed columns in one call are searched one by one, with the same answers
+    mixed = proj.position(r, torch.stack([c, (c + 3) % 20 + 20], 1))
+    assert torch.equal(mixed[:, 0], found[:, 0])
+    with pytest.raises(ValueError, match="same columns"):
+        SparseRowProjection(sp.hstack([m, small_matrix(seed=2)], format="csr"), 3, channels=2)
+
+
 def test_masking_in_the_network_hides_the_rating_itself():
     m = small_matrix()
     u, i = (int(x[0]) for x in m.nonzero())

@@ -96,6 +96,7 @@ class SparseRowProjection(nn.Module):
         norm: float = 0.0,
         sample: int = 0,
         init_std: float = 0.3,
+        channels: int = 1,
     ):
         super().__init__()
         if sample < 0:
@@ -105,6 +106,7 @@ class SparseRowProjection(nn.Module):
         matrix.sort_indices()
         n_rows, n_cols = matrix.shape
         self.shape = (n_rows, n_cols)
+        self.channels = channels
         self.dropout = dropout
         if mode == "auto":
             nnz_per_row = np.diff(matrix.indptr).astype(np.float64)
@@ -114,8 +116,12 @@ class SparseRowProjection(nn.Module):
             raise ValueError(f"projection mode must be auto, full or bag, not {mode!r}")
         self.mode = mode
         as_tensor = lambda a, t=torch.int64: torch.from_numpy(np.ascontiguousarray(a)).to(t)  # noqa: E731
+        # column indices in 32 bits where they fit (half the memory at ML-25M's size; torch's
+        # CSR product and gathers take them, slightly faster); row pointers stay 64-bit for
+        # the arithmetic on them
+        index = torch.int32 if max(matrix.nnz, n_rows, n_cols) < 2**31 else torch.int64
         self.register_buffer("indptr", as_tensor(matrix.indptr), persistent=False)
-        self.register_buffer("indices", as_tensor(matrix.indices), persistent=False)
+        self.register_buffer("indices", as_tensor(matrix.indices, index), persistent=False)
         counts = np.diff(matrix.indptr)
         scale = np.maximum(counts, 1).astype(np.float64) ** -norm
         self.norm = norm
@@ -123,16 +129,20 @@ class SparseRowProjection(nn.Module):
         self.register_buffer(
             "values", as_tensor(matrix.data * np.repeat(scale, counts), torch.float32), persistent=False
         )
-        # row-major keys of the non-zeros, sorted: finds the position of (row, col) by bisection
         rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
-        self.register_buffer("keys", as_tensor(rows * n_cols + matrix.indices), persistent=False)
+        # row-major keys of the first channel's non-zeros, sorted: finds where (row, col) sits
+        # by bisection, in one channel for all of them (see ``position``)
+        first = self._first_channel(matrix, rows)
+        block = n_cols // channels
+        self.register_buffer("keys", as_tensor(rows[first] * block + matrix.indices[first]), persistent=False)
         if mode == "full":
             # the transpose's structure, and where each of its entries sits in ``values``
             order = np.lexsort((rows, matrix.indices))
             t_counts = np.bincount(matrix.indices, minlength=n_cols)
-            self.register_buffer("t_indptr", as_tensor(np.concatenate([[0], np.cumsum(t_counts)])), persistent=False)
-            self.register_buffer("t_indices", as_tensor(rows[order]), persistent=False)
-            self.register_buffer("t_order", as_tensor(order), persistent=False)
+            t_indptr = np.concatenate([[0], np.cumsum(t_counts)])
+            self.register_buffer("t_indptr", as_tensor(t_indptr, index), persistent=False)
+            self.register_buffer("t_indices", as_tensor(rows[order], index), persistent=False)
+            self.register_buffer("t_order", as_tensor(order, index), persistent=False)
         self.weight = nn.Parameter(torch.empty(n_cols, out_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         # Uniform, scaled to the data: each output unit starts with standard deviation
@@ -143,13 +153,48 @@ class SparseRowProjection(nn.Module):
         bound = math.sqrt(3.0) * init_std / math.sqrt(max(row_sq.mean(), 1e-12))
         nn.init.uniform_(self.weight, -bound, bound)
 
+    def _first_channel(self, matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """Which non-zeros are in the first channel; checks that every row has the same
+        columns in each of the ``channels`` equal-width blocks (as
+        :func:`~neucf.models.neumf.input_matrices` makes them)."""
+        n_cols, c = self.shape[1], self.channels
+        if c == 1:
+            return np.ones(matrix.nnz, dtype=bool)
+        counts = np.diff(matrix.indptr)
+        per = np.repeat(counts // c, counts)
+        within = np.arange(matrix.nnz) - matrix.indptr[rows]
+        channel = within // np.maximum(per, 1)
+        block = n_cols // c
+        base = matrix.indices % block
+        if n_cols % c or (counts % c).any() or (matrix.indices // block != channel).any():
+            raise ValueError(f"the matrix's rows do not hold the same columns in each of its {c} channels")
+        if (base != base[matrix.indptr[rows] + within % np.maximum(per, 1)]).any():
+            raise ValueError(f"the matrix's rows do not hold the same columns in each of its {c} channels")
+        return channel == 0
+
     def position(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Position of entry (row, col) among the non-zeros, or -1 where it is zero."""
+        """Position of entry (row, col) among the non-zeros, or -1 where it is zero.
+
+        ``cols`` may be (n, m): m columns per row, found with one search when they are one
+        column in several channels (the masks of :class:`~neucf.models.RatingVectorNet`)."""
+        several = cols.dim() == 2
+        cols = cols if several else cols[:, None]
         if len(self.keys) == 0:
-            return torch.full_like(rows, -1)
-        key = rows * self.shape[1] + cols
-        pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
-        return torch.where(self.keys[pos] == key, pos, torch.full_like(pos, -1))
+            return torch.full_like(cols, -1) if several else torch.full_like(rows, -1)
+        block = self.shape[1] // self.channels
+        channel, base = cols // block, cols % block
+        if not bool((base == base[:, :1]).all()):  # different columns: one search each
+            found = [self.position(rows, col) for col in cols.unbind(1)]
+            return torch.stack(found, 1) if several else found[0]
+        key = rows * block + base[:, 0]
+        k = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
+        start = self.indptr[rows]
+        # the row's first-channel entries are ``start // channels`` onwards among the keys,
+        # its channel-c entries ``start + c * per`` onwards among the non-zeros
+        per = (self.indptr[rows + 1] - start) // self.channels
+        pos = start[:, None] + channel * per[:, None] + (k - start // self.channels)[:, None]
+        pos = torch.where((self.keys[k] == key)[:, None], pos, torch.full_like(pos, -1))
+        return pos if several else pos[:, 0]
 
     def _input_values(self) -> torch.Tensor:
         values = self.values.to(self.weight.dtype)
@@ -165,7 +210,7 @@ class SparseRowProjection(nn.Module):
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if frozen and getattr(self, "_cached_key", None) == key:
             return self._cached
-        x = _csr_tensor(self.indptr, self.indices, values, self.shape)
+        x = _csr_tensor(self.indptr.to(self.indices.dtype), self.indices, values, self.shape)
         x_t = _csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], self.shape[::-1])
         out = _SparseTimesDense.apply(x, x_t, self.weight)
         self._cached, self._cached_key = (out, key) if frozen else (None, None)
@@ -214,7 +259,7 @@ class SparseRowProjection(nn.Module):
         if self.dropout > 0:
             keep = torch.rand(total, device=rows.device) >= self.dropout
             weights = weights * keep / (1.0 - self.dropout)
-        out = F.embedding_bag(self.indices[pos], self.weight, offsets, mode="sum", per_sample_weights=weights)
+        out = F.embedding_bag(self.indices[pos].long(), self.weight, offsets, mode="sum", per_sample_weights=weights)
         return out[inverse]
 
     def step_state(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -232,10 +277,11 @@ class SparseRowProjection(nn.Module):
         mask_cols: torch.Tensor | None = None,
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        masks = []
+        masks, targets = [], []
         if mask_cols is not None:
             masks = [mask_cols] if mask_cols.dim() == 1 else list(mask_cols.unbind(1))
-        targets = [self.position(rows, cols) for cols in masks]
+            found = self.position(rows, mask_cols)
+            targets = [found] if mask_cols.dim() == 1 else list(found.unbind(1))
         masked = sum((t >= 0).long() for t in targets) if targets else None
         if self.sample and self.training:
             # the estimate holds each entry in expectation: take the target's out exactly
@@ -257,7 +303,7 @@ class SparseRowProjection(nn.Module):
         weights = values[pos]
         for target in targets:
             weights = weights * (pos != torch.repeat_interleave(target, lengths, output_size=total))
-        out = F.embedding_bag(self.indices[pos], self.weight, offsets, mode="sum", per_sample_weights=weights)
+        out = F.embedding_bag(self.indices[pos].long(), self.weight, offsets, mode="sum", per_sample_weights=weights)
         if targets:
             out = self._renormalize(out, rows, masked)
         return out + self.bias

@@ -172,6 +172,7 @@ class RatingVectorNet(nn.Module):
             batch_size=batch_size,
             norm=config.input_norm,
             sample=config.input_sample,
+            channels=self.channels,
         )
         self.user_projection = SparseRowProjection(user_rows, width, **project)
         self.item_projection = SparseRowProjection(item_rows, width, **project)
