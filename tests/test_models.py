@@ -4,6 +4,7 @@ import scipy.sparse as sp
 import torch
 
 from conftest import synthetic_ratings
+from neucf import training
 from neucf.datasets import Ratings
 from neucf.errors import DataError, TrainingError, UsageError
 from neucf.models import (
@@ -20,7 +21,6 @@ from neucf.models import (
     model_names,
 )
 from neucf.models.layers import SparseRowProjection
-from neucf import training
 from neucf.splits import random_split
 
 FAST = dict(epochs=3, batch_size=64)
