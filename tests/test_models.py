@@ -298,6 +298,10 @@ def test_bad_arguments_are_clear(parts, tmp_path):
         NeuMF(lr=-1)
     with pytest.raises(UsageError, match="input_dropout"):
         NeuMF(input_dropout=1.5)
+    with pytest.raises(UsageError, match="optimizer must be adam or sgd"):
+        NeuMF(optimizer="lbfgs")
+    with pytest.raises(UsageError, match="steps_per_epoch"):
+        NeuMF(steps_per_epoch=-1)
     with pytest.raises(UsageError, match="not fitted"):
         NeuMF().predict([1], [1])
     with pytest.raises(UsageError, match="k must be"):
@@ -339,6 +343,20 @@ def test_progress_logs_the_seed_status_figures(parts, caplog):
     with caplog.at_level("INFO", logger="neucf"):
         GMF(factors=4, epochs=2, batch_size=64).fit(train, valid, progress=True)
     assert "epoch 1: train mse" in caplog.text and "train mse + reg" in caplog.text and "valid rmse" in caplog.text
+
+
+def test_steps_per_epoch_grows_the_batch_and_learning_rate_on_larger_data(parts, caplog, monkeypatch):
+    train, valid, _ = parts
+    steps = []
+    monkeypatch.setattr(training.torch.optim.Adam, "step", lambda self, *a, **k: steps.append(self.defaults["lr"]))
+    with caplog.at_level("INFO", logger="neucf"):
+        GMF(factors=4, epochs=1, batch_size=64, lr=0.01, steps_per_epoch=4).fit(train, valid)
+    batch = -(-len(train) // 4)
+    assert f"{len(train)} training ratings: batch {batch}" in caplog.text
+    assert len(steps) == 4 and steps[0] == pytest.approx(0.01 * (batch / 64) ** 0.5)
+    steps.clear()
+    GMF(factors=4, epochs=1, batch_size=len(train), lr=0.01, steps_per_epoch=4).fit(train, valid)
+    assert steps == [0.01]  # data smaller than batch x steps: the batch and rate as given
 
 
 def test_run_time_options_are_not_saved(parts, tmp_path):

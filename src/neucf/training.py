@@ -60,6 +60,9 @@ class TrainConfig:
             steps whatever the data's size: where a step's cost is the whole input matrix's
             (the rating-vector networks), an epoch's cost then grows linearly with the data,
             not quadratically. See :meth:`batch_for` and :meth:`lr_for`.
+        optimizer: ``adam`` (default) or ``sgd`` (plain stochastic gradient descent, as
+            Surprise's SVD trains: with a mean loss over the batch, its ``lr`` is the
+            per-rating step times the batch size).
         seed: seeds weight initialisation, shuffling and dropout.
         dtype: ``float32`` (default) or ``float64``.
         valid_fraction: share of train held out for early stopping when no validation part is
@@ -78,6 +81,7 @@ class TrainConfig:
     steps_per_epoch: int = field(
         default=0, metadata=_help("Most steps per epoch; larger data grow the batch and lr (sqrt) instead (0: off).")
     )
+    optimizer: str = field(default="adam", metadata=_help("adam or sgd."))
     seed: int = 0
     dtype: str = field(default="float32", metadata=_help("float32 or float64."))
     valid_fraction: float = field(
@@ -97,6 +101,8 @@ class TrainConfig:
             raise UsageError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
         if self.patience < 0:
             raise UsageError(f"patience must be >= 0, got {self.patience}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise UsageError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not 0 < self.valid_fraction < 1:
@@ -355,7 +361,8 @@ class Trainer:
         n = len(ratings)
         if cfg.batch_for(n) != cfg.batch_size:
             log.info("%d training ratings: batch %d, learning rate %.4g", n, cfg.batch_for(n), cfg.lr_for(n))
-        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr_for(n))
+        kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+        optimizer = kind(net.parameters(), lr=cfg.lr_for(n))
         history = History()
         start = time.perf_counter()
         with _progress(options, max(1, math.ceil(n / cfg.batch_for(n)))) as bar:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..errors import UsageError
 from .ratings import Ratings
@@ -111,14 +112,19 @@ def _pairs(spec: SyntheticSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
     seed_users = np.concatenate([np.arange(n_u), rng.choice(n_u, n_i, p=pu)])
     seed_items = np.concatenate([rng.choice(n_i, n_u, p=pi), rng.permutation(n_i)])
     keys = np.unique(seed_users.astype(np.int64) * n_i + seed_items)[:n]
-    while len(keys) < n:
-        draw = int((n - len(keys)) * 1.3) + 16
-        more = rng.choice(n_u, draw, p=pu).astype(np.int64) * n_i + rng.choice(n_i, draw, p=pi)
-        fresh = np.setdiff1d(np.unique(more), keys)
-        if len(fresh) == 0:  # the popular pairs are exhausted: fill uniformly
-            fresh = np.setdiff1d(np.unique(rng.integers(0, n_u * n_i, draw)), keys)
-        keys = np.union1d(keys, rng.permutation(fresh)[: n - len(keys)])
-    keys = rng.permutation(keys)
+    taken = pd.Index(keys)  # a hash set: rounds cost O(draw), not a sort of everything taken
+
+    def new_keys(candidates: np.ndarray) -> np.ndarray:
+        unique = pd.unique(candidates)
+        return np.sort(unique[~pd.Index(unique).isin(taken)])
+
+    while len(taken) < n:
+        draw = int((n - len(taken)) * 1.3) + 16
+        fresh = new_keys(rng.choice(n_u, draw, p=pu).astype(np.int64) * n_i + rng.choice(n_i, draw, p=pi))
+        if len(fresh) < draw // 100:  # the popular pairs are (nearly) exhausted: fill uniformly
+            fresh = new_keys(rng.integers(0, n_u * n_i, draw))
+        taken = taken.append(pd.Index(rng.permutation(fresh)[: n - len(taken)]))
+    keys = rng.permutation(np.sort(taken.to_numpy()))
     return keys // n_i, keys % n_i
 
 
