@@ -116,6 +116,9 @@ def target_check(rows: list[dict], model: str = "neumf") -> list[dict]:
 
 
 def main() -> None:
+    from neucf.cli import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="u1 and ml1m only")
     parser.add_argument("--models", help="default bias,mf,gmf,mlp,neumf; with --quick bias,mf,neumf")

@@ -87,8 +87,10 @@ def parts(name: str, seed: int):
 
 def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params: dict) -> dict:
     """Train on one dataset in this process; the row of the table."""
+    from neucf.cli import keep_freed_memory
     from neucf.runs import fit_and_score
 
+    keep_freed_memory()  # as the command line does
     train, valid, test = parts(name, seed)
     params = params if epochs is None else {**params, "epochs": epochs}
     _, metrics = fit_and_score(model, train, valid, test, ranking=False, seed=seed, **params)

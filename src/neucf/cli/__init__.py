@@ -32,6 +32,37 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed blocks of up to 1 GiB for reuse; True where it took effect.
+
+    glibc hands every freed block over its mmap threshold (at most 32 MiB by default) back
+    to the kernel, so a training step whose temporaries are hundreds of MB (ML-25M's size:
+    the input matrix's values with this step's dropout, whole-matrix products, their
+    gradients) faults them all back in, page by page, on the next step: measured there 2.2
+    million page faults and 10.7 s of kernel time in a 22 s step. Keeping them: 13.7 s a
+    step, peak memory 5.1 -> 5.8 GB. A process-wide setting, so the command line makes it
+    (every command) and the library never does; in a notebook, call this once, or start
+    Python with ``MALLOC_MMAP_THRESHOLD_=1073741824``. Elsewhere than glibc it does nothing.
+
+    Example:
+        >>> keep_freed_memory() in (True, False)
+        True
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def _global_options(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More messages on stderr (-vv: debug).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")] = False,
@@ -41,6 +72,7 @@ def _global_options(
     """Neural collaborative filtering for explicit ratings."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.getLogger("neucf").setLevel(level)
+    keep_freed_memory()
     if threads is not None:
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")
