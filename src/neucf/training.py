@@ -61,8 +61,10 @@ class TrainConfig:
             (the rating-vector networks), an epoch's cost then grows linearly with the data,
             not quadratically. See :meth:`batch_for` and :meth:`lr_for`.
         optimizer: ``adam`` (default) or ``sgd`` (plain stochastic gradient descent, as
-            Surprise's SVD trains: with a mean loss over the batch, its ``lr`` is the
-            per-rating step times the batch size).
+            Surprise's SVD trains). With ``sgd``, ``lr`` is the step per rating, whatever the
+            batch (the loss is a mean over the batch, so the optimiser's rate is ``lr`` x
+            the batch size): ``mf``'s 0.005 on this loss (squared error, not half of it) is
+            Surprise's ``lr_all=0.01``.
         seed: seeds weight initialisation, shuffling and dropout.
         dtype: ``float32`` (default) or ``float64``.
         valid_fraction: share of train held out for early stopping when no validation part is
@@ -130,14 +132,20 @@ class TrainConfig:
         return max(self.batch_size, math.ceil(n_ratings / self.steps_per_epoch))
 
     def lr_for(self, n_ratings: int) -> float:
-        """The learning rate used on ``n_ratings`` training ratings: ``lr`` grown by the
-        square root of the batch's growth (see ``steps_per_epoch``).
+        """The optimiser's learning rate on ``n_ratings`` training ratings: Adam's ``lr``
+        grown by the square root of the batch's growth (see ``steps_per_epoch``); SGD's
+        per-rating ``lr`` times the batch (see ``optimizer``).
 
         Example:
             >>> round(TrainConfig(batch_size=8192, lr=0.01, steps_per_epoch=32).lr_for(900_000), 4)
             0.0185
+            >>> TrainConfig(batch_size=512, lr=0.005, optimizer="sgd").lr_for(900_000)
+            2.56
         """
-        return self.lr * math.sqrt(self.batch_for(n_ratings) / self.batch_size)
+        batch = self.batch_for(n_ratings)
+        if self.optimizer == "sgd":
+            return self.lr * batch
+        return self.lr * math.sqrt(batch / self.batch_size)
 
     def torch_dtype(self) -> torch.dtype:
         """``torch.float32`` or ``torch.float64``."""

@@ -353,7 +353,10 @@ class BiasTerms(nn.Module):
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.user_bias = nn.Parameter(torch.as_tensor(np.asarray(user_bias), dtype=torch.float32))
         self.item_bias = nn.Parameter(torch.as_tensor(np.asarray(item_bias), dtype=torch.float32))
-        per_rating = lambda reg, n: torch.as_tensor(reg / np.maximum(n, 1), dtype=torch.float32)  # noqa: E731
+        # capped at 50 per rating: a weight that high holds the bias at ~0 anyway (data whose
+        # biases do not vary get shrinkage of 1e5 and more), and beyond ~100 a plain SGD step
+        # (mf's optimiser) overshoots and diverges; every benchmark dataset stays under 6
+        per_rating = lambda reg, n: torch.as_tensor(np.minimum(reg / np.maximum(n, 1), 50.0), dtype=torch.float32)  # noqa: E731
         self.register_buffer("user_weight", per_rating(reg_user, user_counts), persistent=False)
         self.register_buffer("item_weight", per_rating(reg_item, item_counts), persistent=False)
 

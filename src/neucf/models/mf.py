@@ -113,7 +113,7 @@ class MatrixFactorization(TorchRecommender):
     """
 
     config_class = MFConfig
-    train_defaults = {"lr": 3e-3, "l2": 0.1, "batch_size": 256}
+    train_defaults = {"optimizer": "sgd", "lr": 0.005, "l2": 0.1, "batch_size": 512}
     can_fold_in = True
 
     @torch.no_grad()
