@@ -53,9 +53,9 @@ class TrainConfig:
             90/10, where NeuMF reaches test RMSE 0.8321 against 0.8400 at 1e-5.
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
-        steps_per_epoch: the most Adam steps in an epoch (0: no limit). On data with more
-            than ``batch_size * steps_per_epoch`` training ratings the batch grows to
-            ``n / steps_per_epoch`` and the learning rate by the square root of that growth
+        steps_per_epoch: the most optimiser steps in an epoch (0: no limit). On data with
+            more than ``batch_size * steps_per_epoch`` training ratings the batch grows to
+            ``n / steps_per_epoch`` and Adam's learning rate by the square root of that growth
             (the square-root rule of large-batch training), so an epoch is a fixed number of
             steps whatever the data's size: where a step's cost is the whole input matrix's
             (the rating-vector networks), an epoch's cost then grows linearly with the data,
