@@ -398,7 +398,7 @@ class Trainer:
         n_batches = max(1, math.ceil(n / batch_size))
         l2 = cfg.l2_for(n)
         world = World.current()
-        objective = _Objective(net)
+        objective = None  # one process: the net itself, its large batches in chunks
         if world.size > 1:
             # the input matrices are buffers every rank builds from the same data: never sent
             ids = (
@@ -410,7 +410,7 @@ class Trainer:
                 # torch 2.13 renames the flag, and its replacement still copies every buffer
                 # from rank 0 at the start: the input matrices, identical on every rank already
                 warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
-                objective = DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
+                objective = DistributedDataParallel(_Objective(net), device_ids=ids, broadcast_buffers=False)
         best_state, best = None, math.inf
         if valid is not None:
             # the starting point is a candidate too: a network that starts as its bias
@@ -433,13 +433,7 @@ class Trainer:
                 if len(idx) == 0:  # a last batch smaller than the world: this rank adds nothing
                     idx, share = batch[:1], 0.0
                 optimizer.zero_grad(set_to_none=True)
-                if world.size > 1:
-                    pred, penalty = objective(users[idx], items[idx], l2)
-                    mse = torch.mean((pred - ratings[idx]) ** 2)
-                    loss = mse + penalty
-                    (loss * share).backward()
-                else:
-                    mse, loss = _backward_in_chunks(net, users, items, ratings, idx, l2)
+                mse, loss = _backward_in_chunks(net, users, items, ratings, idx, l2, objective, share)
                 optimizer.step()
                 sum_mse += mse.detach() * len(idx) * (share > 0)
                 sum_loss += loss.detach() * len(idx) * (share > 0)
@@ -486,8 +480,13 @@ CHUNK = 65_536
 """Most ratings whose activations a training step holds at once (see :func:`_backward_in_chunks`)."""
 
 
-def _backward_in_chunks(net: nn.Module, users, items, ratings, idx, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _backward_in_chunks(
+    net: nn.Module, users, items, ratings, idx, l2: float, objective: nn.Module | None = None, weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Back-propagate one batch's loss (mean squared error + penalty); returns both.
+
+    ``objective`` (a DistributedDataParallel module around ``net``'s ``predict_and_penalty``)
+    takes the batch whole, and its loss is back-propagated times ``weight`` (the rank's share).
 
     A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state()`` gives
     the work every rating shares (the rating-vector networks: each row's product with the
@@ -497,12 +496,13 @@ def _backward_in_chunks(net: nn.Module, users, items, ratings, idx, l2: float) -
     large the batch (ML-25M-sized data: a million ratings a step). A single process only:
     under DistributedDataParallel each rank's share goes through its forward whole.
     """
-    state = net.step_state() if len(idx) > CHUNK and hasattr(net, "step_state") else None
+    chunked = objective is None and len(idx) > CHUNK and hasattr(net, "step_state")
+    state = net.step_state() if chunked else None
     if state is None:
-        pred, penalty = net.predict_and_penalty(users[idx], items[idx], l2)
+        pred, penalty = (objective or net.predict_and_penalty)(users[idx], items[idx], l2)
         mse = torch.mean((pred - ratings[idx]) ** 2)
         loss = mse + penalty
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
         return mse, loss
     leaves = tuple(t.detach().requires_grad_(t.requires_grad) for t in state)
     squares = penalties = torch.zeros((), dtype=ratings.dtype, device=ratings.device)
