@@ -347,7 +347,8 @@ class BiasTerms(nn.Module):
     regularised as that fit is: :meth:`penalty` of a batch is the mean over its ratings of
     ``reg_user / n_u * b_u**2 + reg_item / n_i * b_i**2``, which summed over all training
     ratings is ``reg_user * sum b_u**2 + reg_item * sum b_i**2``, the least-squares fit's own
-    penalty. Left alone by the rest of the network, it converges to that fit.
+    penalty (each per-rating weight capped at 50, which only binds where the fit holds the
+    biases at ~0). Left alone by the rest of the network, it converges to that fit.
 
     Example:
         >>> terms = BiasTerms(3.5, np.zeros(2), np.array([0.5, -0.5]), np.ones(2), np.ones(2), 1.0, 1.0)
