@@ -26,6 +26,21 @@ def _csr_tensor(indptr, indices, values, size) -> torch.Tensor:
         return torch.sparse_csr_tensor(indptr, indices, values, size=size, check_invariants=False)
 
 
+def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor[index]`` along the first dimension: ``index_select`` is 2-3x faster than
+    advanced indexing on CPU, forward and backward (measured on ML-1M-sized batches: 4.3
+    against 14.3 ms for a (35,635 x 60) gather and its gradient)."""
+    return torch.index_select(tensor, 0, index.reshape(-1)).view(*index.shape, *tensor.shape[1:])
+
+
+def _keep_mask(n: int, p: float, device: torch.device) -> torch.Tensor:
+    """Which of ``n`` entries dropout keeps, each with probability ``1 - p`` (to 1 / 65,536):
+    four 16-bit draws from each random 64-bit integer, about twice as fast on CPU as one
+    ``rand`` per entry."""
+    draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    return draws.view(torch.int16)[:n] >= round(p * 65536) - 32768
+
+
 class _SparseTimesDense(torch.autograd.Function):
     """``X @ W`` for a sparse CSR ``X`` whose transpose is also at hand (as CSR).
 
@@ -196,19 +211,18 @@ class SparseRowProjection(nn.Module):
             return torch.stack(found, 1) if several else found[0]
         key = rows * block + base[:, 0]
         k = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
-        start = self.indptr[rows]
+        start = _take(self.indptr, rows)
         # the row's first-channel entries are ``start // channels`` onwards among the keys,
         # its channel-c entries ``start + c * per`` onwards among the non-zeros
-        per = (self.indptr[rows + 1] - start) // self.channels
+        per = (_take(self.indptr, rows + 1) - start) // self.channels
         pos = start[:, None] + channel * per[:, None] + (k - start // self.channels)[:, None]
-        pos = torch.where((self.keys[k] == key)[:, None], pos, torch.full_like(pos, -1))
+        pos = torch.where((_take(self.keys, k) == key)[:, None], pos, torch.full_like(pos, -1))
         return pos if several else pos[:, 0]
 
     def _input_values(self) -> torch.Tensor:
         values = self.values.to(self.weight.dtype)
         if self.training and self.dropout > 0:
-            keep = torch.rand_like(values) >= self.dropout
-            values = values * keep / (1.0 - self.dropout)
+            values = values * _keep_mask(len(values), self.dropout, values.device) / (1.0 - self.dropout)
         return values
 
     def _all_rows(self, values: torch.Tensor) -> torch.Tensor:
@@ -219,7 +233,7 @@ class SparseRowProjection(nn.Module):
         if frozen and getattr(self, "_cached_key", None) == key:
             return self._cached
         x = _csr_tensor(self.indptr.to(self.indices.dtype), self.indices, values, self.shape)
-        x_t = _csr_tensor(self.t_indptr, self.t_indices, values[self.t_order], self.shape[::-1])
+        x_t = _csr_tensor(self.t_indptr, self.t_indices, _take(values, self.t_order), self.shape[::-1])
         out = _SparseTimesDense.apply(x, x_t, self.weight)
         self._cached, self._cached_key = (out, key) if frozen else (None, None)
         return out
@@ -228,7 +242,7 @@ class SparseRowProjection(nn.Module):
         """Rows that lost ``masked`` entries are re-scaled to their count without them."""
         if self.norm == 0:
             return out
-        n = self.counts[rows].to(out.dtype)
+        n = _take(self.counts, rows).to(out.dtype)
         m = masked.to(out.dtype)
         factor = torch.where((m > 0) & (n > m), (n / (n - m).clamp(min=1)) ** self.norm, torch.ones_like(n))
         return out * factor[:, None]
@@ -240,14 +254,15 @@ class SparseRowProjection(nn.Module):
         weights = (values.to(self.weight.dtype) * scale)[None, :]
         return weights @ self.weight[cols] + self.bias
 
-    def _without_targets(self, out, values, rows, targets, masks, masked) -> torch.Tensor:
-        """Whole-row products less each masked target's term (a rank-one correction), renormalised."""
-        for target, cols in zip(targets, masks):
-            if not self.training and not bool((target >= 0).any()):
-                continue  # predicting pairs outside the matrix (a top-k list): nothing to take out
-            own = torch.where(target >= 0, values[target.clamp(min=0)], torch.zeros_like(target, dtype=values.dtype))
-            out = out - own.to(out.dtype)[:, None] * self.weight[cols]
-        return self._renormalize(out, rows, masked) if targets and bool(masked.any()) else out
+    def _without_targets(self, out, values, rows, targets, cols, masked) -> torch.Tensor:
+        """Whole-row products less each masked target's term (a rank-one correction per
+        column, summed by one ``embedding_bag``), renormalised. ``targets``: the entries'
+        positions (rows, m), -1 where absent; ``cols``: their columns."""
+        if targets is None or not bool(masked.any()):
+            return out  # e.g. predicting pairs outside the matrix (a top-k list): nothing to take out
+        own = torch.where(targets >= 0, _take(values, targets.clamp(min=0)), torch.zeros((), dtype=values.dtype))
+        out = out - F.embedding_bag(cols, self.weight, per_sample_weights=own.to(out.dtype), mode="sum")
+        return self._renormalize(out, rows, masked)
 
     def _sampled_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Unbiased estimates of ``x_r @ W`` from at most ``sample`` entries per distinct row."""
@@ -265,10 +280,9 @@ class SparseRowProjection(nn.Module):
         dtype = self.weight.dtype
         weights = self.values[pos].to(dtype) * torch.where(whole, 1.0, n[owner].to(dtype) / self.sample).to(dtype)
         if self.dropout > 0:
-            keep = torch.rand(total, device=rows.device) >= self.dropout
-            weights = weights * keep / (1.0 - self.dropout)
+            weights = weights * _keep_mask(total, self.dropout, rows.device) / (1.0 - self.dropout)
         out = F.embedding_bag(self.indices[pos].long(), self.weight, offsets, mode="sum", per_sample_weights=weights)
-        return out[inverse]
+        return _take(out, inverse)
 
     def step_state(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """What a training step over many rows computes once in ``full`` mode: the input
@@ -285,19 +299,18 @@ class SparseRowProjection(nn.Module):
         mask_cols: torch.Tensor | None = None,
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        masks, targets = [], []
+        targets = masked = None
         if mask_cols is not None:
-            masks = [mask_cols] if mask_cols.dim() == 1 else list(mask_cols.unbind(1))
-            found = self.position(rows, mask_cols)
-            targets = [found] if mask_cols.dim() == 1 else list(found.unbind(1))
-        masked = sum((t >= 0).long() for t in targets) if targets else None
+            mask_cols = mask_cols if mask_cols.dim() == 2 else mask_cols[:, None]
+            targets = self.position(rows, mask_cols)
+            masked = (targets >= 0).sum(1)
         if self.sample and self.training:
             # the estimate holds each entry in expectation: take the target's out exactly
-            out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, masks, masked)
+            out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, mask_cols, masked)
             return out + self.bias
         if self.mode == "full":
             values, every_row = self.step_state() if state is None else state
-            out = self._without_targets(every_row[rows], values, rows, targets, masks, masked)
+            out = self._without_targets(_take(every_row, rows), values, rows, targets, mask_cols, masked)
             return out + self.bias
         values = self._input_values()
         start = self.indptr[rows]
@@ -308,11 +321,11 @@ class SparseRowProjection(nn.Module):
         pos = torch.repeat_interleave(start - offsets, lengths, output_size=total) + torch.arange(
             total, device=rows.device
         )
-        weights = values[pos]
-        for target in targets:
+        weights = _take(values, pos)
+        for target in () if targets is None else targets.unbind(1):
             weights = weights * (pos != torch.repeat_interleave(target, lengths, output_size=total))
-        out = F.embedding_bag(self.indices[pos].long(), self.weight, offsets, mode="sum", per_sample_weights=weights)
-        if targets:
+        out = F.embedding_bag(_take(self.indices, pos).long(), self.weight, offsets, mode="sum", per_sample_weights=weights)
+        if targets is not None:
             out = self._renormalize(out, rows, masked)
         return out + self.bias
 
