@@ -17,6 +17,7 @@ from neucf.models import (
     NeuMF,
     RatingVectorNet,
     Recommender,
+    layers,
     model_class,
     model_names,
 )
@@ -164,6 +165,26 @@ def test_full_and_bag_projections_agree():
     out_a.sum().backward()
     out_b.sum().backward()
     torch.testing.assert_close(a.weight.grad, b.weight.grad)
+
+
+def test_products_in_column_blocks_equal_the_whole_product(monkeypatch):
+    m = small_matrix()
+    rows, cols = torch.tensor([0, 3, 3, 29, 7]), torch.tensor([1, 2, 5, 19, 0])
+    torch.manual_seed(0)
+    whole = SparseRowProjection(m, 6, mode="full", norm=0.5)
+    monkeypatch.setattr(layers, "BLOCK_BYTES", 6 * 4 * 3)  # three rows of the dense operand a block
+    blocked = SparseRowProjection(m, 6, mode="full", norm=0.5)
+    assert len(whole.blocks.edges) == len(whole.t_blocks.edges) == 2
+    assert len(blocked.blocks.edges) - 1 == 7 and len(blocked.t_blocks.edges) - 1 == 10
+    blocked.load_state_dict(whole.state_dict())
+    out_whole, out_blocked = whole(rows, cols), blocked(rows, cols)
+    torch.testing.assert_close(out_blocked, out_whole)
+    expected = torch.from_numpy(m.toarray()) / torch.from_numpy(np.diff(m.indptr)).clamp(min=1)[:, None] ** 0.5
+    torch.testing.assert_close(blocked(torch.arange(30)), expected @ whole.weight + whole.bias)
+    grad = torch.randn_like(out_whole)
+    out_whole.backward(grad)
+    out_blocked.backward(grad)
+    torch.testing.assert_close(blocked.weight.grad, whole.weight.grad)
 
 
 @pytest.mark.parametrize("factory", [GMF, NeuMF])
