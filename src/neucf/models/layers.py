@@ -51,12 +51,13 @@ class _ColumnBlocks(nn.Module):
     a slice of ``D`` of about ``BLOCK_BYTES`` (rows of ``width`` 32-bit numbers).
 
     A CSR product reads one row of ``D`` per non-zero, in no useful order; once ``D`` outgrows
-    the caches, nearly every read misses. Measured on this project's 2-core machine, NeuMF's
-    four products of a training step on 20M generated ratings (MovieLens-25M-shaped, 60
-    units): 1,591 / 1,803 / 1,713 / 579 ms whole, 346 / 412 / 464 / 448 ms in blocks of
-    2 MiB (4 MiB: 544 / 313 / 430 / 369; 1 MiB: 485 / 468 / 496 / 402); at 1M ratings (one
-    or two blocks) no difference. ``order[i]``: where the i-th regrouped entry's value sits
-    in the values given (None: in the same order).
+    the caches, nearly every read misses. Measured on this project's 2-core machine (an
+    ad-hoc timing of the four products alone, on ``benchmarks/scale.py``'s ``syn-25M``
+    training ratings, 60 units): NeuMF's four products of a training step took 1,591 /
+    1,803 / 1,713 / 579 ms whole, 346 / 412 / 464 / 448 ms in blocks of 2 MiB (4 MiB: 544 /
+    313 / 430 / 369; 1 MiB: 485 / 468 / 496 / 402); at 1M ratings (one or two blocks) no
+    difference. ``order[i]``: where the i-th regrouped entry's value sits in the values
+    given (None: in the same order).
     """
 
     def __init__(self, indptr, indices, n_cols: int, width: int, order=None, index=torch.int32):
@@ -122,8 +123,9 @@ class SparseRowProjection(nn.Module):
 
     Two exact ways to compute it, picked by ``mode``:
 
-    - ``full``: every row's projection at once, ``X @ W`` as one CSR product (cost: the
-      matrix's non-zeros), then the batch's rows are taken. Cheapest when a batch's rows
+    - ``full``: every row's projection at once, ``X @ W`` as CSR products over cache-sized
+      blocks of columns (cost: the matrix's non-zeros; see :class:`_ColumnBlocks`), then the
+      batch's rows are taken. Cheapest when a batch's rows
       hold more non-zeros than the whole matrix, as on MovieLens-sized data.
     - ``bag``: only the batch's rows, gathered from the CSR arrays and summed with
       ``F.embedding_bag(per_sample_weights=ratings)`` (cost: the batch rows' non-zeros).
