@@ -125,8 +125,8 @@ class SparseRowProjection(nn.Module):
 
     - ``full``: every row's projection at once, ``X @ W`` as CSR products over cache-sized
       blocks of columns (cost: the matrix's non-zeros; see :class:`_ColumnBlocks`), then the
-      batch's rows are taken. Cheapest when a batch's rows
-      hold more non-zeros than the whole matrix, as on MovieLens-sized data.
+      batch's rows are taken. Cheapest when a batch's rows hold more non-zeros than the
+      whole matrix, as on MovieLens-sized data.
     - ``bag``: only the batch's rows, gathered from the CSR arrays and summed with
       ``F.embedding_bag(per_sample_weights=ratings)`` (cost: the batch rows' non-zeros).
     - ``auto`` (default): ``full`` when ``batch_size`` rows drawn by rating hold, on average,
@@ -337,10 +337,13 @@ class SparseRowProjection(nn.Module):
         drawn = (torch.rand(total, device=rows.device) * n[owner]).long()
         pos = start[owner] + torch.where(whole, within, drawn)
         dtype = self.weight.dtype
-        weights = self.values[pos].to(dtype) * torch.where(whole, 1.0, n[owner].to(dtype) / self.sample).to(dtype)
+        scale = torch.where(whole, 1.0, n[owner].to(dtype) / self.sample).to(dtype)
+        weights = _take(self.values, pos).to(dtype) * scale
         if self.dropout > 0:
             weights = weights * _keep_mask(total, self.dropout, rows.device) / (1.0 - self.dropout)
-        out = F.embedding_bag(self.indices[pos].long(), self.weight, offsets, mode="sum", per_sample_weights=weights)
+        out = F.embedding_bag(
+            _take(self.indices, pos).long(), self.weight, offsets, mode="sum", per_sample_weights=weights
+        )
         return _take(out, inverse)
 
     def step_state(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -372,8 +375,8 @@ class SparseRowProjection(nn.Module):
             out = self._without_targets(_take(every_row, rows), values, rows, targets, mask_cols, masked)
             return out + self.bias
         values = self._input_values()
-        start = self.indptr[rows]
-        lengths = self.indptr[rows + 1] - start
+        start = _take(self.indptr, rows)
+        lengths = _take(self.indptr, rows + 1) - start
         offsets = torch.cumsum(lengths, 0) - lengths
         total = int(lengths.sum())
         # CSR position of every gathered entry, bag after bag
