@@ -167,6 +167,20 @@ def test_full_and_bag_projections_agree():
     torch.testing.assert_close(a.weight.grad, b.weight.grad)
 
 
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9])
+def test_dropout_keeps_each_entry_independently_with_probability_one_minus_p(p):
+    torch.manual_seed(0)
+    n = 400_003  # not a multiple of the four draws taken from each random integer
+    keep = layers._keep_mask(n, p, torch.device("cpu")).double()
+    assert keep.shape == (n,)
+    standard_error = (p * (1 - p) / n) ** 0.5
+    assert abs(keep.mean().item() - (1 - p)) < 5 * standard_error
+    # the four 16-bit slices of one integer, and neighbours across integers, are uncorrelated
+    for lag in (1, 2, 3, 4):
+        corr = torch.corrcoef(torch.stack([keep[:-lag], keep[lag:]]))[0, 1].item()
+        assert abs(corr) < 5 / n**0.5
+
+
 def test_products_in_column_blocks_equal_the_whole_product(monkeypatch):
     m = small_matrix()
     rows, cols = torch.tensor([0, 3, 3, 29, 7]), torch.tensor([1, 2, 5, 19, 0])
