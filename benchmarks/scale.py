@@ -87,6 +87,8 @@ def parts(name: str, seed: int):
 
 def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params: dict) -> dict:
     """Train on one dataset in this process; the row of the table."""
+    import torch
+
     from neucf.cli import keep_freed_memory
     from neucf.runs import fit_and_score
 
@@ -107,6 +109,8 @@ def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params:
         "train_seconds": metrics["train_seconds"],
         "rmse": metrics["test"]["rmse"],
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",  # fit_and_score uses device auto
+        "gpu_peak_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
         "svd_seconds": None,
         "svd_rmse": None,
     }
@@ -120,6 +124,13 @@ def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params:
         except ImportError:
             pass  # Surprise is not a dependency: the column stays empty
     return row
+
+
+def _gpu() -> str:
+    """ ", GPU name" when a CUDA GPU is visible, else ""."""
+    import torch
+
+    return f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
 
 
 def main() -> None:
@@ -169,10 +180,13 @@ def main() -> None:
             f"{r['rmse']:>7.4f} {r['svd_seconds'] or float('nan'):>6.1f} {ratio or float('nan'):>6.2f}"
         )
     print("* epochs capped by --epochs: seconds per epoch only, no early stop")
+    for r in rows:
+        if r.get("gpu_peak_gb") is not None:
+            print(f"{r['dataset']}: trained on {r['device']}, peak GPU memory {r['gpu_peak_gb']:.2f} GB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "command": " ".join(["python", *sys.argv]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs" + _gpu(),
         "rows": rows,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")

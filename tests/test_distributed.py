@@ -12,7 +12,7 @@ from neucf.cli import main
 from neucf.training import World, join_world
 
 ARGS = ["--split", "random", "--seed", "0", "--model", "neumf", "--factors", "8", "--layers", "2",
-        "--epochs", "6", "--batch-size", "512", "--no-ranking", "--no-progress"]  # fmt: skip
+        "--epochs", "6", "--batch-size", "512", "--no-ranking", "--no-progress", "--device", "cpu"]  # fmt: skip
 
 
 def test_alone_without_torchrun():

@@ -273,7 +273,13 @@ def join_world(device: str = "auto") -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return World.current()
     if resolve_device(device).type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise UsageError(
+                f"this machine has {gpus} CUDA GPU(s) but torchrun started more processes on it (local rank "
+                f"{local_rank}); use --nproc-per-node {gpus}, or --device cpu for gloo on CPU"
+            )
+        torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")
