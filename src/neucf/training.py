@@ -53,6 +53,12 @@ class TrainConfig:
             90/10, where NeuMF reaches test RMSE 0.8321 against 0.8400 at 1e-5.
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
+        min_steps: early stopping waits until this many optimiser steps were taken (as
+            Lightning's ``min_steps``). For a network that sits on a plateau for some dozens
+            of steps before it learns (``mlp``'s deep tower, whose output starts at zero) on
+            small data, where an epoch is a few steps. Not a default elsewhere: on small,
+            sparse data the extra epochs let a noisy validation pick an over-fitted epoch
+            (NeuMF on ml-100k u1 sampled to 25%: 0.9987 at 100, 0.9875 without).
         steps_per_epoch: the most optimiser steps in an epoch (0: no limit). On data with
             more than ``batch_size * steps_per_epoch`` training ratings the batch grows to
             ``n / steps_per_epoch`` and Adam's learning rate by the square root of that growth
@@ -80,6 +86,7 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata=_help("Adam learning rate."))
     l2: float | None = field(default=None, metadata=_help("L2 weight (unset: 0.75 / number of training ratings)."))
     patience: int = field(default=3, metadata=_help("Early-stopping patience in epochs (0: off)."))
+    min_steps: int = field(default=0, metadata=_help("Early stopping waits for this many optimiser steps."))
     steps_per_epoch: int = field(
         default=0, metadata=_help("Most steps per epoch; larger data grow the batch and lr (sqrt) instead (0: off).")
     )
@@ -103,6 +110,8 @@ class TrainConfig:
             raise UsageError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
         if self.patience < 0:
             raise UsageError(f"patience must be >= 0, got {self.patience}")
+        if self.min_steps < 0:
+            raise UsageError(f"min_steps must be >= 0, got {self.min_steps}")
         if self.optimizer not in ("adam", "sgd"):
             raise UsageError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.dtype not in ("float32", "float64"):
@@ -476,7 +485,7 @@ class Trainer:
             if score < best:
                 best, history.best_epoch = score, epoch
                 best_state = copy.deepcopy(net.state_dict())
-            elif cfg.patience and epoch - history.best_epoch >= cfg.patience:
+            elif cfg.patience and epoch - history.best_epoch >= cfg.patience and epoch * n_batches >= cfg.min_steps:
                 history.stopped_early = True
                 break
         return best_state, best

@@ -18,18 +18,30 @@ from torch.nn import functional as F
 
 
 def _csr_tensor(indptr, indices, values, size) -> torch.Tensor:
-    """A CSR tensor, without torch's "beta" warning: the two operations used here (construction
-    and CSR @ dense) are covered by the tests, so the warning is noise for users. Filtered
-    here only, never for the whole process."""
+    """A CSR tensor, without torch's warnings about it: "beta" support (the two operations
+    used here, construction and CSR @ dense, are covered by the tests) and, from torch 2.11,
+    "invariant checks are implicitly disabled" (raised even with ``check_invariants=False``;
+    the structures are built here, valid by construction). Noise for users; filtered here
+    only, never for the whole process."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly", category=UserWarning)
         return torch.sparse_csr_tensor(indptr, indices, values, size=size, check_invariants=False)
 
 
 def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``tensor[index]`` along the first dimension: ``index_select`` is 2-3x faster than
     advanced indexing on CPU, forward and backward (measured on ML-1M-sized batches: 4.3
-    against 14.3 ms for a (35,635 x 60) gather and its gradient)."""
+    against 14.3 ms for a (35,635 x 60) gather and its gradient).
+
+    On CUDA a tensor that gets a gradient is gathered by ``F.embedding`` instead: its
+    backward sorts the indices and sums each row's gradients in a fixed order, where
+    ``index_select``'s and advanced indexing's add them atomically in whatever order the
+    threads run (PyTorch lists both as nondeterministic), so the same seed would give
+    numbers that differ in their last bits from run to run, and more after many steps."""
+    if tensor.is_cuda and tensor.requires_grad:
+        rows = F.embedding(index.reshape(-1), tensor.reshape(tensor.shape[0], -1))
+        return rows.view(*index.shape, *tensor.shape[1:])
     return torch.index_select(tensor, 0, index.reshape(-1)).view(*index.shape, *tensor.shape[1:])
 
 
@@ -453,11 +465,16 @@ class BiasTerms(nn.Module):
         return cls(fit.mean, fit.user_bias, fit.item_bias, *counts, fit.reg_user, fit.reg_item)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.mean + self.user_bias[users] + self.item_bias[items]
+        bu, bi = self.biases(users, items)
+        return self.mean + bu + bi
+
+    def biases(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's ``b_u`` and ``b_i``."""
+        return _take(self.user_bias, users), _take(self.item_bias, items)
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The batch's share of the biases' penalty (see the class docstring)."""
-        bu, bi = self.user_bias[users], self.item_bias[items]
+        bu, bi = self.biases(users, items)
         return (self.user_weight[users] * bu**2 + self.item_weight[items] * bi**2).mean()
 
 

@@ -78,8 +78,7 @@ class BiasedMFNet(nn.Module):
         return self.baseline.mean
 
     def _gather(self, users, items):
-        b = self.baseline
-        return self.user_factors(users), self.item_factors(items), b.user_bias[users], b.item_bias[items]
+        return self.user_factors(users), self.item_factors(items), *self.baseline.biases(users, items)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self._combine(*self._gather(users, items))
