@@ -201,6 +201,20 @@ def test_products_in_column_blocks_equal_the_whole_product(monkeypatch):
     torch.testing.assert_close(blocked.weight.grad, whole.weight.grad)
 
 
+@pytest.mark.parametrize("block_bytes", [layers.BLOCK_BYTES, 6 * 4 * 3])
+def test_the_embedding_bag_product_cuda_uses_equals_the_csr_product(block_bytes, monkeypatch):
+    m = small_matrix()
+    monkeypatch.setattr(layers, "BLOCK_BYTES", block_bytes)
+    proj = SparseRowProjection(m, 6, mode="full")
+    values = torch.from_numpy(m.data)
+    torch.manual_seed(0)
+    for blocks, dense, matrix in ((proj.blocks, torch.randn(20, 6), m), (proj.t_blocks, torch.randn(30, 6), m.T)):
+        ordered = values if blocks.order is None else values[blocks.order.long()]
+        by_bags = blocks.bag_product(ordered, dense)
+        torch.testing.assert_close(by_bags, blocks.product(values, dense))
+        torch.testing.assert_close(by_bags, torch.from_numpy(matrix.toarray()) @ dense)
+
+
 @pytest.mark.parametrize("factory", [GMF, NeuMF])
 def test_a_batch_taken_in_chunks_has_the_whole_batchs_loss_and_gradient(factory, parts, monkeypatch):
     train, _, _ = parts
