@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from .. import __version__
@@ -132,11 +133,18 @@ def fit_biases(train: Ratings, reg_user: float | None = None, reg_item: float | 
     residual = train.ratings.astype(np.float64) - mean
     n_u = np.bincount(train.users, minlength=train.n_users)
     n_i = np.bincount(train.items, minlength=train.n_items)
+    # each step's sums over a user's (item's) ratings of r - mean - b_i (b_u) are the fixed
+    # sums of r - mean less one product with the 0/1 rating pattern: 2 sparse products a
+    # step instead of 2 gathers, 2 subtractions and 2 weighted counts over every rating
+    pattern = sp.csr_matrix((np.ones(len(train)), (train.users, train.items)), shape=(train.n_users, train.n_items))
+    pattern_t = pattern.T.tocsr()
+    sum_u = np.bincount(train.users, residual, train.n_users)
+    sum_i = np.bincount(train.items, residual, train.n_items)
     bu = np.zeros(train.n_users)
     bi = np.zeros(train.n_items)
     for _ in range(n_iter):
-        bi = np.bincount(train.items, residual - bu[train.users], train.n_items) / (n_i + reg_item + 1e-12)
-        bu = np.bincount(train.users, residual - bi[train.items], train.n_users) / (n_u + reg_user + 1e-12)
+        bi = (sum_i - pattern_t @ bu) / (n_i + reg_item + 1e-12)
+        bu = (sum_u - pattern @ bi) / (n_u + reg_user + 1e-12)
     return mean, bu, bi
 
 

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .base import BiasFit
 from .layers import BiasTerms
 from .registry import register
 from .torch_estimator import TorchRecommender
@@ -154,7 +153,7 @@ class MatrixFactorization(TorchRecommender):
         return params
 
     def _build(self, train):
-        baseline = BiasTerms.from_fit(BiasFit.of(train), train) if self.config.bias_prior else None
+        baseline = BiasTerms.from_fit(self._input_bias_fit(train), train) if self.config.bias_prior else None
         return BiasedMFNet(
             train.n_users,
             train.n_items,

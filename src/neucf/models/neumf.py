@@ -382,7 +382,7 @@ class RatingVectorModel(TorchRecommender):
 
     def _build(self, train):
         k = self.config.factors
-        self.input_biases_ = BiasFit.of(train)
+        self.input_biases_ = self._input_bias_fit(train)
         fit = self.input_biases_
         baseline = BiasTerms.from_fit(fit, train) if self.config.baseline else None
         return RatingVectorNet(

@@ -13,7 +13,7 @@ import torch
 
 from ..datasets import Ratings
 from ..training import FitOptions, TrainConfig, Trainer, predict_batches, resolve_device, seeded
-from .base import Recommender
+from .base import BiasFit, Recommender
 
 
 def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
@@ -108,6 +108,16 @@ class TorchRecommender(Recommender):
     def held_out_validation(self) -> bool:
         """Whether early stopping used a held-out share of train (no validation part was given)."""
         return self.held_out_ is not None
+
+    def _input_bias_fit(self, inputs: Ratings) -> BiasFit:
+        """The bias fit of the network's input ratings: the one :meth:`fit` made for the
+        fallback when they are the very ratings it was made from (all of train: a validation
+        part was given), else their own."""
+        fit, fitted_on = getattr(self, "bias_fit_", None), getattr(self, "train_", ())
+        same = len(fitted_on) == 3 and all(
+            a is b for a, b in zip((inputs.users, inputs.items, inputs.ratings), fitted_on)
+        )
+        return fit if fit is not None and same else BiasFit.of(inputs)
 
     def _input_ratings(self) -> Ratings:
         users, items, values = self.inputs_
