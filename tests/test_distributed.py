@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
+from neucf.errors import UsageError
 from neucf.training import World, join_world
 
 ARGS = ["--split", "random", "--seed", "0", "--model", "neumf", "--factors", "8", "--layers", "2",
@@ -38,3 +40,12 @@ def test_two_gloo_processes_match_one(tmp_path, capsys):
     assert json.loads((tmp_path / "two" / "config.json").read_text())["runtime"]["world_size"] == 2
     assert abs(one["test"]["rmse"] - two["test"]["rmse"]) < 0.005, (one["test"], two["test"])
     assert one["epochs"] == two["epochs"]
+
+
+def test_more_cuda_processes_than_gpus_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match=r"1 CUDA GPU\(s\).*--nproc-per-node 1, or --device cpu"):
+        join_world("cuda")
