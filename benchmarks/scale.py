@@ -127,7 +127,7 @@ def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params:
 
 
 def _gpu() -> str:
-    """ ", GPU name" when a CUDA GPU is visible, else ""."""
+    """The visible CUDA GPU's name after a comma (for the report's machine line), else empty."""
     import torch
 
     return f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
