@@ -94,10 +94,14 @@ def bias_regularisation(train: Ratings, n_rounds: int = 5) -> tuple[float, float
         >>> 0 < reg_user < 10 and 0 < reg_item < 10
         True
     """
+    return _bias_regularisation(train, _BiasSolver(train), n_rounds)
+
+
+def _bias_regularisation(train: Ratings, solver: _BiasSolver, n_rounds: int) -> tuple[float, float]:
+    """:func:`bias_regularisation` with ``train``'s solver already built (:meth:`BiasFit.of` reuses it)."""
     y = train.ratings.astype(np.float64)
     residual = y - y.mean()
-    n_u = np.bincount(train.users, minlength=train.n_users)
-    n_i = np.bincount(train.items, minlength=train.n_items)
+    n_u, n_i = solver.n_u, solver.n_i
 
     def prior_variance(index, counts, others, sigma2):
         sums = np.bincount(index, residual - others, len(counts))
@@ -106,7 +110,7 @@ def bias_regularisation(train: Ratings, n_rounds: int = 5) -> tuple[float, float
 
     reg_user = reg_item = 10.0
     for _ in range(n_rounds):
-        _, bu, bi = fit_biases(train, reg_user, reg_item)
+        _, bu, bi = solver.solve(reg_user, reg_item)
         sigma2 = max(float(np.var(residual - bu[train.users] - bi[train.items])), 1e-12)
         reg_user = sigma2 / prior_variance(train.users, n_u, bi[train.items], sigma2)
         reg_item = sigma2 / prior_variance(train.items, n_i, bu[train.users], sigma2)
@@ -129,23 +133,36 @@ def fit_biases(train: Ratings, reg_user: float | None = None, reg_item: float | 
     if reg_user is None or reg_item is None:
         fit = BiasFit.of(train, reg_user, reg_item, n_iter)
         return fit.mean, fit.user_bias, fit.item_bias
-    mean = float(train.ratings.astype(np.float64).mean())
-    residual = train.ratings.astype(np.float64) - mean
-    n_u = np.bincount(train.users, minlength=train.n_users)
-    n_i = np.bincount(train.items, minlength=train.n_items)
-    # each step's sums over a user's (item's) ratings of r - mean - b_i (b_u) are the fixed
-    # sums of r - mean less one product with the 0/1 rating pattern: 2 sparse products a
-    # step instead of 2 gathers, 2 subtractions and 2 weighted counts over every rating
-    pattern = sp.csr_matrix((np.ones(len(train)), (train.users, train.items)), shape=(train.n_users, train.n_items))
-    pattern_t = pattern.T.tocsr()
-    sum_u = np.bincount(train.users, residual, train.n_users)
-    sum_i = np.bincount(train.items, residual, train.n_items)
-    bu = np.zeros(train.n_users)
-    bi = np.zeros(train.n_items)
-    for _ in range(n_iter):
-        bi = (sum_i - pattern_t @ bu) / (n_i + reg_item + 1e-12)
-        bu = (sum_u - pattern @ bi) / (n_u + reg_user + 1e-12)
-    return mean, bu, bi
+    return _BiasSolver(train).solve(reg_user, reg_item, n_iter)
+
+
+class _BiasSolver:
+    """:func:`fit_biases`' alternating least squares on one training set, for the several
+    solves that estimating the shrinkage makes. Each step's sums over a user's (item's)
+    ratings of ``r - mean - b_i`` (``b_u``) are the fixed sums of ``r - mean`` less one
+    product with the 0/1 rating pattern: 2 sparse products a step instead of 2 gathers, 2
+    subtractions and 2 weighted counts over every rating, and the pattern is built once
+    (on 4M ratings, 0.28 s of a 0.43 s solve)."""
+
+    def __init__(self, train: Ratings):
+        self.mean = float(train.ratings.astype(np.float64).mean())
+        residual = train.ratings.astype(np.float64) - self.mean
+        self.n_u = np.bincount(train.users, minlength=train.n_users)
+        self.n_i = np.bincount(train.items, minlength=train.n_items)
+        shape = (train.n_users, train.n_items)
+        self.pattern = sp.csr_matrix((np.ones(len(train)), (train.users, train.items)), shape=shape)
+        self.pattern_t = self.pattern.T.tocsr()
+        self.sum_u = np.bincount(train.users, residual, train.n_users)
+        self.sum_i = np.bincount(train.items, residual, train.n_items)
+
+    def solve(self, reg_user: float, reg_item: float, n_iter: int = 10) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(mean, user_bias, item_bias)`` for the given shrinkage."""
+        bu = np.zeros(len(self.n_u))
+        bi = np.zeros(len(self.n_i))
+        for _ in range(n_iter):
+            bi = (self.sum_i - self.pattern_t @ bu) / (self.n_i + reg_item + 1e-12)
+            bu = (self.sum_u - self.pattern @ bi) / (self.n_u + reg_user + 1e-12)
+        return self.mean, bu, bi
 
 
 @dataclass(frozen=True)
@@ -167,11 +184,12 @@ class BiasFit:
     @classmethod
     def of(cls, train, reg_user: float | None = None, reg_item: float | None = None, n_iter: int = 10) -> BiasFit:
         """The fit on ``train``; a shrinkage left None is estimated (:func:`bias_regularisation`)."""
+        solver = _BiasSolver(train)
         if reg_user is None or reg_item is None:
-            estimated = bias_regularisation(train)
+            estimated = _bias_regularisation(train, solver, n_rounds=5)
             reg_user = estimated[0] if reg_user is None else reg_user
             reg_item = estimated[1] if reg_item is None else reg_item
-        return cls(*fit_biases(train, reg_user, reg_item, n_iter), reg_user, reg_item)
+        return cls(*solver.solve(reg_user, reg_item, n_iter), reg_user, reg_item)
 
     def residuals(self, train) -> np.ndarray:
         """``r - mean - b_u - b_i`` of each training rating."""
