@@ -99,9 +99,7 @@ def bias_regularisation(train: Ratings, n_rounds: int = 5) -> tuple[float, float
 
 def _bias_regularisation(train: Ratings, solver: _BiasSolver, n_rounds: int) -> tuple[float, float]:
     """:func:`bias_regularisation` with ``train``'s solver already built (:meth:`BiasFit.of` reuses it)."""
-    y = train.ratings.astype(np.float64)
-    residual = y - y.mean()
-    n_u, n_i = solver.n_u, solver.n_i
+    residual, n_u, n_i = solver.residual, solver.n_u, solver.n_i
 
     def prior_variance(index, counts, others, sigma2):
         sums = np.bincount(index, residual - others, len(counts))
@@ -146,7 +144,7 @@ class _BiasSolver:
 
     def __init__(self, train: Ratings):
         self.mean = float(train.ratings.astype(np.float64).mean())
-        residual = train.ratings.astype(np.float64) - self.mean
+        self.residual = residual = train.ratings.astype(np.float64) - self.mean
         self.n_u = np.bincount(train.users, minlength=train.n_users)
         self.n_i = np.bincount(train.items, minlength=train.n_items)
         shape = (train.n_users, train.n_items)

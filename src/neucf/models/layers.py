@@ -99,36 +99,30 @@ class _ColumnBlocks(nn.Module):
         self.edges = edges.tolist()
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
 
-    def product(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``X @ dense`` where X holds ``values`` (in the order ``order`` refers to).
+    def product(self, values: torch.Tensor, dense: torch.Tensor, bags: bool | None = None) -> torch.Tensor:
+        """``X @ dense`` where X holds ``values`` (in the order ``order`` refers to), block by
+        block as CSR products, or as ``embedding_bag``s where ``bags`` (default: on CUDA).
 
-        On CUDA by :meth:`bag_product`: torch's CUDA CSR product (cuSPARSE) sums in an order
-        that changes from run to run, which ``torch.use_deterministic_algorithms`` does not
-        cover (on an H200: three products of one 20M-entry matrix, not bit-identical; NeuMF
-        fitted twice with one seed, predictions up to 0.27 apart), where ``embedding_bag``
-        sums each row in order (identical). It costs 2.4 against 1.2 ms a product there
-        (162,000 x 59,000, 20M entries, 64 columns): about 0.1 s of a 4.9 s epoch."""
+        torch's CUDA CSR product (cuSPARSE) sums in an order that changes from run to run,
+        which ``torch.use_deterministic_algorithms`` does not cover (on an H200: three
+        products of one 20M-entry matrix, not bit-identical; NeuMF fitted twice with one
+        seed, predictions up to 0.27 apart), where ``embedding_bag`` sums each row in order
+        (identical). It costs 2.4 against 1.2 ms a product there (162,000 x 59,000, 20M
+        entries, 64 columns): about 0.1 s of a 4.9 s epoch."""
         values = values if self.order is None else _take(values, self.order)
-        if dense.is_cuda:
-            return self.bag_product(values, dense)
+        bags = dense.is_cuda if bags is None else bags
         out = None
         for b, (start, end) in enumerate(zip(self.edges[:-1], self.edges[1:])):
             first, last = self.offsets[b], self.offsets[b + 1]
+            if bags:
+                part = F.embedding_bag(
+                    self.indices[first:last], dense[start:end], self.indptr[b, :-1], mode="sum",
+                    per_sample_weights=values[first:last],
+                )  # fmt: skip
+                out = part if out is None else out + part
+                continue
             x = _csr_tensor(self.indptr[b], self.indices[first:last], values[first:last], (self.shape[0], end - start))
             out = x @ dense[start:end] if out is None else torch.addmm(out, x, dense[start:end])
-        return out
-
-    def bag_product(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``X @ dense`` as one ``embedding_bag`` per block (``values`` in this structure's
-        order): deterministic on CUDA, where :meth:`product` uses it."""
-        out = None
-        for b, (start, end) in enumerate(zip(self.edges[:-1], self.edges[1:])):
-            first, last = self.offsets[b], self.offsets[b + 1]
-            part = F.embedding_bag(
-                self.indices[first:last], dense[start:end], self.indptr[b, :-1], mode="sum",
-                per_sample_weights=values[first:last],
-            )  # fmt: skip
-            out = part if out is None else out + part
         return out
 
 
