@@ -26,9 +26,9 @@ def parts():
     return r.subset(s.train), r.subset(s.valid), r.subset(s.test)
 
 
-def fitted(name, parts):
+def fitted(name, parts, **params):
     cls = model_class(name)
-    return cls(**{k: v for k, v in FAST.items() if k in cls.parameters()}).fit(parts[0], parts[1])
+    return cls(**{k: v for k, v in {**FAST, **params}.items() if k in cls.parameters()}).fit(parts[0], parts[1])
 
 
 # ---- ranking metrics on hand-made lists ------------------------------------------------------
@@ -89,7 +89,8 @@ def test_a_perfect_list_scores_one_and_users_without_relevant_items_are_skipped(
 # ---- fold-in -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["mean", "bias", "pop", "gmf", "mlp", "neumf"])
 def test_fold_in_of_a_known_users_own_row_equals_the_trained_user(name, parts):
-    model = fitted(name, parts)
+    # a network's trained user also has an id vector, which a newcomer has not: without ids
+    model = fitted(name, parts, ids=False)
     u = 3
     items, ratings = model._training_row(u)
     history = pd.DataFrame({"user": "newcomer", "item": model.item_ids[items], "rating": ratings})
@@ -105,12 +106,17 @@ def test_fold_in_of_a_known_users_own_row_equals_the_trained_user(name, parts):
 
 
 @pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
-def test_a_networks_fold_in_of_a_known_users_row_is_exactly_their_trained_representation(name, parts):
-    model = fitted(name, parts)
+@pytest.mark.parametrize("ids", [False, True])
+def test_a_networks_fold_in_of_a_known_users_row_is_exactly_their_trained_representation(name, ids, parts):
+    model = fitted(name, parts, ids=ids)
     u = 3
     folded, _ = model._fold_in(*model._training_row(u))
-    trained = model.net.activation(model.net.user_projection(torch.tensor([u])))
-    torch.testing.assert_close(folded, trained, rtol=1e-5, atol=1e-6)
+    projection = model.net.user_projection
+    trained = projection(torch.tensor([u]))
+    if ids:  # all but the trained user's own id vector, which training moved away from 0
+        assert float(projection.row_embedding[u].detach().abs().max()) > 0
+        trained = trained - projection.row_embedding[u]
+    torch.testing.assert_close(folded, model.net.activation(trained), rtol=1e-5, atol=1e-6)
 
 
 def test_mf_fold_in_solves_the_users_factors(parts):

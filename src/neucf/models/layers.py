@@ -179,6 +179,12 @@ class SparseRowProjection(nn.Module):
     holding the same columns in every block (as :func:`~neucf.models.neumf.input_matrices`
     makes them, checked): a masked pair is then found in all channels with one search.
 
+    ``ids``: each row also has a vector of its own, added to its product (row ``r``'s input
+    is then ``[x_r | one-hot(r)]``, the original NeuMF's one-hot id beside the seed's rating
+    vector), starting at 0: :attr:`row_embedding`. A row given from outside the matrix
+    (:meth:`project_row`, a folded-in user) has none. Its penalty is the caller's
+    (:meth:`id_penalty`).
+
     ``W`` starts uniform with the scale that gives each output unit standard deviation
     ``init_std`` over the matrix's rows (measured: 0.3 trains the deep MLP tower on a
     generated rank-5 set where Keras' Glorot init, 0.03 there, leaves it constant). ``norm`` divides each row by (its number of
@@ -204,6 +210,7 @@ class SparseRowProjection(nn.Module):
         sample: int = 0,
         init_std: float = 0.3,
         channels: int = 1,
+        ids: bool = False,
     ):
         super().__init__()
         if sample < 0:
@@ -253,6 +260,8 @@ class SparseRowProjection(nn.Module):
             self.t_blocks = _ColumnBlocks(t_indptr, rows[order], n_rows, out_features, order, index)
         self.weight = nn.Parameter(torch.empty(n_cols, out_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
+        # not named "...weight": the networks' global L2 skips it; it has its own penalty
+        self.row_embedding = nn.Parameter(torch.zeros(n_rows, out_features)) if ids else None
         # Uniform, scaled to the data: each output unit starts with standard deviation
         # ``init_std`` over the rows, whatever the rating scale and row lengths. (Keras'
         # Glorot, the seed's, scales by the number of columns, which for thousands of sparse,
@@ -307,6 +316,17 @@ class SparseRowProjection(nn.Module):
         pos = start[:, None] + channel * per[:, None] + (k - start // self.channels)[:, None]
         pos = torch.where((_take(self.keys, k) == key)[:, None], pos, torch.full_like(pos, -1))
         return pos if several else pos[:, 0]
+
+    def _finish(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The rows' products plus the bias and, with ``ids``, each row's own vector."""
+        out = out + self.bias
+        return out if self.row_embedding is None else out + _take(self.row_embedding, rows)
+
+    def id_penalty(self, rows: torch.Tensor) -> torch.Tensor:
+        """Squared norm of each of ``rows``' own vectors (zeros without ``ids``)."""
+        if self.row_embedding is None:
+            return torch.zeros(len(rows), dtype=self.weight.dtype, device=self.weight.device)
+        return _take(self.row_embedding, rows).pow(2).sum(1)
 
     def _input_values(self) -> torch.Tensor:
         values = self.values.to(self.weight.dtype)
@@ -397,11 +417,11 @@ class SparseRowProjection(nn.Module):
         if self.sample and self.training:
             # the estimate holds each entry in expectation: take the target's out exactly
             out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, mask_cols, masked)
-            return out + self.bias
+            return self._finish(out, rows)
         if self.mode == "full":
             values, every_row = self.step_state() if state is None else state
             out = self._without_targets(_take(every_row, rows), values, rows, targets, mask_cols, masked)
-            return out + self.bias
+            return self._finish(out, rows)
         values = self._input_values()
         start = _take(self.indptr, rows)
         lengths = _take(self.indptr, rows + 1) - start
@@ -419,7 +439,7 @@ class SparseRowProjection(nn.Module):
         )
         if targets is not None:
             out = self._renormalize(out, rows, masked)
-        return out + self.bias
+        return self._finish(out, rows)
 
 
 class DenseBlock(nn.Sequential):
