@@ -94,7 +94,35 @@ class TorchRecommender(Recommender):
         with seeded(cfg.seed, device):
             self.net = self._build(self._input_ratings())
             self.history = Trainer(cfg, options).fit(self.net, fit_arrays, valid_arrays)
+        if self.held_out_ is not None:
+            self._refit_biases(arrays)
         self.net.to("cpu")
+
+    @torch.no_grad()
+    def _refit_biases(self, arrays) -> None:
+        """Solve the network's bias terms again on all of train, its held-out share
+        included, the rest of the network as trained (one least-squares fit of ``mean + b_u +
+        b_i`` to ``r - f(u, i)`` with the terms' own shrinkage), when early stopping held a
+        share out. Held out, 5% of the ratings never reached the biases, whose estimate is
+        what a sparse user's or item's prediction rests on most: on ml-100k u1 sampled to
+        25% the bias baseline alone fitted on 95% of train is 0.0018-0.0032 worse in test
+        RMSE than on all of it (seeds 0-5), which is what NeuMF lost to it there. The
+        validation RMSE in the history is that of the network before this step."""
+        baseline = getattr(self.net, "baseline", None)
+        if baseline is None:
+            return
+        device = next(self.net.parameters()).device
+        users, items = (torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in arrays[:2])
+        interaction = predict_batches(self.net, users, items) - baseline(users, items)
+        target = np.asarray(arrays[2], dtype=np.float64) - interaction.double().cpu().numpy()
+        ratings = Ratings(
+            users=arrays[0], items=arrays[1], ratings=target, user_ids=self.user_ids, item_ids=self.item_ids,
+            scale=self.scale,
+        )  # fmt: skip
+        fit = BiasFit.of(ratings, baseline.reg_user, baseline.reg_item)
+        baseline.mean.fill_(fit.mean)
+        baseline.user_bias.copy_(torch.from_numpy(fit.user_bias))
+        baseline.item_bias.copy_(torch.from_numpy(fit.item_bias))
 
     def _predict_index(self, users, items):
         pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
