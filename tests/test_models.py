@@ -450,3 +450,35 @@ def test_prediction_cache_follows_weight_updates():
     expected.load_state_dict(proj.state_dict())
     torch.testing.assert_close(second, expected(rows).detach())
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("name", ["neumf", "mf"])
+def test_biases_are_solved_on_all_of_train_after_early_stopping_held_a_share_out(name, parts):
+    train, _, _ = parts
+    model = model_class(name)(factors=4, **FAST).fit(train)
+    assert model.held_out_validation
+    net, terms = model.net, model.net.baseline
+    users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
+    with torch.no_grad():
+        residual = torch.from_numpy(train.ratings).double() - training.predict_batches(net, users, items).double()
+    # the least-squares optimum on every training rating, held-out ones included: each
+    # user's residuals sum to its shrinkage times its bias (the last step solved the users
+    # exactly; the items after ten alternating steps, nearly)
+    bu, bi = terms.user_bias.detach().double(), terms.item_bias.detach().double()
+    by_user = torch.zeros_like(bu).index_add_(0, users, residual)
+    by_item = torch.zeros_like(bi).index_add_(0, items, residual)
+    torch.testing.assert_close(by_user, terms.reg_user * bu, atol=1e-3, rtol=0)
+    torch.testing.assert_close(by_item, terms.reg_item * bi, atol=0.05, rtol=0)
+    assert float(residual.sum()) == pytest.approx(0.0, abs=1e-2)  # the mean, too
+
+
+def test_id_vectors_are_held_by_their_penalty_and_absent_when_switched_off(parts):
+    train, valid, _ = parts
+    norms = []
+    for id_reg in (0.01, 10.0):
+        net = NeuMF(factors=4, id_reg=id_reg, **FAST).fit(train, valid).net
+        norms.append(float(net.user_projection.row_embedding.detach().norm()))
+    assert norms[0] > 2 * norms[1] > 0
+    net = NeuMF(factors=4, ids=False, **FAST).fit(train, valid).net
+    assert net.user_projection.row_embedding is None and net.item_projection.row_embedding is None
+    assert not any("row_embedding" in name for name, _ in net.named_parameters())

@@ -3,7 +3,7 @@
 Example:
     >>> import neucf
     >>> neucf.__version__
-    '0.2.0'
+    '0.3.0'
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -8,7 +8,7 @@ stderr.
 
 Example:
     >>> main(["--version"])
-    neucf 0.2.0
+    neucf 0.3.0
     0
 """
 

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = "neucf-model"
 #: version 2: typed configs per model family, run-time options no longer saved;
-#: version 3 (neucf 0.2.0): networks and mf hold their bias terms, networks read residual rows
-FORMAT_VERSION = 3
+#: version 3 (neucf 0.2.0): networks and mf hold their bias terms, networks read residual rows;
+#: version 4 (neucf 0.3.0): networks hold a vector per user and item id (``ids``)
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
