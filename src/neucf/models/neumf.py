@@ -324,7 +324,7 @@ class RatingVectorNet(nn.Module):
             penalty = penalty + self.baseline.penalty(users, items)
         if self.user_projection.row_embedding is not None and self.id_reg:
             ids = self.user_projection.id_penalty(users) + self.item_projection.id_penalty(items)
-            penalty = penalty + self.id_reg * ids.mean()
+            penalty = penalty + self.id_reg * ids
         return pred, penalty
 
 
