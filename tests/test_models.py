@@ -482,3 +482,15 @@ def test_id_vectors_are_held_by_their_penalty_and_absent_when_switched_off(parts
     net = NeuMF(factors=4, ids=False, **FAST).fit(train, valid).net
     assert net.user_projection.row_embedding is None and net.item_projection.row_embedding is None
     assert not any("row_embedding" in name for name, _ in net.named_parameters())
+
+
+def test_mf_without_the_bias_prior_keeps_the_biases_its_l2_held(parts):
+    train, _, _ = parts
+    model = MatrixFactorization(factors=4, bias_prior=False, **FAST).fit(train)
+    # its terms have no shrinkage of their own (0): solved again, they would be unregularised,
+    # and every user's residuals would sum to 0
+    users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
+    with torch.no_grad():
+        residual = torch.from_numpy(train.ratings).double() - training.predict_batches(model.net, users, items).double()
+    by_user = torch.zeros(train.n_users, dtype=torch.float64).index_add_(0, users, residual)
+    assert not model.net.shrunk_biases and float(by_user.abs().max()) > 0.1

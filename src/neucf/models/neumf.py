@@ -205,6 +205,7 @@ class RatingVectorNet(nn.Module):
             joined += config.factors if config.layers else 2 * mlp_factors
         self.output = nn.Linear(joined, 1)
         self.baseline = baseline
+        self.shrunk_biases = True  # a baseline's terms keep the bias fit's shrinkage
         if baseline is not None:
             # f starts at zero: the network starts as its bias baseline
             nn.init.zeros_(self.output.weight)

@@ -107,9 +107,11 @@ class TorchRecommender(Recommender):
         what a sparse user's or item's prediction rests on most: on ml-100k u1 sampled to
         25% the bias baseline alone fitted on 95% of train is 0.0018-0.0032 worse in test
         RMSE than on all of it (seeds 0-5), which is what NeuMF lost to it there. The
-        validation RMSE in the history is that of the network before this step."""
+        validation RMSE in the history is that of the network before this step. Only for
+        bias terms penalised with the bias fit's shrinkage (``shrunk_biases``; not ``mf``'s
+        with ``bias_prior=false``, which its L2 holds instead)."""
         baseline = getattr(self.net, "baseline", None)
-        if baseline is None:
+        if baseline is None or not self.net.shrunk_biases:
             return
         device = next(self.net.parameters()).device
         users, items = (torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in arrays[:2])
