@@ -452,24 +452,29 @@ def test_prediction_cache_follows_weight_updates():
     assert not torch.allclose(first, second)
 
 
+def residual_sums(model, train):
+    """Each user's and each item's sum of ``r - prediction`` (the network's, unclipped) over train."""
+    users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
+    with torch.no_grad():
+        residual = torch.from_numpy(train.ratings).double() - training.predict_batches(model.net, users, items).double()
+    by_user = torch.zeros(train.n_users, dtype=torch.float64).index_add_(0, users, residual)
+    return by_user, torch.zeros(train.n_items, dtype=torch.float64).index_add_(0, items, residual)
+
+
 @pytest.mark.parametrize("name", ["neumf", "mf"])
 def test_biases_are_solved_on_all_of_train_after_early_stopping_held_a_share_out(name, parts):
     train, _, _ = parts
     model = model_class(name)(factors=4, **FAST).fit(train)
     assert model.held_out_validation
-    net, terms = model.net, model.net.baseline
-    users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
-    with torch.no_grad():
-        residual = torch.from_numpy(train.ratings).double() - training.predict_batches(net, users, items).double()
+    terms = model.net.baseline
+    by_user, by_item = residual_sums(model, train)
     # the least-squares optimum on every training rating, held-out ones included: each
     # user's residuals sum to its shrinkage times its bias (the last step solved the users
     # exactly; the items after ten alternating steps, nearly)
     bu, bi = terms.user_bias.detach().double(), terms.item_bias.detach().double()
-    by_user = torch.zeros_like(bu).index_add_(0, users, residual)
-    by_item = torch.zeros_like(bi).index_add_(0, items, residual)
     torch.testing.assert_close(by_user, terms.reg_user * bu, atol=1e-3, rtol=0)
     torch.testing.assert_close(by_item, terms.reg_item * bi, atol=0.05, rtol=0)
-    assert float(residual.sum()) == pytest.approx(0.0, abs=1e-2)  # the mean, too
+    assert float(by_user.sum()) == pytest.approx(0.0, abs=1e-2)  # the mean, too
 
 
 def test_id_vectors_are_held_by_their_penalty_and_absent_when_switched_off(parts):
@@ -489,8 +494,5 @@ def test_mf_without_the_bias_prior_keeps_the_biases_its_l2_held(parts):
     model = MatrixFactorization(factors=4, bias_prior=False, **FAST).fit(train)
     # its terms have no shrinkage of their own (0): solved again, they would be unregularised,
     # and every user's residuals would sum to 0
-    users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
-    with torch.no_grad():
-        residual = torch.from_numpy(train.ratings).double() - training.predict_batches(model.net, users, items).double()
-    by_user = torch.zeros(train.n_users, dtype=torch.float64).index_add_(0, users, residual)
+    by_user, _ = residual_sums(model, train)
     assert not model.net.shrunk_biases and float(by_user.abs().max()) > 0.1

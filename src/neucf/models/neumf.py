@@ -162,6 +162,8 @@ class RatingVectorNet(nn.Module):
         torch.Size([2])
     """
 
+    shrunk_biases = True  # a baseline's terms keep the bias fit's shrinkage (see TorchRecommender)
+
     def __init__(
         self,
         user_rows: sp.csr_matrix,
@@ -205,7 +207,6 @@ class RatingVectorNet(nn.Module):
             joined += config.factors if config.layers else 2 * mlp_factors
         self.output = nn.Linear(joined, 1)
         self.baseline = baseline
-        self.shrunk_biases = True  # a baseline's terms keep the bias fit's shrinkage
         if baseline is not None:
             # f starts at zero: the network starts as its bias baseline
             nn.init.zeros_(self.output.weight)
@@ -250,19 +251,21 @@ class RatingVectorNet(nn.Module):
         # split, not sliced and concatenated: on ML-1M-sized batches each slice's backward
         # zero-fills a whole batch-sized gradient and each concatenation copies one (about a
         # sixth of a training step, measured with torch.profiler)
-        p_gmf, p_mlp = p.split([g, p.shape[1] - g], dim=1)
-        q_gmf, q_mlp = q.split([g, q.shape[1] - g], dim=1)
+        p_gmf, p_mlp = p.split([g, m], dim=1)
+        q_gmf, q_mlp = q.split([g, m], dim=1)
         parts = []
         if g:
             parts.append(p_gmf * q_gmf)
-        if m:
-            if first is None and len(self.mlp):  # the first dense layer on [p | q], as two products
+        if m and len(self.mlp):
+            if first is None:  # the first dense layer on [p | q], as two products
                 on_p, on_q = self.mlp[0].weight.split([m, m], dim=1)
                 first = F.linear(p_mlp, on_p) + F.linear(q_mlp, on_q, self.mlp[0].bias)
-            h = torch.cat([p_mlp.expand(len(q), -1), q_mlp], dim=1) if first is None else first
-            for layer in list(self.mlp)[1 if first is not None else 0 :]:
+            h = first
+            for layer in list(self.mlp)[1:]:
                 h = layer(h)
             parts.append(h)
+        elif m:  # no dense layers: the concatenation itself
+            parts.append(torch.cat([p_mlp.expand(len(q), -1), q_mlp], dim=1))
         # the output unit over [gmf | mlp], as one product per part
         widths = [part.shape[1] for part in parts]
         z = sum(F.linear(part, w) for part, w in zip(parts, self.output.weight.split(widths, dim=1)))
@@ -323,7 +326,7 @@ class RatingVectorNet(nn.Module):
             penalty = l2 * sum((p**2).sum() for name, p in self.named_parameters() if name.endswith("weight"))
         if self.baseline is not None:
             penalty = penalty + self.baseline.penalty(users, items)
-        if self.user_projection.row_embedding is not None and self.id_reg:
+        if self.id_reg:
             ids = self.user_projection.id_penalty(users) + self.item_projection.id_penalty(items)
             penalty = penalty + self.id_reg * ids
         return pred, penalty
