@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -350,6 +352,8 @@ def test_bad_arguments_are_clear(parts, tmp_path):
         NeuMF(optimizer="lbfgs")
     with pytest.raises(UsageError, match="steps_per_epoch"):
         NeuMF(steps_per_epoch=-1)
+    with pytest.raises(UsageError, match="full_train_share must be >= 0"):
+        MatrixFactorization(full_train_share=-0.5)
     with pytest.raises(UsageError, match="not fitted"):
         NeuMF().predict([1], [1])
     with pytest.raises(UsageError, match="k must be"):
@@ -487,6 +491,24 @@ def test_id_vectors_are_held_by_their_penalty_and_absent_when_switched_off(parts
     net = NeuMF(factors=4, ids=False, **FAST).fit(train, valid).net
     assert net.user_projection.row_embedding is None and net.item_projection.row_embedding is None
     assert not any("row_embedding" in name for name, _ in net.named_parameters())
+
+
+def test_mf_trains_on_its_held_out_share_after_early_stopping(parts):
+    train = synthetic_ratings(n_users=100, n_items=60, density=0.5)
+    held_out_rmse, fits = [], []
+    for share in (0.0, 1.0):
+        # Adam (dense gradients) learns this set within a few epochs; SGD's default rate not
+        model = MatrixFactorization(factors=4, full_train_share=share, optimizer="adam", lr=0.01, batch_size=64)
+        model.fit(train)
+        held_out_rmse.append(model.evaluate(train.subset(np.flatnonzero(model.held_out_)))["rmse"])
+        fits.append(model.history)
+    assert fits[0].full_train_epochs == 0 and fits[1].best_epoch > 0
+    assert fits[1].full_train_epochs == fits[1].best_epoch
+    # the held-out ratings were trained on at the end: the model fits them better
+    assert held_out_rmse[1] < held_out_rmse[0] - 0.03, held_out_rmse
+    # a given validation part holds nothing out: nothing to train on after
+    _, valid, _ = parts
+    assert MatrixFactorization(factors=4, full_train_share=1.0, **FAST).fit(parts[0], valid).history.full_train_epochs == 0
 
 
 def test_mf_without_the_bias_prior_keeps_the_biases_its_l2_held(parts):

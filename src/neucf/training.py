@@ -75,6 +75,11 @@ class TrainConfig:
         dtype: ``float32`` (default) or ``float64``.
         valid_fraction: share of train held out for early stopping when no validation part is
             given (seeded).
+        full_train_share: after early stopping on such a held-out share, the best network
+            trains on for this share of its best epoch count (rounded up) on all of train,
+            the held-out ratings included, so that they reach the weights too (0: off). For
+            optimisers without state (``mf``'s SGD: 0.2); Adam would restart its moments
+            there, and its first steps are the largest.
 
     Example:
         >>> TrainConfig().torch_dtype()
@@ -95,6 +100,10 @@ class TrainConfig:
     dtype: str = field(default="float32", metadata=_help("float32 or float64."))
     valid_fraction: float = field(
         default=0.05, metadata=_help("Share of train held out when a split has no validation part.")
+    )
+    full_train_share: float = field(
+        default=0.0,
+        metadata=_help("After early stopping on a held-out share: this share of the best epochs more on all of train."),
     )
 
     def __post_init__(self):
@@ -118,6 +127,8 @@ class TrainConfig:
             raise UsageError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not 0 < self.valid_fraction < 1:
             raise UsageError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
+        if not (self.full_train_share >= 0 and math.isfinite(self.full_train_share)):
+            raise UsageError(f"full_train_share must be >= 0, got {self.full_train_share}")
 
     def l2_for(self, n_ratings: int) -> float:
         """The L2 weight used for ``n_ratings`` training ratings (see ``l2``).
@@ -221,7 +232,8 @@ class EpochStats:
 
 @dataclass
 class History:
-    """Per-epoch figures of a training run and where it stopped.
+    """Per-epoch figures of a training run and where it stopped; ``full_train_epochs``: the
+    epochs trained on all of train after it (``TrainConfig.full_train_share``), not in ``epochs``.
 
     Example:
         >>> h = History(epochs=[EpochStats(1, 1.0, 1.1, 0.9, 0.5)], best_epoch=1)
@@ -234,6 +246,7 @@ class History:
     best_valid_rmse: float = float("nan")
     seconds: float = 0.0
     stopped_early: bool = False
+    full_train_epochs: int = 0
 
     def to_dict(self) -> dict:
         """Plain values (for JSON and model files)."""
