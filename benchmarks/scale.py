@@ -116,10 +116,10 @@ def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params:
     }
     if svd:
         sys.path.insert(0, str(HERE))
-        from quality import surprise_svd
+        from quality import surprise_model
 
         try:
-            result = surprise_svd(train, test)
+            result = surprise_model("svd", train, test)
             row["svd_seconds"], row["svd_rmse"] = result["train_seconds"], result["rmse"]
         except ImportError:
             pass  # Surprise is not a dependency: the column stays empty
