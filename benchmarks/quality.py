@@ -107,8 +107,8 @@ def surprise_model(name: str, train, test) -> dict:
     seconds = time.perf_counter() - start
     pairs = test.to_frame()
     pred = np.array([algo.predict(u, i).est for u, i in zip(pairs["user"], pairs["item"])])
-    rmse = float(np.sqrt(np.mean((pred - test.ratings) ** 2)))
-    return {"rmse": rmse, "mae": float(np.mean(np.abs(pred - test.ratings))), "epochs": epochs, "train_seconds": seconds}
+    rmse, mae = float(np.sqrt(np.mean((pred - test.ratings) ** 2))), float(np.mean(np.abs(pred - test.ratings)))
+    return {"rmse": rmse, "mae": mae, "epochs": epochs, "train_seconds": seconds}
 
 
 def target_check(rows: list[dict], model: str = "neumf") -> list[dict]:

@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -507,8 +505,8 @@ def test_mf_trains_on_its_held_out_share_after_early_stopping(parts):
     # the held-out ratings were trained on at the end: the model fits them better
     assert held_out_rmse[1] < held_out_rmse[0] - 0.03, held_out_rmse
     # a given validation part holds nothing out: nothing to train on after
-    _, valid, _ = parts
-    assert MatrixFactorization(factors=4, full_train_share=1.0, **FAST).fit(parts[0], valid).history.full_train_epochs == 0
+    given = MatrixFactorization(factors=4, full_train_share=1.0, **FAST).fit(parts[0], parts[1])
+    assert given.history.full_train_epochs == 0
 
 
 def test_mf_without_the_bias_prior_keeps_the_biases_its_l2_held(parts):
