@@ -54,8 +54,8 @@ class Ensemble(Recommender):
     held-out share as the gradient-trained models hold out) and stop early on it; the
     weights are non-negative least squares of the validation ratings on the members'
     validation predictions. It costs the sum of its members' fits. The defaults (NeuMF and
-    GMF, 4 seeds each: 8 fits) reach test RMSE 0.8888 on ml-100k u1 (neucf 0.2.0 and 0.3.0), where its members reached
-    0.8964-0.8998 (2 seeds each: 0.8893).
+    GMF, 4 seeds each: 8 fits) reach test RMSE 0.8890 on ml-100k u1 (neucf 0.3.0; 0.2.0: 0.8888),
+    where its members reach 0.8964-0.9009 alone.
 
     Example:
         >>> model = Ensemble(members="gmf,mf", seeds=1)
