@@ -18,6 +18,7 @@ from neucf.models import (
     RatingVectorNet,
     Recommender,
     layers,
+    make_model,
     model_class,
     model_names,
 )
@@ -477,6 +478,20 @@ def test_biases_are_solved_on_all_of_train_after_early_stopping_held_a_share_out
     torch.testing.assert_close(by_user, terms.reg_user * bu, atol=1e-3, rtol=0)
     torch.testing.assert_close(by_item, terms.reg_item * bi, atol=0.05, rtol=0)
     assert float(by_user.sum()) == pytest.approx(0.0, abs=1e-2)  # the mean, too
+
+
+def test_an_ensemble_that_held_a_share_out_solves_its_members_biases_on_all_of_train(parts):
+    train, valid, _ = parts
+    model = make_model("ensemble", members="gmf,bias", seeds=1).fit(train)
+    network = model.members_[0]
+    terms = network.net.baseline
+    by_user, _ = residual_sums(network, train)
+    torch.testing.assert_close(by_user, terms.reg_user * terms.user_bias.detach().double(), atol=1e-3, rtol=0)
+    # given a validation part, nothing was held out: the biases stay as trained
+    given = make_model("ensemble", members="gmf", seeds=1).fit(train, valid).members_[0]
+    by_user, _ = residual_sums(given, train)
+    bu = given.net.baseline.user_bias.detach().double()
+    assert float((by_user - given.net.baseline.reg_user * bu).abs().max()) > 1e-2
 
 
 def test_id_vectors_are_held_by_their_penalty_and_absent_when_switched_off(parts):
