@@ -64,6 +64,8 @@ def test_given_scale_is_kept_and_enforced():
         (b"user,item,rating\n", "no ratings"),
         (b"1,2,3\n1,3,x\n", r"f\.csv line 2: rating 'x' is not a finite number"),
         (b"1,2,3\n1,3,nan\n", r"line 2: rating .* not a finite number"),
+        (b"1,2,3\n1,3,1e300\n", r"line 2: rating .* is too large \(ratings are 32-bit"),
+        (b"1,2,3\n1,3,-inf\n", r"line 2: rating .* not a finite number"),
         (b"1,2,3\n1,3\n", r"line 2: expected 3 fields"),
         (b"1,2,3\n1,3,4,5,6\n", r"f\.csv: malformed line .*line 2"),
         (b"1,2,3\n\n1,3,4\n", r"line 2: expected"),

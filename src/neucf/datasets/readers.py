@@ -285,7 +285,9 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
     cols = {role: frame.iloc[:, pos] for pos, role in enumerate(roles) if role != "-"}
     blank = cols["user"].isna() | cols["item"].isna() | cols["rating"].isna()
     rating = pd.to_numeric(cols["rating"], errors="coerce")
-    bad = blank.to_numpy() | ~np.isfinite(rating.to_numpy(dtype=np.float64, na_value=np.nan))
+    as_float = rating.to_numpy(dtype=np.float64, na_value=np.nan)
+    # ratings are kept as 32-bit floats: a larger finite number would become inf there
+    bad = blank.to_numpy() | ~(np.abs(as_float) <= np.finfo(np.float32).max)
     if bad.any():
         row = int(np.argmax(bad))
         if blank.iloc[row]:
@@ -293,8 +295,13 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
                 f"{name} line {line_of(row)}: expected {len(roles)} fields separated by {sep!r}, "
                 "found fewer (or an empty field)"
             )
-        raise DataError(f"{name} line {line_of(row)}: rating {_show(cols['rating'].iloc[row])} is not a finite number")
-    values = rating.to_numpy(dtype=np.float32)
+        shown = _show(cols["rating"].iloc[row])
+        if np.isfinite(as_float[row]):
+            raise DataError(
+                f"{name} line {line_of(row)}: rating {shown} is too large (ratings are 32-bit: |r| <= 3.4e38)"
+            )
+        raise DataError(f"{name} line {line_of(row)}: rating {shown} is not a finite number")
+    values = as_float.astype(np.float32)
     if options.scale is not None:
         lo, hi = options.scale
         outside = (values < lo) | (values > hi)
