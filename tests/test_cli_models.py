@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -89,7 +90,11 @@ def test_every_model_trains_from_a_split_dir(model, ratings_file, tmp_path, caps
     captured = capsys.readouterr()
     assert f"{model}: test RMSE" in captured.out
     assert ("holding out a seeded 5% of train" in captured.err) == trained_by_gradient
-    assert json.loads((out / "metrics.json").read_text())["test"]["rmse"] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["rmse"] > 0
+    # mf ends with a fifth of its best epochs on all of train, held-out share included
+    assert metrics["full_train_epochs"] == math.ceil((0.2 if model == "mf" else 0) * metrics["best_epoch"])
+    assert ("on all of train" in captured.out) == (metrics["full_train_epochs"] > 0)
 
 
 def test_config_file_and_bad_flags(ratings_file, tmp_path, capsys):

@@ -65,6 +65,7 @@ def fit_and_score(
         "train": model.evaluate(train),
         "epochs": len(epochs),
         "best_epoch": history.best_epoch if history is not None else 0,
+        "full_train_epochs": history.full_train_epochs if history is not None else 0,
         "held_out_validation": bool(getattr(model, "held_out_validation", False)),
         "train_seconds": seconds,
         "seconds_per_epoch": float(np.median([e["seconds"] for e in epochs])) if epochs else None,

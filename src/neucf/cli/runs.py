@@ -97,7 +97,10 @@ def train(
     if test["n_fallback"]:
         line += f" ({test['n_fallback']} by baseline fallback: unseen user or item)"
     if metrics["epochs"]:
-        line += f"; {metrics['epochs']} epochs, best {metrics['best_epoch']}, {metrics['train_seconds']:.1f} s"
+        line += f"; {metrics['epochs']} epochs, best {metrics['best_epoch']}"
+        if metrics["full_train_epochs"]:
+            line += f", then {metrics['full_train_epochs']} on all of train"
+        line += f", {metrics['train_seconds']:.1f} s"
     typer.echo(line)
     typer.echo(f"wrote {out}")
 
