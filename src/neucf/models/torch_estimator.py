@@ -97,8 +97,7 @@ class TorchRecommender(Recommender):
             self.history = Trainer(cfg, options).fit(self.net, fit_arrays, valid_arrays)
             if self.held_out_ is not None:
                 self._train_on_all(arrays, options)
-        if self.held_out_ is not None:
-            self._refit_biases(arrays)
+                self._refit_biases(arrays)
         self.net.to("cpu")
 
     def _train_on_all(self, arrays, options: FitOptions) -> None:
