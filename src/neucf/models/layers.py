@@ -8,25 +8,12 @@ matrix, never from densified rows.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-
-def _csr_tensor(indptr, indices, values, size) -> torch.Tensor:
-    """A CSR tensor, without torch's warnings about it: "beta" support (the two operations
-    used here, construction and CSR @ dense, are covered by the tests) and, from torch 2.11,
-    "invariant checks are implicitly disabled" (raised even with ``check_invariants=False``;
-    the structures are built here, valid by construction). Noise for users; filtered here
-    only, never for the whole process."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly", category=UserWarning)
-        return torch.sparse_csr_tensor(indptr, indices, values, size=size, check_invariants=False)
 
 
 def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -62,13 +49,13 @@ class _ColumnBlocks(nn.Module):
     grouped by ranges of columns, so that ``X @ D`` is a sum of products each of which reads
     a slice of ``D`` of about ``BLOCK_BYTES`` (rows of ``width`` 32-bit numbers).
 
-    A CSR product reads one row of ``D`` per non-zero, in no useful order; once ``D`` outgrows
-    the caches, nearly every read misses. Measured on this project's 2-core machine (an
-    ad-hoc timing of the four products alone, on ``benchmarks/scale.py``'s ``syn-25M``
-    training ratings, 60 units): NeuMF's four products of a training step took 1,591 /
-    1,803 / 1,713 / 579 ms whole, 346 / 412 / 464 / 448 ms in blocks of 2 MiB (4 MiB: 544 /
-    313 / 430 / 369; 1 MiB: 485 / 468 / 496 / 402); at 1M ratings (one or two blocks) no
-    difference. ``order[i]``: where the i-th regrouped entry's value sits in the values
+    A sparse product reads one row of ``D`` per non-zero, in no useful order; once ``D``
+    outgrows the caches, nearly every read misses. Measured on this project's 2-core machine
+    (an ad-hoc timing of the four products alone, then torch's CSR products, on
+    ``benchmarks/scale.py``'s ``syn-25M`` training ratings, 60 units): NeuMF's four products
+    of a training step took 1,591 / 1,803 / 1,713 / 579 ms whole, 346 / 412 / 464 / 448 ms in
+    blocks of 2 MiB (4 MiB: 544 / 313 / 430 / 369; 1 MiB: 485 / 468 / 496 / 402); at 1M
+    ratings (one or two blocks) no difference. ``order[i]``: where the i-th regrouped entry's value sits in the values
     given (None: in the same order).
     """
 
@@ -99,30 +86,28 @@ class _ColumnBlocks(nn.Module):
         self.edges = edges.tolist()
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
 
-    def product(self, values: torch.Tensor, dense: torch.Tensor, bags: bool | None = None) -> torch.Tensor:
+    def product(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``X @ dense`` where X holds ``values`` (in the order ``order`` refers to), block by
-        block as CSR products, or as ``embedding_bag``s where ``bags`` (default: on CUDA).
+        block, each block's rows summed by ``F.embedding_bag`` (weights: the values).
 
-        torch's CUDA CSR product (cuSPARSE) sums in an order that changes from run to run,
-        which ``torch.use_deterministic_algorithms`` does not cover (on an H200: three
-        products of one 20M-entry matrix, not bit-identical; NeuMF fitted twice with one
-        seed, predictions up to 0.27 apart), where ``embedding_bag`` sums each row in order
-        (identical). It costs 2.4 against 1.2 ms a product there (162,000 x 59,000, 20M
+        Not torch's CSR product, on any device. On CPU ``embedding_bag`` is 1.5-3x faster
+        (this project's 2-core machine, the four products of a NeuMF step, forward and
+        backward; ad-hoc timings, medians): ml-100k u1 5.5 -> 2.8 ms; ML-1M 82.5 -> 43.2 ms;
+        MovieLens-shaped 5M ratings 487 -> 272 ms; 25M 3,598 -> 3,118 ms. On CUDA,
+        cuSPARSE's product sums in an order that changes from run to run, which
+        ``torch.use_deterministic_algorithms`` does not cover (on an H200: NeuMF fitted twice
+        with one seed, predictions up to 0.27 apart), where ``embedding_bag`` sums each row
+        in order (identical), at 2.4 against 1.2 ms a product there (162,000 x 59,000, 20M
         entries, 64 columns): about 0.1 s of a 4.9 s epoch."""
         values = values if self.order is None else _take(values, self.order)
-        bags = dense.is_cuda if bags is None else bags
         out = None
         for b, (start, end) in enumerate(zip(self.edges[:-1], self.edges[1:])):
             first, last = self.offsets[b], self.offsets[b + 1]
-            if bags:
-                part = F.embedding_bag(
-                    self.indices[first:last], dense[start:end], self.indptr[b, :-1], mode="sum",
-                    per_sample_weights=values[first:last],
-                )  # fmt: skip
-                out = part if out is None else out + part
-                continue
-            x = _csr_tensor(self.indptr[b], self.indices[first:last], values[first:last], (self.shape[0], end - start))
-            out = x @ dense[start:end] if out is None else torch.addmm(out, x, dense[start:end])
+            part = F.embedding_bag(
+                self.indices[first:last], dense[start:end], self.indptr[b, :-1], mode="sum",
+                per_sample_weights=values[first:last],
+            )  # fmt: skip
+            out = part if out is None else out + part
         return out
 
 
@@ -130,8 +115,8 @@ class _SparseTimesDense(torch.autograd.Function):
     """``X @ W`` for a sparse ``X`` (values, and the structures of ``X`` and of its transpose
     as :class:`_ColumnBlocks`).
 
-    torch's own backward for a CSR product transposes ``X`` on every call; handing it the
-    transpose, built once, makes the backward one more CSR product (~4x faster on ml-100k).
+    The backward is one more product, with the transpose's structure, built once (torch's
+    own backward for a CSR product transposes ``X`` on every call: ~4x slower on ml-100k).
     """
 
     @staticmethod
@@ -151,15 +136,16 @@ class SparseRowProjection(nn.Module):
 
     Two exact ways to compute it, picked by ``mode``:
 
-    - ``full``: every row's projection at once, ``X @ W`` as CSR products over cache-sized
-      blocks of columns (cost: the matrix's non-zeros; see :class:`_ColumnBlocks`), then the
+    - ``full``: every row's projection at once, ``X @ W`` as ``embedding_bag`` sums over
+      cache-sized blocks of columns (cost: the matrix's non-zeros; see :class:`_ColumnBlocks`), then the
       batch's rows are taken. Cheapest when a batch's rows hold more non-zeros than the
       whole matrix, as on MovieLens-sized data.
     - ``bag``: only the batch's rows, gathered from the CSR arrays and summed with
       ``F.embedding_bag(per_sample_weights=ratings)`` (cost: the batch rows' non-zeros).
     - ``auto`` (default): ``full`` when ``batch_size`` rows drawn by rating hold, on average,
       more than a quarter of the matrix's non-zeros (``bag``'s gather and backward cost about
-      4x more per non-zero than ``full``'s CSR product, measured on ml-100k); else ``bag``.
+      4x more per non-zero than ``full``'s product, measured on ml-100k when that was torch's
+      CSR product; ``full`` has since become faster still); else ``bag``.
 
     ``mask_cols`` (one column per row, or several as a (rows, m) tensor) removes entries
     (r, c) from row r's input, so that the rating being predicted never sits in its own
@@ -230,8 +216,8 @@ class SparseRowProjection(nn.Module):
             raise ValueError(f"projection mode must be auto, full or bag, not {mode!r}")
         self.mode = mode
         as_tensor = lambda a, t=torch.int64: torch.from_numpy(np.ascontiguousarray(a)).to(t)  # noqa: E731
-        # column indices in 32 bits where they fit (half the memory at ML-25M's size; torch's
-        # CSR product and gathers take them, slightly faster); row pointers stay 64-bit for
+        # column indices in 32 bits where they fit (half the memory at ML-25M's size;
+        # embedding_bag and gathers take them, slightly faster); row pointers stay 64-bit for
         # the arithmetic on them
         index = torch.int32 if max(matrix.nnz, n_rows, n_cols) < 2**31 else torch.int64
         self.register_buffer("indptr", as_tensor(matrix.indptr), persistent=False)
