@@ -16,6 +16,7 @@ epochs of the generated sets of 5M and more (default 2: their seconds per epoch,
 time to early stop, is what the linear-cost target reads).
 
     python benchmarks/scale.py [--datasets u1,ml1m,syn-1M,syn-5M] [--epochs 2] [--model neumf] [--param k=v]
+                               [--seeds 0,1,2]  # each dataset once per seed, then medians
 
 Targets (issue 9): seconds per epoch per million ratings at 25M within 2x of the figure at 1M;
 an ML-25M-sized epoch <= 300 s on a 2-core machine, peak memory <= 6 GB; NeuMF's time to early
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -126,6 +128,18 @@ def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params:
     return row
 
 
+def _median_row(rows: list[dict]) -> dict | None:
+    """One dataset's rows over seeds as their medians (seed ``median``); None without rows."""
+    if not rows:
+        return None
+    median = {k: statistics.median(r[k] for r in rows) for k in MEDIAN_KEYS if None not in [r[k] for r in rows]}
+    return {**rows[0], **{k: None for k in MEDIAN_KEYS}, **median, "seed": "median"}
+
+
+MEDIAN_KEYS = ["seconds_per_epoch", "seconds_per_epoch_per_million", "epochs", "train_seconds", "rmse", "peak_gb",
+               "svd_seconds", "svd_rmse"]  # fmt: skip
+
+
 def _gpu() -> str:
     """The visible CUDA GPU's name after a comma (for the report's machine line), else empty."""
     import torch
@@ -140,6 +154,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epoch cap for generated sets of 5M and more")
     parser.add_argument("--svd-up-to", type=float, default=5e6, help="run Surprise up to this many ratings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", help="comma-separated seeds (overrides --seed): each dataset once per seed, then its medians"
+    )
     parser.add_argument("--param", action="append", default=[], type=_param, help="model parameter key=value")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -147,35 +164,40 @@ def main() -> None:
     if args.one:
         name, epochs, svd = args.one.split(":")
         row = one(name, args.model, int(epochs) or None, svd == "1", args.seed, dict(args.param))
-        print("ROW " + json.dumps(row))
+        print("ROW " + json.dumps({**row, "seed": args.seed}))
         return
 
-    rows = []
-    for name in args.datasets.split(","):
+    names = args.datasets.split(",")
+    for name in names:
         if name not in ALL:
             sys.exit(f"unknown dataset {name!r}; choose from {', '.join(ALL)}")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    rows = []
+    for name, seed in [(name, seed) for name in names for seed in seeds]:
         size = float(name[4:].rstrip("M")) * 1e6 if name.startswith("syn-") else 1e6
         epochs = args.epochs if name.startswith("syn-") and size >= 5e6 else 0
         svd = size <= args.svd_up_to
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, __file__, "--one", f"{name}:{epochs}:{int(svd)}", "--model", args.model,
-             "--seed", str(args.seed), *[f"--param={k}={v}" for k, v in args.param]], capture_output=True, text=True,
+             "--seed", str(seed), *[f"--param={k}={v}" for k, v in args.param]], capture_output=True, text=True,
         )  # fmt: skip
         found = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
         if done.returncode or not found:
             print(f"{name}: failed ({done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
             continue
         rows.append({**json.loads(found[0][4:]), "wall_seconds": time.perf_counter() - start})
-        print(f"  {name} done ({rows[-1]['wall_seconds']:.0f} s)", file=sys.stderr)
+        print(f"  {name} seed {seed} done ({rows[-1]['wall_seconds']:.0f} s)", file=sys.stderr)
 
+    medians = [_median_row([r for r in rows if r["dataset"] == name]) for name in names] if len(seeds) > 1 else []
     head = f"{'data':<8} {'train':>10} {'s/epoch':>8} {'s/ep/M':>7} {'epochs':>7} {'to stop s':>9} {'peak GB':>7} {'RMSE':>7} {'SVD s':>6} {'ratio':>6}"
     print(head)
-    for r in rows:
+    for r in rows + [m for m in medians if m]:
         ratio = r["train_seconds"] / r["svd_seconds"] if r["svd_seconds"] and not r["capped"] else None
         epochs = f"{r['epochs']}{'*' if r['capped'] else ''}"
+        label = r["dataset"] if len(seeds) == 1 else f"{r['dataset']} {r['seed']}"
         print(
-            f"{r['dataset']:<8} {r['train_ratings']:>10,} {r['seconds_per_epoch']:>8.2f} "
+            f"{label:<8} {r['train_ratings']:>10,} {r['seconds_per_epoch']:>8.2f} "
             f"{r['seconds_per_epoch_per_million']:>7.2f} {epochs:>7} {r['train_seconds']:>9.1f} {r['peak_gb']:>7.2f} "
             f"{r['rmse']:>7.4f} {r['svd_seconds'] or float('nan'):>6.1f} {ratio or float('nan'):>6.2f}"
         )
@@ -188,6 +210,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs" + _gpu(),
         "rows": rows,
+        **({"medians": [m for m in medians if m]} if medians else {}),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
