@@ -128,16 +128,15 @@ def one(name: str, model: str, epochs: int | None, svd: bool, seed: int, params:
     return row
 
 
-def _median_row(rows: list[dict]) -> dict | None:
-    """One dataset's rows over seeds as their medians (seed ``median``); None without rows."""
-    if not rows:
-        return None
-    median = {k: statistics.median(r[k] for r in rows) for k in MEDIAN_KEYS if None not in [r[k] for r in rows]}
-    return {**rows[0], **{k: None for k in MEDIAN_KEYS}, **median, "seed": "median"}
-
-
 MEDIAN_KEYS = ["seconds_per_epoch", "seconds_per_epoch_per_million", "epochs", "train_seconds", "rmse", "peak_gb",
                "svd_seconds", "svd_rmse"]  # fmt: skip
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """One dataset's rows over seeds (at least one) as their medians, under seed ``median``;
+    a figure some row lacks (no Surprise fit) stays empty."""
+    median = {k: statistics.median(r[k] for r in rows) for k in MEDIAN_KEYS if None not in [r[k] for r in rows]}
+    return {**rows[0], **{k: None for k in MEDIAN_KEYS}, **median, "seed": "median"}
 
 
 def _gpu() -> str:
@@ -189,10 +188,11 @@ def main() -> None:
         rows.append({**json.loads(found[0][4:]), "wall_seconds": time.perf_counter() - start})
         print(f"  {name} seed {seed} done ({rows[-1]['wall_seconds']:.0f} s)", file=sys.stderr)
 
-    medians = [_median_row([r for r in rows if r["dataset"] == name]) for name in names] if len(seeds) > 1 else []
+    done_names = [name for name in names if any(r["dataset"] == name for r in rows)]
+    medians = [_median_row([r for r in rows if r["dataset"] == n]) for n in done_names] if len(seeds) > 1 else []
     head = f"{'data':<8} {'train':>10} {'s/epoch':>8} {'s/ep/M':>7} {'epochs':>7} {'to stop s':>9} {'peak GB':>7} {'RMSE':>7} {'SVD s':>6} {'ratio':>6}"
     print(head)
-    for r in rows + [m for m in medians if m]:
+    for r in rows + medians:
         ratio = r["train_seconds"] / r["svd_seconds"] if r["svd_seconds"] and not r["capped"] else None
         epochs = f"{r['epochs']}{'*' if r['capped'] else ''}"
         label = r["dataset"] if len(seeds) == 1 else f"{r['dataset']} {r['seed']}"
@@ -210,7 +210,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs" + _gpu(),
         "rows": rows,
-        **({"medians": [m for m in medians if m]} if medians else {}),
+        **({"medians": medians} if medians else {}),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

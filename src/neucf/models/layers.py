@@ -55,8 +55,8 @@ class _ColumnBlocks(nn.Module):
     ``benchmarks/scale.py``'s ``syn-25M`` training ratings, 60 units): NeuMF's four products
     of a training step took 1,591 / 1,803 / 1,713 / 579 ms whole, 346 / 412 / 464 / 448 ms in
     blocks of 2 MiB (4 MiB: 544 / 313 / 430 / 369; 1 MiB: 485 / 468 / 496 / 402); at 1M
-    ratings (one or two blocks) no difference. ``order[i]``: where the i-th regrouped entry's value sits in the values
-    given (None: in the same order).
+    ratings (one or two blocks) no difference. ``order[i]``: where the i-th regrouped entry's
+    value sits in the values given (None: in the same order).
     """
 
     def __init__(self, indptr, indices, n_cols: int, width: int, order=None, index=torch.int32):
@@ -137,9 +137,9 @@ class SparseRowProjection(nn.Module):
     Two exact ways to compute it, picked by ``mode``:
 
     - ``full``: every row's projection at once, ``X @ W`` as ``embedding_bag`` sums over
-      cache-sized blocks of columns (cost: the matrix's non-zeros; see :class:`_ColumnBlocks`), then the
-      batch's rows are taken. Cheapest when a batch's rows hold more non-zeros than the
-      whole matrix, as on MovieLens-sized data.
+      cache-sized blocks of columns (cost: the matrix's non-zeros; see
+      :class:`_ColumnBlocks`), then the batch's rows are taken. Cheapest when a batch's
+      rows hold more non-zeros than the whole matrix, as on MovieLens-sized data.
     - ``bag``: only the batch's rows, gathered from the CSR arrays and summed with
       ``F.embedding_bag(per_sample_weights=ratings)`` (cost: the batch rows' non-zeros).
     - ``auto`` (default): ``full`` when ``batch_size`` rows drawn by rating hold, on average,
