@@ -28,9 +28,9 @@ from neucf.splits import random_split
 FAST = dict(epochs=3, batch_size=64)
 
 
-def neumf(matrix, scale, config):
+def neumf(matrix, scale, config, batch_size=512):
     return RatingVectorNet(
-        matrix, matrix.T.tocsr(), scale, config, gmf_factors=config.factors, mlp_factors=config.factors
+        matrix, matrix.T.tocsr(), scale, config, config.factors, config.factors, batch_size=batch_size
     )
 
 
@@ -70,6 +70,31 @@ def test_masking_gives_exactly_the_input_without_the_target(mode, norm):
         torch.testing.assert_close(masked, expected)
         # without the mask the target IS in the input: the outputs differ
         assert (full(torch.tensor([u])) - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("norm", [0.0, 0.5])
+def test_a_training_step_takes_its_whole_batchs_targets_out_of_every_row(norm):
+    """A small batch's step (``batch_masking``) sees the matrix without all of its pairs."""
+    m = small_matrix()
+    rows, cols = m.nonzero()
+    batch = [0, 3, 4, 7, 19, 25, 30]  # rows 0 and 1 lose several entries each
+    full = SparseRowProjection(m, 5, mode="full", norm=norm, batch_size=len(batch))
+    assert full.batch_masking
+    reduced_matrix = m.tolil()
+    for k in batch:
+        reduced_matrix[rows[k], cols[k]] = 0
+    reduced_matrix = reduced_matrix.tocsr()
+    reduced_matrix.eliminate_zeros()
+    reduced = SparseRowProjection(reduced_matrix, 5, mode="full", norm=norm).eval()
+    reduced.load_state_dict(full.state_dict())
+    u, i = torch.from_numpy(rows[batch]).long(), torch.from_numpy(cols[batch]).long()
+    taken = full.train()(u, i)
+    torch.testing.assert_close(taken, reduced(u))
+    # predicting, each pair loses only its own entry
+    per_pair = full.eval()(u, i)
+    assert (per_pair - taken).abs().max() > 1e-3
+    for k in range(len(batch)):
+        torch.testing.assert_close(per_pair[k : k + 1], full(u[k : k + 1], i[k : k + 1]))
 
 
 @pytest.mark.parametrize("mode", ["full", "bag"])
@@ -117,18 +142,20 @@ def test_positions_are_found_in_every_channel_with_one_search():
         SparseRowProjection(sp.hstack([m, small_matrix(seed=2)], format="csr"), 3, channels=2)
 
 
-def test_masking_in_the_network_hides_the_rating_itself():
+@pytest.mark.parametrize("training", [False, True])
+def test_masking_in_the_network_hides_the_rating_itself(training):
     m = small_matrix()
     u, i = (int(x[0]) for x in m.nonzero())
 
     def prediction(value, mask_target):
         # one set of weights (the initial scale depends on the data), two inputs
-        config = MLPConfig(factors=4, layers=2, input_dropout=0.0, mask_target=mask_target)
+        config = MLPConfig(factors=4, layers=2, input_dropout=0.0, mask_target=mask_target, projection="full")
         torch.manual_seed(0)
-        reference = neumf(m, (1, 5), config)
+        reference = neumf(m, (1, 5), config, batch_size=1)
         changed = m.copy()
         changed[u, i] = value
-        net = neumf(changed, (1, 5), config).eval()
+        net = neumf(changed, (1, 5), config, batch_size=1).train(training)
+        assert net.user_projection.batch_masking
         net.load_state_dict(reference.state_dict())
         return net(torch.tensor([u]), torch.tensor([i])).item()
 
@@ -214,16 +241,19 @@ def test_the_blocked_product_equals_the_dense_product(block_bytes, several, monk
         torch.testing.assert_close(blocks.product(values, dense), torch.from_numpy(matrix.toarray()) @ dense)
 
 
+@pytest.mark.parametrize("batch", ["quarter", "all"])  # targets taken out per step / per pair
 @pytest.mark.parametrize("factory", [GMF, NeuMF])
-def test_a_batch_taken_in_chunks_has_the_whole_batchs_loss_and_gradient(factory, parts, monkeypatch):
+def test_a_batch_taken_in_chunks_has_the_whole_batchs_loss_and_gradient(factory, batch, parts, monkeypatch):
     train, _, _ = parts
-    model = factory(factors=4, projection="full", input_dropout=0.3, **FAST)
+    size = len(train) // 4 if batch == "quarter" else len(train)
+    model = factory(factors=4, projection="full", input_dropout=0.3, **{**FAST, "batch_size": size})
     net = model._build(train)
+    assert net.user_projection.batch_masking == (batch == "quarter")
     net.train()
     torch.nn.init.normal_(net.output.weight)  # reach the layers below from the first step
     users, items = torch.from_numpy(train.users).long(), torch.from_numpy(train.items).long()
     ratings = torch.from_numpy(train.ratings).float()
-    idx = torch.randperm(len(users), generator=torch.Generator().manual_seed(0))
+    idx = torch.randperm(len(users), generator=torch.Generator().manual_seed(0))[:size]
     results = []
     for chunk in (len(idx), 37):  # whole, then in chunks (the last one short)
         monkeypatch.setattr(training, "CHUNK", chunk)

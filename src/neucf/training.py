@@ -322,8 +322,13 @@ class _Objective(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, l2: float):
-        return self.net.predict_and_penalty(users, items, l2)
+    def forward(self, users: torch.Tensor, items: torch.Tensor, l2: float, batch_users=None, batch_items=None):
+        """The rank's share of a step; ``batch_users`` / ``batch_items``: the whole step's
+        pairs, for a net whose ``step_state`` takes them (so that every rank hides the same
+        targets from its inputs as one process would)."""
+        if batch_users is None or not hasattr(self.net, "step_state"):
+            return self.net.predict_and_penalty(users, items, l2)
+        return self.net.predict_and_penalty(users, items, l2, self.net.step_state(batch_users, batch_items))
 
 
 @contextmanager
@@ -461,7 +466,7 @@ class Trainer:
                 if len(idx) == 0:  # a last batch smaller than the world: this rank adds nothing
                     idx, share = batch[:1], 0.0
                 optimizer.zero_grad(set_to_none=True)
-                mse, loss = _backward_in_chunks(net, users, items, ratings, idx, l2, objective, share)
+                mse, loss = _backward_in_chunks(net, users, items, ratings, idx, l2, objective, share, batch)
                 optimizer.step()
                 sum_mse += mse.detach() * len(idx) * (share > 0)
                 sum_loss += loss.detach() * len(idx) * (share > 0)
@@ -509,14 +514,23 @@ CHUNK = 65_536
 
 
 def _backward_in_chunks(
-    net: nn.Module, users, items, ratings, idx, l2: float, objective: nn.Module | None = None, weight: float = 1.0
+    net: nn.Module,
+    users,
+    items,
+    ratings,
+    idx,
+    l2: float,
+    objective: nn.Module | None = None,
+    weight: float = 1.0,
+    batch=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Back-propagate one batch's loss (mean squared error + penalty); returns both.
 
     ``objective`` (a DistributedDataParallel module around ``net``'s ``predict_and_penalty``)
-    takes the batch whole, and its loss is back-propagated times ``weight`` (the rank's share).
+    takes the batch whole, and its loss is back-propagated times ``weight`` (the rank's share);
+    ``batch``: the whole step's ratings, of which ``idx`` is the rank's share.
 
-    A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state()`` gives
+    A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state(users, items)`` gives
     the work every rating shares (the rating-vector networks: each row's product with the
     first layer), is taken in chunks: that work is done once, each chunk's share of the loss
     is back-propagated to it, and it is back-propagated once at the end. The gradient is the
@@ -525,9 +539,13 @@ def _backward_in_chunks(
     under DistributedDataParallel each rank's share goes through its forward whole.
     """
     chunked = objective is None and len(idx) > CHUNK and hasattr(net, "step_state")
-    state = net.step_state() if chunked else None
+    state = net.step_state(users[idx], items[idx]) if chunked else None
     if state is None:
-        pred, penalty = (objective or net.predict_and_penalty)(users[idx], items[idx], l2)
+        if objective is None:
+            pred, penalty = net.predict_and_penalty(users[idx], items[idx], l2)
+        else:
+            whole = idx if batch is None else batch
+            pred, penalty = objective(users[idx], items[idx], l2, users[whole], items[whole])
         mse = torch.mean((pred - ratings[idx]) ** 2)
         loss = mse + penalty
         (loss * weight if weight != 1.0 else loss).backward()

@@ -43,6 +43,10 @@ def _keep_mask(n: int, p: float, device: torch.device) -> torch.Tensor:
 BLOCK_BYTES = 2 * 2**20
 """How much of the dense operand one block of a sparse product reads (see :class:`_ColumnBlocks`)."""
 
+BATCH_MASK_SHARE = 0.25
+"""The largest share of the training ratings a batch may be for its training step to take its
+masked targets out of every row at once (see :class:`SparseRowProjection`'s ``mask_cols``)."""
+
 
 class _ColumnBlocks(nn.Module):
     """The structure of a sparse CSR matrix whose values come with each product, its entries
@@ -149,8 +153,18 @@ class SparseRowProjection(nn.Module):
 
     ``mask_cols`` (one column per row, or several as a (rows, m) tensor) removes entries
     (r, c) from row r's input, so that the rating being predicted never sits in its own
-    input. In ``full`` mode this is the rank-one correction ``x_r @ W - x_rc * W[c]``; in
-    ``bag`` mode the entry's weight is set to 0.
+    input. In ``bag`` mode the entry's weight is set to 0; in ``full`` mode this is the
+    rank-one correction ``x_r @ W - x_rc * W[c]``, except in training when ``batch_size``
+    is at most :data:`BATCH_MASK_SHARE` of the entries (:attr:`batch_masking`): then a
+    step takes all of its batch's masked entries out of the values before the one product
+    every row shares (:meth:`step_state`; the batch's pairs distinct, as the trainer draws
+    them), renormalising their rows. No per-pair search and correction, at the price of
+    also hiding, for that step, a row's other entries in the batch (about 1 / steps per
+    epoch of them, on top of ``dropout``; with a batch of all the data, nothing would be
+    left). Measured against the per-pair correction (NeuMF, this project's 2-core
+    machine): an ML-1M epoch 4.9 -> 4.0 s (medians of 4 alternating runs); test RMSE,
+    mean of model seeds, ml-100k u1 0.8961 -> 0.8959 (seeds 0-5, batches of 11% of the
+    ratings), ML-1M 0.8313 -> 0.8316 (seeds 0-2, 4%).
     ``dropout`` drops input entries at random while training (denoising, as in AutoRec),
     rescaling the rest by ``1/(1-p)``.
 
@@ -215,6 +229,9 @@ class SparseRowProjection(nn.Module):
         if mode not in ("full", "bag"):
             raise ValueError(f"projection mode must be auto, full or bag, not {mode!r}")
         self.mode = mode
+        # a batch of at most a quarter of the entries: its step takes all its masked entries
+        # out of the input at once (see mask_cols); a larger one would empty the rows
+        self.batch_masking = mode == "full" and batch_size * channels <= BATCH_MASK_SHARE * matrix.nnz
         as_tensor = lambda a, t=torch.int64: torch.from_numpy(np.ascontiguousarray(a)).to(t)  # noqa: E731
         # column indices in 32 bits where they fit (half the memory at ML-25M's size;
         # embedding_bag and gathers take them, slightly faster); row pointers stay 64-bit for
@@ -335,12 +352,12 @@ class SparseRowProjection(nn.Module):
         self._cached, self._cached_key = (out, key) if frozen else (None, None)
         return out
 
-    def _renormalize(self, out: torch.Tensor, rows: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Rows that lost ``masked`` entries are re-scaled to their count without them."""
+    def _renormalize(self, out: torch.Tensor, counts: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Rows of ``counts`` entries that lost ``masked`` of them are re-scaled to their
+        count without them."""
         if self.norm == 0:
             return out
-        n = _take(self.counts, rows).to(out.dtype)
-        m = masked.to(out.dtype)
+        n, m = counts.to(out.dtype), masked.to(out.dtype)
         factor = torch.where((m > 0) & (n > m), (n / (n - m).clamp(min=1)) ** self.norm, torch.ones_like(n))
         return out * factor[:, None]
 
@@ -351,7 +368,7 @@ class SparseRowProjection(nn.Module):
         weights = (values.to(self.weight.dtype) * scale)[None, :]
         return weights @ self.weight[cols] + self.bias
 
-    def _without_targets(self, out, values, rows, targets, cols, masked) -> torch.Tensor:
+    def _without_targets(self, out, values, rows, targets, masked, cols) -> torch.Tensor:
         """Whole-row products less each masked target's term (a rank-one correction per
         column, summed by one ``embedding_bag``), renormalised. ``targets``: the entries'
         positions (rows, m), -1 where absent; ``cols``: their columns."""
@@ -359,7 +376,7 @@ class SparseRowProjection(nn.Module):
             return out  # e.g. predicting pairs outside the matrix (a top-k list): nothing to take out
         own = torch.where(targets >= 0, _take(values, targets.clamp(min=0)), torch.zeros((), dtype=values.dtype))
         out = out - F.embedding_bag(cols, self.weight, per_sample_weights=own.to(out.dtype), mode="sum")
-        return self._renormalize(out, rows, masked)
+        return self._renormalize(out, _take(self.counts, rows), masked)
 
     def _sampled_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Unbiased estimates of ``x_r @ W`` from at most ``sample`` entries per distinct row."""
@@ -384,14 +401,34 @@ class SparseRowProjection(nn.Module):
         )
         return _take(out, inverse)
 
-    def step_state(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """What a training step over many rows computes once in ``full`` mode: the input
-        values (with this step's dropout) and every row's product, for :meth:`forward`'s
-        ``state``, so that a large batch can be taken in chunks; None in other modes."""
+    def step_state(
+        self, rows: torch.Tensor | None = None, mask_cols: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What a training step computes once in ``full`` mode: the input values (with this
+        step's dropout) and every row's product, for :meth:`forward`'s ``state`` (so that a
+        large batch can be taken in chunks); None in other modes. ``rows`` and ``mask_cols``
+        (as :meth:`forward`'s, the pairs distinct): the step's masked entries, taken out of
+        both for the whole step where :attr:`batch_masking` says so (see ``mask_cols``)."""
         if self.mode != "full" or (self.sample and self.training):
             return None
         values = self._input_values()
-        return values, self._all_rows(values)
+        if mask_cols is None or not (self.training and self.batch_masking):
+            return values, self._all_rows(values)
+        targets, masked = self._targets(rows, mask_cols)
+        gone = targets[targets >= 0]
+        # in place unless these are the stored values themselves (no dropout): one copy of
+        # all the entries fewer at ML-25M's size
+        values = values.index_fill(0, gone, 0.0) if values is self.values else values.index_fill_(0, gone, 0.0)
+        removed = torch.bincount(rows, weights=masked, minlength=self.shape[0])
+        return values, self._renormalize(self._all_rows(values), self.counts, removed)
+
+    def _targets(self, rows: torch.Tensor, mask_cols: torch.Tensor | None) -> tuple:
+        """Positions of the masked entries ((rows, m), -1 where absent) and how many each
+        row has, or (None, None) without ``mask_cols``."""
+        if mask_cols is None:
+            return None, None
+        targets = self.position(rows, mask_cols if mask_cols.dim() == 2 else mask_cols[:, None])
+        return targets, (targets >= 0).sum(1)
 
     def forward(
         self,
@@ -399,19 +436,19 @@ class SparseRowProjection(nn.Module):
         mask_cols: torch.Tensor | None = None,
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        targets = masked = None
-        if mask_cols is not None:
-            mask_cols = mask_cols if mask_cols.dim() == 2 else mask_cols[:, None]
-            targets = self.position(rows, mask_cols)
-            masked = (targets >= 0).sum(1)
+        mask_cols = mask_cols if mask_cols is None or mask_cols.dim() == 2 else mask_cols[:, None]
         if self.sample and self.training:
             # the estimate holds each entry in expectation: take the target's out exactly
-            out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, mask_cols, masked)
+            targets, masked = self._targets(rows, mask_cols)
+            out = self._without_targets(self._sampled_rows(rows), self.values, rows, targets, masked, mask_cols)
             return self._finish(out, rows)
         if self.mode == "full":
-            values, every_row = self.step_state() if state is None else state
-            out = self._without_targets(_take(every_row, rows), values, rows, targets, mask_cols, masked)
+            values, every_row = self.step_state(rows, mask_cols) if state is None else state
+            out = _take(every_row, rows)
+            if not (self.training and self.batch_masking):  # else the step's values lack the targets
+                out = self._without_targets(out, values, rows, *self._targets(rows, mask_cols), mask_cols)
             return self._finish(out, rows)
+        targets, masked = self._targets(rows, mask_cols)
         values = self._input_values()
         start = _take(self.indptr, rows)
         lengths = _take(self.indptr, rows + 1) - start
@@ -428,7 +465,7 @@ class SparseRowProjection(nn.Module):
             _take(self.indices, pos).long(), self.weight, offsets, mode="sum", per_sample_weights=weights
         )
         if targets is not None:
-            out = self._renormalize(out, rows, masked)
+            out = self._renormalize(out, _take(self.counts, rows), masked)
         return self._finish(out, rows)
 
 
