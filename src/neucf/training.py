@@ -530,9 +530,9 @@ def _backward_in_chunks(
     takes the batch whole, and its loss is back-propagated times ``weight`` (the rank's share);
     ``batch``: the whole step's ratings, of which ``idx`` is the rank's share.
 
-    A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state(users, items)`` gives
-    the work every rating shares (the rating-vector networks: each row's product with the
-    first layer), is taken in chunks: that work is done once, each chunk's share of the loss
+    A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state(users,
+    items)`` gives the work every rating shares (the rating-vector networks: each row's
+    product with the first layer), is taken in chunks: that work is done once, each chunk's share of the loss
     is back-propagated to it, and it is back-propagated once at the end. The gradient is the
     whole batch's (up to float rounding), and memory holds one chunk's activations, however
     large the batch (ML-25M-sized data: a million ratings a step). A single process only:
