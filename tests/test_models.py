@@ -77,7 +77,7 @@ def test_a_training_step_takes_its_whole_batchs_targets_out_of_every_row(norm):
     """A small batch's step (``batch_masking``) sees the matrix without all of its pairs."""
     m = small_matrix()
     rows, cols = m.nonzero()
-    batch = [0, 3, 4, 7, 19, 25, 30]  # rows 0 and 1 lose several entries each
+    batch = [0, 3, 4, 7, 19, 25, 30]  # row 0 loses three entries, row 5 two
     full = SparseRowProjection(m, 5, mode="full", norm=norm, batch_size=len(batch))
     assert full.batch_masking
     reduced_matrix = m.tolil()
