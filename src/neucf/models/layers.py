@@ -155,7 +155,8 @@ class SparseRowProjection(nn.Module):
     (r, c) from row r's input, so that the rating being predicted never sits in its own
     input. In ``bag`` mode the entry's weight is set to 0; in ``full`` mode this is the
     rank-one correction ``x_r @ W - x_rc * W[c]``, except in training when ``batch_size``
-    is at most :data:`BATCH_MASK_SHARE` of the entries (:attr:`batch_masking`): then a
+    (given when built: the batches training will pass) is at most :data:`BATCH_MASK_SHARE`
+    of the entries (:attr:`batch_masking`): then a
     step takes all of its batch's masked entries out of the values before the one product
     every row shares (:meth:`step_state`; the batch's pairs distinct, as the trainer draws
     them), renormalising their rows. No per-pair search and correction, at the price of
