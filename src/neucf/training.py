@@ -532,11 +532,12 @@ def _backward_in_chunks(
 
     A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state(users,
     items)`` gives the work every rating shares (the rating-vector networks: each row's
-    product with the first layer), is taken in chunks: that work is done once, each chunk's share of the loss
-    is back-propagated to it, and it is back-propagated once at the end. The gradient is the
-    whole batch's (up to float rounding), and memory holds one chunk's activations, however
-    large the batch (ML-25M-sized data: a million ratings a step). A single process only:
-    under DistributedDataParallel each rank's share goes through its forward whole.
+    product with the first layer), is taken in chunks: that work is done once, each chunk's
+    share of the loss is back-propagated to it, and it is back-propagated once at the end.
+    The gradient is the whole batch's (up to float rounding), and memory holds one chunk's
+    activations, however large the batch (ML-25M-sized data: a million ratings a step). A
+    single process only: under DistributedDataParallel each rank's share goes through its
+    forward whole.
     """
     chunked = objective is None and len(idx) > CHUNK and hasattr(net, "step_state")
     state = net.step_state(users[idx], items[idx]) if chunked else None

@@ -156,13 +156,12 @@ class SparseRowProjection(nn.Module):
     input. In ``bag`` mode the entry's weight is set to 0; in ``full`` mode this is the
     rank-one correction ``x_r @ W - x_rc * W[c]``, except in training when ``batch_size``
     (given when built: the batches training will pass) is at most :data:`BATCH_MASK_SHARE`
-    of the entries (:attr:`batch_masking`): then a
-    step takes all of its batch's masked entries out of the values before the one product
-    every row shares (:meth:`step_state`; the batch's pairs distinct, as the trainer draws
-    them), renormalising their rows. No per-pair search and correction, at the price of
-    also hiding, for that step, a row's other entries in the batch (about 1 / steps per
-    epoch of them, on top of ``dropout``; with a batch of all the data, nothing would be
-    left). Measured against the per-pair correction (NeuMF, this project's 2-core
+    of the entries (:attr:`batch_masking`): then a step takes all of its batch's masked
+    entries out of the values before the one product every row shares (:meth:`step_state`;
+    the batch's pairs distinct, as the trainer draws them), renormalising their rows. No
+    per-pair search and correction, at the price of also hiding, for that step, a row's
+    other entries in the batch (about 1 / steps per epoch of them, on top of ``dropout``;
+    with a batch of all the data, nothing would be left). Measured against the per-pair correction (NeuMF, this project's 2-core
     machine): an ML-1M epoch 4.9 -> 4.0 s (medians of 4 alternating runs); test RMSE,
     mean of model seeds, ml-100k u1 0.8961 -> 0.8959 (seeds 0-5, batches of 11% of the
     ratings), ML-1M 0.8313 -> 0.8316 (seeds 0-2, 4%).
@@ -413,7 +412,7 @@ class SparseRowProjection(nn.Module):
         if self.mode != "full" or (self.sample and self.training):
             return None
         values = self._input_values()
-        if mask_cols is None or not (self.training and self.batch_masking):
+        if mask_cols is None or not self._step_takes_targets_out:
             return values, self._all_rows(values)
         targets, masked = self._targets(rows, mask_cols)
         gone = targets[targets >= 0]
@@ -422,6 +421,12 @@ class SparseRowProjection(nn.Module):
         values = values.index_fill(0, gone, 0.0) if values is self.values else values.index_fill_(0, gone, 0.0)
         removed = torch.bincount(rows, weights=masked, minlength=self.shape[0])
         return values, self._renormalize(self._all_rows(values), self.counts, removed)
+
+    @property
+    def _step_takes_targets_out(self) -> bool:
+        """Whether a step's :meth:`step_state` takes its masked entries out (see ``mask_cols``),
+        so that :meth:`forward` must not correct for them again."""
+        return self.training and self.batch_masking
 
     def _targets(self, rows: torch.Tensor, mask_cols: torch.Tensor | None) -> tuple:
         """Positions of the masked entries ((rows, m), -1 where absent) and how many each
@@ -446,7 +451,7 @@ class SparseRowProjection(nn.Module):
         if self.mode == "full":
             values, every_row = self.step_state(rows, mask_cols) if state is None else state
             out = _take(every_row, rows)
-            if not (self.training and self.batch_masking):  # else the step's values lack the targets
+            if not self._step_takes_targets_out:  # else the step's values lack them already
                 out = self._without_targets(out, values, rows, *self._targets(rows, mask_cols), mask_cols)
             return self._finish(out, rows)
         targets, masked = self._targets(rows, mask_cols)
