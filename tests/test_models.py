@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -428,7 +432,7 @@ def test_progress_logs_the_seed_status_figures(parts, caplog):
 def test_steps_per_epoch_grows_the_batch_and_learning_rate_on_larger_data(parts, caplog, monkeypatch):
     train, valid, _ = parts
     steps = []
-    monkeypatch.setattr(training.torch.optim.Adam, "step", lambda self, *a, **k: steps.append(self.defaults["lr"]))
+    monkeypatch.setattr(training._FunctionalOptimizer, "step", lambda self: steps.append(self.lr))
     with caplog.at_level("INFO", logger="neucf"):
         GMF(factors=4, epochs=1, batch_size=64, lr=0.01, steps_per_epoch=4).fit(train, valid)
     batch = -(-len(train) // 4)
@@ -437,6 +441,39 @@ def test_steps_per_epoch_grows_the_batch_and_learning_rate_on_larger_data(parts,
     steps.clear()
     GMF(factors=4, epochs=1, batch_size=len(train), lr=0.01, steps_per_epoch=4).fit(train, valid)
     assert steps == [0.01]  # data smaller than batch x steps: the batch and rate as given
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_the_trainers_optimizer_gives_torch_optims_numbers_without_importing_dynamo(kind):
+    def steps(make):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+        net[0].bias.requires_grad_(False)  # a frozen parameter is left alone
+        opt = make(net.parameters())
+        x = torch.randn(16, 3)
+        for i in range(3):
+            opt.zero_grad()
+            (net(x[: 8 + 4 * i]) ** 2).mean().backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    torch_kind = torch.optim.Adam if kind == "adam" else torch.optim.SGD
+    ours = steps(lambda params: training._FunctionalOptimizer(params, kind, lr=0.05))
+    theirs = steps(lambda params: torch_kind([p for p in params if p.requires_grad], lr=0.05))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert not torch.equal(ours[0], steps(lambda params: training._FunctionalOptimizer(params, kind, lr=0.0))[0])
+
+
+def test_a_fit_does_not_import_dynamo():
+    # torch.optim.Optimizer's wrappers import it: 1.4-1.8 s of a fresh process's fit here
+    code = (
+        "import sys; from conftest import synthetic_ratings; from neucf.models import NeuMF\n"
+        "NeuMF(factors=4, epochs=2, batch_size=64).fit(synthetic_ratings(300, seed=0))\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_run_time_options_are_not_saved(parts, tmp_path):
