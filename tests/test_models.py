@@ -169,6 +169,33 @@ def test_masking_in_the_network_hides_the_rating_itself(training):
     assert leaky[0] != pytest.approx(leaky[1], abs=1e-6)
 
 
+@pytest.mark.parametrize("mask_target", [True, False])
+@pytest.mark.parametrize("branches,layers", [((4, 4), 2), ((4, 0), 2), ((0, 4), 2), ((0, 4), 0)])
+def test_a_step_computed_once_per_row_equals_the_per_pair_forward(mask_target, branches, layers):
+    m = small_matrix()
+    config = MLPConfig(factors=4, layers=layers, input_dropout=0.3, mask_target=mask_target, ids=True)
+    torch.manual_seed(0)
+    net = RatingVectorNet(m, m.T.tocsr(), (1, 5), config, *branches, batch_size=8).train()
+    for parameter in net.parameters():  # ids and the output start at 0: give them a gradient path
+        torch.nn.init.normal_(parameter, std=0.3)
+    users, items = (torch.from_numpy(a[:8].astype(np.int64)) for a in m.nonzero())
+    assert net._by_row()
+    state = net.step_state(users, items)
+
+    def step():
+        net.zero_grad()
+        out = net(users, items, state)
+        (out**2).sum().backward(retain_graph=True)  # the state's graph serves both
+        return out.detach(), [p.grad.clone() for p in net.parameters()]
+
+    by_row, grads = step()
+    net._by_row = lambda: False
+    per_pair, per_pair_grads = step()
+    torch.testing.assert_close(by_row, per_pair)
+    for a, b in zip(grads, per_pair_grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_sampled_projection_is_unbiased_and_only_while_training():
     m = small_matrix()
     torch.manual_seed(0)

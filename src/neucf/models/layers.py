@@ -320,10 +320,25 @@ class SparseRowProjection(nn.Module):
         pos = torch.where((_take(self.keys, k) == key)[:, None], pos, torch.full_like(pos, -1))
         return pos if several else pos[:, 0]
 
-    def _finish(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The rows' products plus the bias and, with ``ids``, each row's own vector."""
+    def _finish(self, out: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows' products plus the bias and, with ``ids``, each row's own vector (``rows``:
+        which rows ``out`` holds; None: all of them, in order)."""
         out = out + self.bias
-        return out if self.row_embedding is None else out + _take(self.row_embedding, rows)
+        if self.row_embedding is None:
+            return out
+        return out + (self.row_embedding if rows is None else _take(self.row_embedding, rows))
+
+    def every_row(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Every row's ``x_r @ W + b`` (and id vector) from a step's :meth:`step_state`; while
+        :attr:`shares_rows_in_step`, what :meth:`forward` gives each pair of the step."""
+        return self._finish(state[1])
+
+    @property
+    def shares_rows_in_step(self) -> bool:
+        """Whether, in this training step, each row has one input for all of its pairs (the
+        whole-matrix product, and either no masking or a step that takes its batch's masked
+        entries out of every row at once), so that what follows may run once per row."""
+        return self.training and self.mode == "full" and not self.sample
 
     def id_penalty(self, rows: torch.Tensor) -> torch.Tensor:
         """The mean over ``rows`` of their own vectors' squared norms (0 without ``ids``), as
