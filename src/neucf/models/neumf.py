@@ -214,16 +214,19 @@ class RatingVectorNet(nn.Module):
         self.scale = ScaledSigmoid(*scale)
 
     def step_state(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """Both projections' :meth:`~neucf.models.layers.SparseRowProjection.step_state`
-        (values, every row's product; user side first) for a training step on the pairs
-        ``users`` x ``items`` (their targets taken out where the net masks them and the
-        projections take a batch's out at once), or None where either side has none: what a
-        step computes once before taking a large batch in chunks (see
-        :class:`~neucf.training.Trainer`)."""
+        """What a training step on the pairs ``users`` x ``items`` computes once before
+        taking a large batch in chunks (see :class:`~neucf.training.Trainer`), or None where
+        either projection has no :meth:`~neucf.models.layers.SparseRowProjection.step_state`:
+        both projections' (values, every row's product; user side first; their targets
+        taken out where the net masks them and the projections take a batch's out at once),
+        or, where every user and item has one input for the step (:meth:`_by_row`), what
+        :meth:`_rows` makes of them."""
         mask = self.mask_target
         user = self.user_projection.step_state(users, items[:, None] + self.user_offsets if mask else None)
         item = self.item_projection.step_state(items, users[:, None] + self.item_offsets if mask else None)
-        return None if user is None or item is None else (*user, *item)
+        if user is None or item is None:
+            return None
+        return self._rows(user, item) if self._by_row() else (*user, *item)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, state: tuple | None = None) -> torch.Tensor:
         if self._by_row():
@@ -245,22 +248,32 @@ class RatingVectorNet(nn.Module):
             not self.mask_target or all(side.batch_masking for side in sides)
         )
 
+    def _rows(self, user: tuple, item: tuple) -> tuple[torch.Tensor, ...]:
+        """Every user's and every item's representation from the projections' step states,
+        where rows have one input (:meth:`_by_row`): with an MLP tower, their GMF units and
+        their shares of its first dense layer (the layer is linear in [p | q]); else the
+        whole representations. Users first."""
+        p = self.activation(self.user_projection.every_row(user))
+        q = self.activation(self.item_projection.every_row(item))
+        if not self._has_first_layer():
+            return p, q
+        g, m = self.gmf_factors, self.mlp_factors
+        on_p, on_q = self.mlp[0].weight.split([m, m], dim=1)
+        return p[:, :g], q[:, :g], F.linear(p[:, g:], on_p), F.linear(q[:, g:], on_q, self.mlp[0].bias)
+
+    def _has_first_layer(self) -> bool:
+        """Whether the net has an MLP tower with dense layers (its first layer splits per side)."""
+        return bool(self.mlp_factors) and len(self.mlp) > 0
+
     def _forward_by_row(self, users: torch.Tensor, items: torch.Tensor, state: tuple | None) -> torch.Tensor:
         """:meth:`forward` in a step where every row has one input (:meth:`_by_row`): the
-        same function, with the representations and the first dense layer computed for
-        every user and item, then taken per pair (ML-1M's batches: 35,635 pairs, 9,746 rows)."""
-        state = self.step_state(users, items) if state is None else state
-        p = self.activation(self.user_projection.every_row(state[:2]))
-        q = self.activation(self.item_projection.every_row(state[2:]))
-        g, m = self.gmf_factors, self.mlp_factors
-        first = None
-        if m and len(self.mlp):
-            on_p, on_q = self.mlp[0].weight.split([m, m], dim=1)
-            p_first, q_first = F.linear(p[:, g:], on_p), F.linear(q[:, g:], on_q, self.mlp[0].bias)
-            first = _take(p_first, users) + _take(q_first, items)
-            p, q = p[:, :g], q[:, :g]  # the MLP's part is in ``first``
+        same function, with the activations and the first dense layer run for every user and
+        item (:meth:`_rows`, once a step however many chunks take it), then taken per pair
+        (ML-1M's batches: 35,635 pairs, 9,746 rows)."""
+        rows = self.step_state(users, items) if state is None else state
+        first = _take(rows[2], users) + _take(rows[3], items) if self._has_first_layer() else None
         base = self.baseline(users, items) if self.baseline is not None else None
-        return self.head(_take(p, users), _take(q, items), base, first)
+        return self.head(_take(rows[0], users), _take(rows[1], items), base, first)
 
     def represent_row(self, cols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """A user's first-layer representation from an input row given as (columns, values)
@@ -331,7 +344,7 @@ class RatingVectorNet(nn.Module):
         params = [self.item_projection.weight, self.item_projection.bias]
         if self.item_projection.row_embedding is not None:
             params.append(self.item_projection.row_embedding)
-        has_first = bool(self.mlp_factors) and len(self.mlp) > 0
+        has_first = self._has_first_layer()
         if has_first:
             params += [self.mlp[0].weight, self.mlp[0].bias]
         key = tuple((t._version, t.data_ptr()) for t in params)
