@@ -472,7 +472,7 @@ def test_steps_per_epoch_grows_the_batch_and_learning_rate_on_larger_data(parts,
 
 
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
-def test_the_trainers_optimizer_gives_torch_optims_numbers_without_importing_dynamo(kind):
+def test_the_trainers_optimizer_gives_torch_optims_numbers(kind):
     def steps(make):
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))

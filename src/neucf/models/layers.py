@@ -335,9 +335,10 @@ class SparseRowProjection(nn.Module):
 
     @property
     def shares_rows_in_step(self) -> bool:
-        """Whether, in this training step, each row has one input for all of its pairs (the
-        whole-matrix product, and either no masking or a step that takes its batch's masked
-        entries out of every row at once), so that what follows may run once per row."""
+        """Whether this training step computes every row's whole product once (``full``
+        mode, no sampling), so that each row has one input for all of its pairs where the
+        step masks nothing or takes its masked entries out at once (:attr:`batch_masking`;
+        the caller knows which): what follows may then run once per row."""
         return self.training and self.mode == "full" and not self.sample
 
     def id_penalty(self, rows: torch.Tensor) -> torch.Tensor:
