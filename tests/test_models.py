@@ -51,6 +51,13 @@ def small_matrix(seed=1):
     return m
 
 
+def two_channels(m):
+    """User rows and item rows of ``m`` as input_matrices makes them: [values | rated]."""
+    rated = m.copy()
+    rated.data[:] = 1.0
+    return sp.hstack([m, rated], format="csr"), sp.hstack([m.T, rated.T], format="csr")
+
+
 def without_entry(m, u, i):
     lil = m.tolil()
     lil[u, i] = 0
@@ -105,11 +112,6 @@ def test_a_training_step_takes_its_whole_batchs_targets_out_of_every_row(norm):
 def test_masking_hides_the_target_in_every_channel(mode):
     """With [residual | rated] input rows, a masked pair is exactly as if it were absent."""
 
-    def two_channels(m):
-        rated = m.copy()
-        rated.data[:] = 1.0
-        return sp.hstack([m, rated], format="csr"), sp.hstack([m.T, rated.T], format="csr")
-
     m = small_matrix()
     rows, cols = m.nonzero()
     config = MLPConfig(factors=4, layers=2, input_dropout=0.0, projection=mode)
@@ -144,6 +146,25 @@ def test_positions_are_found_in_every_channel_with_one_search():
     assert torch.equal(mixed[:, 0], found[:, 0])
     with pytest.raises(ValueError, match="same columns"):
         SparseRowProjection(sp.hstack([m, small_matrix(seed=2)], format="csr"), 3, channels=2)
+
+
+def test_a_step_with_its_targets_located_before_equals_one_that_searches():
+    m = small_matrix()
+    config = MLPConfig(factors=4, layers=2, input_dropout=0.3)
+    net = RatingVectorNet(*two_channels(m), (1, 5), config, 4, 4, batch_size=8).train()
+    rated, unrated = sp.csr_matrix(m).nonzero(), np.nonzero(m.toarray() == 0)
+    # rated pairs and pairs outside the matrix (as a trainer's held-out ratings), mixed
+    users, items = (torch.from_numpy(np.concatenate([a[:6], b[:3]]).astype(np.int64)) for a, b in zip(rated, unrated))
+    located = net.locate(users, items)
+    assert located.dtype == torch.int32 and (located[:6] >= 0).all() and (located[6:] == -1).all()
+    states = []
+    for given in (None, located):
+        torch.manual_seed(1)  # the same dropout draws
+        states.append(net.step_state(users, items, given))
+    for searched, found in zip(*states):
+        assert torch.equal(searched, found)
+    net.mask_target = False
+    assert net.locate(users, items) is None  # nothing to take out
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -291,7 +312,8 @@ def test_a_batch_taken_in_chunks_has_the_whole_batchs_loss_and_gradient(factory,
         monkeypatch.setattr(training, "CHUNK", chunk)
         net.zero_grad()
         with training.seeded(0, torch.device("cpu")):  # the same dropout masks both times
-            losses = training._backward_in_chunks(net, users, items, ratings, idx, 1e-3)
+            train = (users, items, ratings, net.locate(users, items))
+            losses = training._backward_in_chunks(net, train, idx, 1e-3)
         results.append((losses, {n: p.grad.clone() for n, p in net.named_parameters()}))
     (whole, whole_grads), (chunked, chunked_grads) = results
     torch.testing.assert_close(chunked, whole)

@@ -324,13 +324,17 @@ class _Objective(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, l2: float, batch_users=None, batch_items=None):
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, l2: float, batch_users=None, batch_items=None, located=None
+    ):
         """The rank's share of a step; ``batch_users`` / ``batch_items``: the whole step's
         pairs, for a net whose ``step_state`` takes them (so that every rank hides the same
-        targets from its inputs as one process would)."""
+        targets from its inputs as one process would); ``located``: theirs of the net's
+        ``locate``."""
         if batch_users is None or not hasattr(self.net, "step_state"):
             return self.net.predict_and_penalty(users, items, l2)
-        return self.net.predict_and_penalty(users, items, l2, self.net.step_state(batch_users, batch_items))
+        state = self.net.step_state(batch_users, batch_items, located)
+        return self.net.predict_and_penalty(users, items, l2, state)
 
 
 @contextmanager
@@ -401,6 +405,8 @@ class Trainer:
             valid = (valid[0].long(), valid[1].long(), valid[2].to(dtype))
 
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        # what every step would search its ratings for, found once (see RatingVectorNet.locate)
+        located = net.locate(users, items) if hasattr(net, "locate") else None
         n = len(ratings)
         if cfg.batch_for(n) != cfg.batch_size:
             log.info("%d training ratings: batch %d, learning rate %.4g", n, cfg.batch_for(n), cfg.lr_for(n))
@@ -409,7 +415,7 @@ class Trainer:
         start = time.perf_counter()
         with _progress(options, max(1, math.ceil(n / cfg.batch_for(n)))) as bar:
             best_state, best = self._epochs(
-                net, optimizer, users, items, ratings, valid, device, history, bar, generator
+                net, optimizer, (users, items, ratings, located), valid, device, history, bar, generator
             )
         if best_state is not None:
             net.load_state_dict(best_state)
@@ -418,8 +424,9 @@ class Trainer:
         history.seconds = time.perf_counter() - start
         return history
 
-    def _epochs(self, net, optimizer, users, items, ratings, valid, device, history, bar, generator):
-        """The epoch loop; returns the best weights and their score.
+    def _epochs(self, net, optimizer, train, valid, device, history, bar, generator):
+        """The epoch loop over ``train`` (users, items, ratings, and the net's ``locate`` of
+        them or None); returns the best weights and their score.
 
         In a world of several processes (torchrun) every rank draws the same order and takes
         every ``size``-th rating of each batch, so ``batch_size`` is the global batch; each
@@ -427,6 +434,7 @@ class Trainer:
         gradient is the whole batch's, whatever the number of processes.
         """
         cfg, options = self.config, self.options
+        ratings = train[2]
         n = len(ratings)
         batch_size = cfg.batch_for(n)
         n_batches = max(1, math.ceil(n / batch_size))
@@ -467,7 +475,7 @@ class Trainer:
                 if len(idx) == 0:  # a last batch smaller than the world: this rank adds nothing
                     idx, share = batch[:1], 0.0
                 optimizer.zero_grad()
-                mse, loss = _backward_in_chunks(net, users, items, ratings, idx, l2, objective, share, batch)
+                mse, loss = _backward_in_chunks(net, train, idx, l2, objective, share, batch)
                 optimizer.step()
                 sum_mse += mse.detach() * len(idx) * (share > 0)
                 sum_loss += loss.detach() * len(idx) * (share > 0)
@@ -590,39 +598,37 @@ CHUNK = 65_536
 
 
 def _backward_in_chunks(
-    net: nn.Module,
-    users,
-    items,
-    ratings,
-    idx,
-    l2: float,
-    objective: nn.Module | None = None,
-    weight: float = 1.0,
-    batch=None,
+    net: nn.Module, train, idx, l2: float, objective: nn.Module | None = None, weight: float = 1.0, batch=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Back-propagate one batch's loss (mean squared error + penalty); returns both.
 
-    ``objective`` (a DistributedDataParallel module around ``net``'s ``predict_and_penalty``)
-    takes the batch whole, and its loss is back-propagated times ``weight`` (the rank's share);
-    ``batch``: the whole step's ratings, of which ``idx`` is the rank's share.
+    ``train``: (users, items, ratings, located) of all the training ratings, ``located``
+    the net's ``locate`` of them or None; ``idx``: the batch's. ``objective`` (a
+    DistributedDataParallel module around ``net``'s ``predict_and_penalty``) takes the batch
+    whole, and its loss is back-propagated times ``weight`` (the rank's share); ``batch``:
+    the whole step's ratings, of which ``idx`` is the rank's share.
 
-    A batch of more than :data:`CHUNK` ratings, on a network whose ``step_state(users,
-    items)`` gives the work every rating shares (the rating-vector networks: each row's
-    product with the first layer), is taken in chunks: that work is done once, each chunk's
-    share of the loss is back-propagated to it, and it is back-propagated once at the end.
-    The gradient is the whole batch's (up to float rounding), and memory holds one chunk's
-    activations, however large the batch (ML-25M-sized data: a million ratings a step). A
-    single process only: under DistributedDataParallel each rank's share goes through its
-    forward whole.
+    On a network whose ``step_state(users, items, located)`` gives the work every rating
+    of a step shares (the rating-vector networks: each row's product with the first layer),
+    that work is done once, and a batch of more than :data:`CHUNK` ratings is taken in
+    chunks: each chunk's share of the loss is back-propagated to the shared work, and that
+    is back-propagated once at the end. The gradient is the whole batch's (up to float
+    rounding), and memory holds one chunk's activations, however large the batch (ML-25M-sized
+    data: a million ratings a step). A single process only: under DistributedDataParallel
+    each rank's share goes through its forward whole.
     """
-    chunked = objective is None and len(idx) > CHUNK and hasattr(net, "step_state")
-    state = net.step_state(users[idx], items[idx]) if chunked else None
-    if state is None:
+    users, items, ratings, located = train
+    at = lambda rows: None if located is None else located[rows]  # noqa: E731
+    state = None
+    if objective is None and hasattr(net, "step_state"):
+        state = net.step_state(users[idx], items[idx], at(idx))
+    if state is None or len(idx) <= CHUNK:
         if objective is None:
-            pred, penalty = net.predict_and_penalty(users[idx], items[idx], l2)
+            shared = () if state is None else (state,)
+            pred, penalty = net.predict_and_penalty(users[idx], items[idx], l2, *shared)
         else:
             whole = idx if batch is None else batch
-            pred, penalty = objective(users[idx], items[idx], l2, users[whole], items[whole])
+            pred, penalty = objective(users[idx], items[idx], l2, users[whole], items[whole], at(whole))
         mse = torch.mean((pred - ratings[idx]) ** 2)
         loss = mse + penalty
         (loss * weight if weight != 1.0 else loss).backward()

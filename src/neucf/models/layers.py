@@ -418,19 +418,25 @@ class SparseRowProjection(nn.Module):
         return _take(out, inverse)
 
     def step_state(
-        self, rows: torch.Tensor | None = None, mask_cols: torch.Tensor | None = None
+        self,
+        rows: torch.Tensor | None = None,
+        mask_cols: torch.Tensor | None = None,
+        located: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """What a training step computes once in ``full`` mode: the input values (with this
         step's dropout) and every row's product, for :meth:`forward`'s ``state`` (so that a
         large batch can be taken in chunks); None in other modes. ``rows`` and ``mask_cols``
         (as :meth:`forward`'s, the pairs distinct): the step's masked entries, taken out of
-        both for the whole step where :attr:`batch_masking` says so (see ``mask_cols``)."""
+        both for the whole step where :attr:`batch_masking` says so (see ``mask_cols``).
+        ``located``: :meth:`position` of each row's first mask column, found before (a
+        trainer finds them once for all its ratings), where ``mask_cols`` holds one column in
+        every channel in order, as :class:`~neucf.models.RatingVectorNet` masks."""
         if self.mode != "full" or (self.sample and self.training):
             return None
         values = self._input_values()
         if mask_cols is None or not self._step_takes_targets_out:
             return values, self._all_rows(values)
-        targets, masked = self._targets(rows, mask_cols)
+        targets, masked = self._targets(rows, mask_cols, located)
         gone = targets[targets >= 0]
         # in place unless these are the stored values themselves (no dropout): one copy of
         # all the entries fewer at ML-25M's size
@@ -444,12 +450,22 @@ class SparseRowProjection(nn.Module):
         so that :meth:`forward` must not correct for them again."""
         return self.training and self.batch_masking
 
-    def _targets(self, rows: torch.Tensor, mask_cols: torch.Tensor | None) -> tuple:
+    def _targets(
+        self, rows: torch.Tensor, mask_cols: torch.Tensor | None, located: torch.Tensor | None = None
+    ) -> tuple:
         """Positions of the masked entries ((rows, m), -1 where absent) and how many each
-        row has, or (None, None) without ``mask_cols``."""
+        row has, or (None, None) without ``mask_cols``. ``located``: see :meth:`step_state`;
+        the other channels' entries of a row are its first channel's, ``c`` times its
+        entries per channel on."""
         if mask_cols is None:
             return None, None
-        targets = self.position(rows, mask_cols if mask_cols.dim() == 2 else mask_cols[:, None])
+        if located is None:
+            targets = self.position(rows, mask_cols if mask_cols.dim() == 2 else mask_cols[:, None])
+        else:
+            located = located.long()
+            per = (_take(self.indptr, rows + 1) - _take(self.indptr, rows)) // self.channels
+            channel = torch.arange(mask_cols.shape[1] if mask_cols.dim() == 2 else 1, device=rows.device)
+            targets = torch.where((located >= 0)[:, None], located[:, None] + channel * per[:, None], -1)
         return targets, (targets >= 0).sum(1)
 
     def forward(

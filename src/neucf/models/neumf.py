@@ -213,20 +213,43 @@ class RatingVectorNet(nn.Module):
             nn.init.zeros_(self.output.bias)
         self.scale = ScaledSigmoid(*scale)
 
-    def step_state(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    def step_state(
+        self, users: torch.Tensor, items: torch.Tensor, located: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...] | None:
         """What a training step on the pairs ``users`` x ``items`` computes once before
         taking a large batch in chunks (see :class:`~neucf.training.Trainer`), or None where
         either projection has no :meth:`~neucf.models.layers.SparseRowProjection.step_state`:
         both projections' (values, every row's product; user side first; their targets
         taken out where the net masks them and the projections take a batch's out at once),
         or, where every user and item has one input for the step (:meth:`_by_row`), what
-        :meth:`_rows` makes of them."""
+        :meth:`_rows` makes of them. ``located``: the pairs' rows of :meth:`locate`."""
         mask = self.mask_target
-        user = self.user_projection.step_state(users, items[:, None] + self.user_offsets if mask else None)
-        item = self.item_projection.step_state(items, users[:, None] + self.item_offsets if mask else None)
+        at_user, at_item = (None, None) if located is None else located.unbind(1)
+        user = self.user_projection.step_state(users, items[:, None] + self.user_offsets if mask else None, at_user)
+        item = self.item_projection.step_state(items, users[:, None] + self.item_offsets if mask else None, at_item)
         if user is None or item is None:
             return None
         return self._rows(user, item) if self._by_row() else (*user, *item)
+
+    def locate(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        """Where each pair's rating sits in the user rows and in the item rows (n, 2; the
+        first channel's position among the non-zeros, -1 where absent), for
+        :meth:`step_state`'s ``located``; None where a training step has no use for them (it
+        masks nothing, or not batch-wide). A trainer finds them once for all its ratings,
+        instead of one search per masked pair in every step: 11% of an ML-1M step, 15% of
+        an ml-100k one (this project's 2-core machine). Found in slices of a million pairs,
+        so that the search's temporaries stay small beside the answer (int32 where the
+        matrices allow: 160 MB at ML-25M's size)."""
+        sides = (self.user_projection, self.item_projection)
+        if not self.mask_target or not all(side.batch_masking for side in sides):
+            return None
+        small = max(len(side.values) for side in sides) < 2**31
+        found = torch.empty((len(users), 2), dtype=torch.int32 if small else torch.int64, device=users.device)
+        for start in range(0, len(users), 2**20):
+            u, i = users[start : start + 2**20], items[start : start + 2**20]
+            found[start : start + len(u), 0] = self.user_projection.position(u, i)
+            found[start : start + len(u), 1] = self.item_projection.position(i, u)
+        return found
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, state: tuple | None = None) -> torch.Tensor:
         if self._by_row():
