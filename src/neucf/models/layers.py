@@ -90,9 +90,10 @@ class _ColumnBlocks(nn.Module):
         self.edges = edges.tolist()
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
 
-    def product(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``X @ dense`` where X holds ``values`` (in the order ``order`` refers to), block by
-        block, each block's rows summed by ``F.embedding_bag`` (weights: the values).
+    def product(self, values: torch.Tensor, dense: torch.Tensor, ordered: bool = False) -> torch.Tensor:
+        """``X @ dense`` where X holds ``values`` (in the order ``order`` refers to; ``ordered``:
+        in this structure's own order already), block by block, each block's rows summed by
+        ``F.embedding_bag`` (weights: the values).
 
         Not torch's CSR product, on any device. On CPU ``embedding_bag`` is 1.5-3x faster
         (this project's 2-core machine, the four products of a NeuMF step, forward and
@@ -103,7 +104,7 @@ class _ColumnBlocks(nn.Module):
         with one seed, predictions up to 0.27 apart), where ``embedding_bag`` sums each row
         in order (identical), at 2.4 against 1.2 ms a product there (162,000 x 59,000, 20M
         entries, 64 columns): about 0.1 s of a 4.9 s epoch."""
-        values = values if self.order is None else _take(values, self.order)
+        values = values if self.order is None or ordered else _take(values, self.order)
         out = None
         for b, (start, end) in enumerate(zip(self.edges[:-1], self.edges[1:])):
             first, last = self.offsets[b], self.offsets[b + 1]
@@ -116,23 +117,23 @@ class _ColumnBlocks(nn.Module):
 
 
 class _SparseTimesDense(torch.autograd.Function):
-    """``X @ W`` for a sparse ``X`` (values, and the structures of ``X`` and of its transpose
-    as :class:`_ColumnBlocks`).
+    """``X @ W`` for a sparse ``X`` (its values, the same values in the transpose's order,
+    and the structures of ``X`` and of its transpose as :class:`_ColumnBlocks`).
 
     The backward is one more product, with the transpose's structure, built once (torch's
     own backward for a CSR product transposes ``X`` on every call: ~4x slower on ml-100k).
     """
 
     @staticmethod
-    def forward(ctx, values, x, x_t, weight):
-        ctx.save_for_backward(values)
+    def forward(ctx, values, values_t, x, x_t, weight):
+        ctx.save_for_backward(values_t)
         ctx.x_t = x_t
         return x.product(values, weight)
 
     @staticmethod
     def backward(ctx, grad):
-        (values,) = ctx.saved_tensors
-        return None, None, None, ctx.x_t.product(values, grad)
+        (values_t,) = ctx.saved_tensors
+        return None, None, None, None, ctx.x_t.product(values_t, grad, ordered=True)
 
 
 class SparseRowProjection(nn.Module):
@@ -261,6 +262,10 @@ class SparseRowProjection(nn.Module):
             order = np.lexsort((rows, matrix.indices))
             t_indptr = np.concatenate([[0], np.cumsum(np.bincount(matrix.indices, minlength=n_cols))])
             self.t_blocks = _ColumnBlocks(t_indptr, rows[order], n_rows, out_features, order, index)
+            # the values in the transpose's order too: a step permutes its keep mask (1 byte an
+            # entry) to get them, not its values (4), whose random reads missed the caches:
+            # 11.5 of an ML-1M step's 63 ms
+            self.register_buffer("values_t", _take(self.values, self.t_blocks.order), persistent=False)
         self.weight = nn.Parameter(torch.empty(n_cols, out_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         # not named "...weight": the networks' global L2 skips it; it has its own penalty
@@ -357,14 +362,36 @@ class SparseRowProjection(nn.Module):
             values = values * _keep_mask(len(values), self.dropout, values.device) / (1.0 - self.dropout)
         return values
 
-    def _all_rows(self, values: torch.Tensor) -> torch.Tensor:
-        """``X @ W`` for every row. Predicting (eval mode, no gradient) reuses it across
-        batches until the weights change, so scoring a large set costs one product."""
+    def _step_values(self, gone: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ``full`` step's input values, row-major and in the transpose's order: with this
+        step's dropout, and without the entries at ``gone`` (row-major positions)."""
+        dtype = self.weight.dtype
+        dropout = self.training and self.dropout > 0
+        if not dropout and gone is None:
+            return self.values.to(dtype), self.values_t.to(dtype)
+        n = len(self.values)
+        keep = (
+            _keep_mask(n, self.dropout, self.values.device)
+            if dropout
+            else torch.ones(n, dtype=torch.bool, device=self.values.device)
+        )
+        if gone is not None:
+            keep.index_fill_(0, gone, False)
+        values = self.values.to(dtype) * keep
+        values_t = self.values_t.to(dtype) * _take(keep, self.t_blocks.order)
+        if dropout:  # in place: the products above are fresh
+            values.div_(1.0 - self.dropout), values_t.div_(1.0 - self.dropout)
+        return values, values_t
+
+    def _all_rows(self, values: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``X @ W`` for every row, given :meth:`_step_values`. Predicting (eval mode, no
+        gradient) reuses it across batches until the weights change, so scoring a large set
+        costs one product."""
         frozen = not self.training and not torch.is_grad_enabled()
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if frozen and getattr(self, "_cached_key", None) == key:
             return self._cached
-        out = _SparseTimesDense.apply(values, self.blocks, self.t_blocks, self.weight)
+        out = _SparseTimesDense.apply(*values, self.blocks, self.t_blocks, self.weight)
         self._cached, self._cached_key = (out, key) if frozen else (None, None)
         return out
 
@@ -433,16 +460,13 @@ class SparseRowProjection(nn.Module):
         every channel in order, as :class:`~neucf.models.RatingVectorNet` masks."""
         if self.mode != "full" or (self.sample and self.training):
             return None
-        values = self._input_values()
         if mask_cols is None or not self._step_takes_targets_out:
-            return values, self._all_rows(values)
+            values = self._step_values()
+            return values[0], self._all_rows(values)
         targets, masked = self._targets(rows, mask_cols, located)
-        gone = targets[targets >= 0]
-        # in place unless these are the stored values themselves (no dropout): one copy of
-        # all the entries fewer at ML-25M's size
-        values = values.index_fill(0, gone, 0.0) if values is self.values else values.index_fill_(0, gone, 0.0)
+        values = self._step_values(targets[targets >= 0])
         removed = torch.bincount(rows, weights=masked, minlength=self.shape[0])
-        return values, self._renormalize(self._all_rows(values), self.counts, removed)
+        return values[0], self._renormalize(self._all_rows(values), self.counts, removed)
 
     @property
     def _step_takes_targets_out(self) -> bool:
