@@ -1,3 +1,4 @@
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -525,6 +526,28 @@ def test_a_fit_does_not_import_dynamo():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("factory", [NeuMF, MatrixFactorization])
+def test_a_fit_reads_no_memory_it_did_not_write(factory, parts, monkeypatch):
+    # the trainer turns off deterministic mode's NaN fill of new tensors: no number may depend on it
+    train, valid, test = parts
+    fill = torch.utils.deterministic
+    fill.fill_uninitialized_memory = True
+    unfilled = factory(seed=0, **FAST).fit(train, valid).predict_index(test.users, test.items)
+    assert fill.fill_uninitialized_memory  # the caller's setting, given back
+
+    @contextlib.contextmanager
+    def filling():
+        training._set_deterministic(True, warn_only=True)
+        try:
+            yield
+        finally:
+            training._set_deterministic(False, warn_only=False)
+
+    monkeypatch.setattr(training, "_deterministic", filling)
+    filled = factory(seed=0, **FAST).fit(train, valid).predict_index(test.users, test.items)
+    np.testing.assert_array_equal(unfilled, filled)
 
 
 def test_run_time_options_are_not_saved(parts, tmp_path):
