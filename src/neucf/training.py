@@ -389,13 +389,15 @@ class Trainer:
         cfg, options = self.config, self.options
         device, dtype = resolve_device(options.device), cfg.torch_dtype()
         net.to(device=device, dtype=dtype)
+        # indices stay as given where 32-bit (Ratings' own; each batch is widened as taken):
+        # two 64-bit copies of every rating's user and item are 320 MB at ML-25M's size
         users, items, ratings = (torch.as_tensor(a).to(device) for a in train)
-        users, items, ratings = users.long(), items.long(), ratings.to(dtype)
+        users, items, ratings = _index(users), _index(items), ratings.to(dtype)
         if valid is not None and len(valid[0]) == 0:
             valid = None
         if valid is not None:
             valid = tuple(torch.as_tensor(a).to(device) for a in valid)
-            valid = (valid[0].long(), valid[1].long(), valid[2].to(dtype))
+            valid = (_index(valid[0]), _index(valid[1]), valid[2].to(dtype))
 
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         # what every step would search its ratings for, found once (see RatingVectorNet.locate)
@@ -612,16 +614,17 @@ def _backward_in_chunks(
     """
     users, items, ratings, located = train
     at = lambda rows: None if located is None else located[rows]  # noqa: E731
+    u, i = users[idx].long(), items[idx].long()
     state = None
     if objective is None and hasattr(net, "step_state"):
-        state = net.step_state(users[idx], items[idx], at(idx))
+        state = net.step_state(u, i, at(idx))
     if state is None or len(idx) <= CHUNK:
         if objective is None:
             shared = () if state is None else (state,)
-            pred, penalty = net.predict_and_penalty(users[idx], items[idx], l2, *shared)
+            pred, penalty = net.predict_and_penalty(u, i, l2, *shared)
         else:
             whole = idx if batch is None else batch
-            pred, penalty = objective(users[idx], items[idx], l2, users[whole], items[whole], at(whole))
+            pred, penalty = objective(u, i, l2, users[whole].long(), items[whole].long(), at(whole))
         mse = torch.mean((pred - ratings[idx]) ** 2)
         loss = mse + penalty
         (loss * weight if weight != 1.0 else loss).backward()
@@ -630,7 +633,7 @@ def _backward_in_chunks(
     squares = penalties = torch.zeros((), dtype=ratings.dtype, device=ratings.device)
     for start in range(0, len(idx), CHUNK):
         chunk = idx[start : start + CHUNK]
-        pred, penalty = net.predict_and_penalty(users[chunk], items[chunk], l2, leaves)
+        pred, penalty = net.predict_and_penalty(users[chunk].long(), items[chunk].long(), l2, leaves)
         square = ((pred - ratings[chunk]) ** 2).sum()
         # the penalty is a mean over the chunk (its L2 part a constant): weighted by the
         # chunk's share, the shares add up to the whole batch's
@@ -641,6 +644,11 @@ def _backward_in_chunks(
     torch.autograd.backward([t for t, _ in shared], [g for _, g in shared])
     mse = squares / len(idx)
     return mse, mse + penalties
+
+
+def _index(t: torch.Tensor) -> torch.Tensor:
+    """Indices as 32 or 64-bit integers: as given where they are, else 64-bit."""
+    return t if t.dtype in (torch.int32, torch.int64) else t.long()
 
 
 @contextmanager
@@ -695,14 +703,18 @@ def _progress(options: FitOptions, total: int):
 
 @torch.no_grad()
 def predict_batches(net: nn.Module, users: torch.Tensor, items: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Predictions of ``net`` in eval mode, in batches (no dropout, no gradient), on the net's device."""
+    """Predictions of ``net`` in eval mode, in batches (no dropout, no gradient), on the net's
+    device; integer indices of any width (each batch is widened to 64 bits)."""
     was_training = net.training
     if was_training:
         net.eval()
     device = next(net.parameters()).device
     users, items = users.to(device), items.to(device)
     out = torch.cat(
-        [net(users[s : s + batch_size], items[s : s + batch_size]) for s in range(0, len(users), batch_size)]
+        [
+            net(users[s : s + batch_size].long(), items[s : s + batch_size].long())
+            for s in range(0, len(users), batch_size)
+        ]
     )
     if was_training:
         net.train()

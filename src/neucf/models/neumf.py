@@ -246,7 +246,7 @@ class RatingVectorNet(nn.Module):
         small = max(len(side.values) for side in sides) < 2**31
         found = torch.empty((len(users), 2), dtype=torch.int32 if small else torch.int64, device=users.device)
         for start in range(0, len(users), 2**20):
-            u, i = users[start : start + 2**20], items[start : start + 2**20]
+            u, i = users[start : start + 2**20].long(), items[start : start + 2**20].long()
             found[start : start + len(u), 0] = self.user_projection.position(u, i)
             found[start : start + len(u), 1] = self.item_projection.position(i, u)
         return found

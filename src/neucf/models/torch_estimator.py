@@ -132,7 +132,7 @@ class TorchRecommender(Recommender):
         if baseline is None or not self.net.shrunk_biases:
             return
         device = next(self.net.parameters()).device
-        users, items = (torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in arrays[:2])
+        users, items = (torch.as_tensor(a).to(device) for a in arrays[:2])  # widened batch by batch
         interaction = predict_batches(self.net, users, items) - baseline(users, items)
         target = np.asarray(arrays[2], dtype=np.float64) - interaction.double().cpu().numpy()
         ratings = Ratings(
