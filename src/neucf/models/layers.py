@@ -69,17 +69,26 @@ class _ColumnBlocks(nn.Module):
         blocks = max(1, min(n_cols, math.ceil(n_cols * width * 4 / BLOCK_BYTES)))
         edges = np.linspace(0, n_cols, blocks + 1).round().astype(np.int64)
         if blocks > 1:
-            block = (np.searchsorted(edges, indices, side="right") - 1).astype(np.int32)
+            # built in 32 bits and block by block: at ML-25M's size each 64-bit array of the
+            # entries is 320 MB, and the build is where a fit's memory peaks
+            block = np.empty(len(indices), dtype=np.min_scalar_type(blocks))
+            for start in range(0, len(indices), 2**22):
+                part = indices[start : start + 2**22]
+                block[start : start + len(part)] = np.searchsorted(edges, part, side="right") - 1
             # stable: entries stay row-major within their block
-            regroup = np.argsort(block, kind="stable")
-            rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(indptr))
-            counts = np.bincount(block.astype(np.int64) * n_rows + rows, minlength=blocks * n_rows)
-            counts = counts.reshape(blocks, n_rows)
+            regroup = np.argsort(block, kind="stable").astype(np.int32 if len(indices) < 2**31 else np.int64)
+            sizes = np.bincount(block, minlength=blocks)
+            del block
+            rows = np.repeat(np.arange(n_rows, dtype=np.int32), np.diff(indptr))
+            ends = np.cumsum(sizes)
+            regrouped = np.empty_like(indices)
             indptr = np.zeros((blocks, n_rows + 1), dtype=np.int64)
-            np.cumsum(counts, axis=1, out=indptr[:, 1:])
-            indices = indices[regroup] - edges[block[regroup]]
+            for b, (first, last) in enumerate(zip(ends - sizes, ends)):
+                mine = regroup[first:last]
+                regrouped[first:last] = indices[mine] - int(edges[b])
+                np.cumsum(np.bincount(rows[mine], minlength=n_rows), out=indptr[b, 1:])
+            indices = regrouped
             order = regroup if order is None else np.asarray(order)[regroup]
-            sizes = counts.sum(1)
         else:
             indptr, sizes = np.asarray(indptr)[None, :], [len(indices)]
         as_index = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(index)  # noqa: E731
@@ -247,20 +256,29 @@ class SparseRowProjection(nn.Module):
         scale = np.maximum(counts, 1).astype(np.float64) ** -norm
         self.norm = norm
         self.register_buffer("counts", as_tensor(counts, torch.float32), persistent=False)
-        self.register_buffer(
-            "values", as_tensor(matrix.data * np.repeat(scale, counts), torch.float32), persistent=False
-        )
-        rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
+        scaled = matrix.data * np.repeat(scale, counts)  # in float64
+        self.register_buffer("values", as_tensor(scaled, torch.float32), persistent=False)
+        rows = np.repeat(np.arange(n_rows, dtype=np.int32 if n_rows < 2**31 else np.int64), counts)
+        # Uniform, scaled to the data: each output unit starts with standard deviation
+        # ``init_std`` over the rows, whatever the rating scale and row lengths. (Keras'
+        # Glorot, the seed's, scales by the number of columns, which for thousands of sparse,
+        # normalised columns starts every unit near 0 and leaves a deep tower dead.)
+        row_sq = np.bincount(rows, scaled**2, n_rows)
+        bound = math.sqrt(3.0) * init_std / math.sqrt(max(row_sq.mean(), 1e-12))
+        del scaled
         # row-major keys of the first channel's non-zeros, sorted: finds where (row, col) sits
         # by bisection, in one channel for all of them (see ``position``)
         first = self._first_channel(matrix)
         block = n_cols // channels
-        self.register_buffer("keys", as_tensor(rows[first] * block + matrix.indices[first]), persistent=False)
+        keys = rows[first].astype(np.int64) * block + matrix.indices[first]
+        del rows, first  # the entries' 32- and 64-bit arrays go before the blocks' are built
+        self.register_buffer("keys", as_tensor(keys), persistent=False)
         if mode == "full":
             self.blocks = _ColumnBlocks(matrix.indptr, matrix.indices, n_cols, out_features, index=index)
             # the transpose's structure, and where each of its entries sits in ``values``: the
             # column-major form of the entries' own positions (scipy's counting sort, in O(nnz))
-            where = sp.csr_matrix((np.arange(matrix.nnz), matrix.indices, matrix.indptr), shape=matrix.shape).tocsc()
+            at = np.arange(matrix.nnz, dtype=np.int32 if matrix.nnz < 2**31 else np.int64)
+            where = sp.csr_matrix((at, matrix.indices, matrix.indptr), shape=matrix.shape).tocsc()
             self.t_blocks = _ColumnBlocks(where.indptr, where.indices, n_rows, out_features, where.data, index)
             # the values in the transpose's order too: a step permutes its keep mask (1 byte an
             # entry) to get them, not its values (4), whose random reads missed the caches:
@@ -270,12 +288,6 @@ class SparseRowProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         # not named "...weight": the networks' global L2 skips it; it has its own penalty
         self.row_embedding = nn.Parameter(torch.zeros(n_rows, out_features)) if ids else None
-        # Uniform, scaled to the data: each output unit starts with standard deviation
-        # ``init_std`` over the rows, whatever the rating scale and row lengths. (Keras'
-        # Glorot, the seed's, scales by the number of columns, which for thousands of sparse,
-        # normalised columns starts every unit near 0 and leaves a deep tower dead.)
-        row_sq = np.bincount(rows, (matrix.data.astype(np.float64) * np.repeat(scale, counts)) ** 2, n_rows)
-        bound = math.sqrt(3.0) * init_std / math.sqrt(max(row_sq.mean(), 1e-12))
         nn.init.uniform_(self.weight, -bound, bound)
 
     def _first_channel(self, matrix: sp.csr_matrix) -> np.ndarray:
