@@ -128,23 +128,24 @@ class _ColumnBlocks(nn.Module):
 
 
 class _SparseTimesDense(torch.autograd.Function):
-    """``X @ W`` for a sparse ``X`` (its values, the same values in the transpose's order,
-    and the structures of ``X`` and of its transpose as :class:`_ColumnBlocks`).
+    """``X @ W`` for a sparse ``X`` (its values in ``x``'s own order where ``ordered``, else
+    row-major; the same values in the transpose's order; the structures of ``X`` and of its
+    transpose as :class:`_ColumnBlocks`).
 
     The backward is one more product, with the transpose's structure, built once (torch's
     own backward for a CSR product transposes ``X`` on every call: ~4x slower on ml-100k).
     """
 
     @staticmethod
-    def forward(ctx, values, values_t, x, x_t, weight):
+    def forward(ctx, values, values_t, x, x_t, weight, ordered):
         ctx.save_for_backward(values_t)
         ctx.x_t = x_t
-        return x.product(values, weight)
+        return x.product(values, weight, ordered)
 
     @staticmethod
     def backward(ctx, grad):
         (values_t,) = ctx.saved_tensors
-        return None, None, None, None, ctx.x_t.product(values_t, grad, ordered=True)
+        return None, None, None, None, ctx.x_t.product(values_t, grad, ordered=True), None
 
 
 class SparseRowProjection(nn.Module):
@@ -286,6 +287,11 @@ class SparseRowProjection(nn.Module):
             # entry) to get them, not its values (4), whose random reads missed the caches:
             # 11.5 of an ML-1M step's 63 ms
             self.register_buffer("values_t", _take(self.values, self.t_blocks.order), persistent=False)
+            # and in the blocked product's order, where it regroups them (several blocks): each
+            # block's gather of the values read the whole array again (ML-1M's item side: 3
+            # blocks; ML-25M-sized: 14 and more)
+            ordered = None if self.blocks.order is None else _take(self.values, self.blocks.order)
+            self.register_buffer("values_f", ordered, persistent=False)
         self.weight = nn.Parameter(torch.empty(n_cols, out_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         # not named "...weight": the networks' global L2 skips it; it has its own penalty
@@ -377,36 +383,44 @@ class SparseRowProjection(nn.Module):
             values = values * _keep_mask(len(values), self.dropout, values.device) / (1.0 - self.dropout)
         return values
 
-    def _step_values(self, gone: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A ``full`` step's input values, row-major and in the transpose's order: with this
-        step's dropout, and without the entries at ``gone`` (row-major positions)."""
+    def _step_values(self, gone: torch.Tensor | None = None, row_major: bool = True) -> tuple:
+        """A ``full`` step's input values with this step's dropout and without the entries at
+        ``gone`` (row-major positions): row-major (None unless ``row_major`` where the products
+        do not read them), and the products' inputs (:meth:`_all_rows`'s): in the blocked
+        product's order (or row-major) and in the transpose's. One keep mask, drawn row-major
+        and permuted (1 byte an entry), gives all of them."""
         dtype = self.weight.dtype
         dropout = self.training and self.dropout > 0
         if not dropout and gone is None:
-            return self.values.to(dtype), self.values_t.to(dtype)
-        n = len(self.values)
-        keep = (
-            _keep_mask(n, self.dropout, self.values.device)
-            if dropout
-            else torch.ones(n, dtype=torch.bool, device=self.values.device)
-        )
+            values = self.values.to(dtype)
+            forward = values if self.values_f is None else self.values_f.to(dtype)
+            return values, (forward, self.values_t.to(dtype))
+        n, device = len(self.values), self.values.device
+        keep = _keep_mask(n, self.dropout, device) if dropout else torch.ones(n, dtype=torch.bool, device=device)
         if gone is not None:
             keep.index_fill_(0, gone, False)
-        values_t = self.values_t.to(dtype) * _take(keep, self.t_blocks.order)
-        values = self.values.to(dtype) * keep
+        made = [self.values_t.to(dtype) * _take(keep, self.t_blocks.order)]
+        if self.values_f is not None:
+            made.append(self.values_f.to(dtype) * _take(keep, self.blocks.order))
+        values = self.values.to(dtype) * keep if row_major or self.values_f is None else None
+        if values is not None:
+            made.append(values)
         if dropout:  # in place: the products above are fresh
-            values.div_(1.0 - self.dropout), values_t.div_(1.0 - self.dropout)
-        return values, values_t
+            for part in made:
+                part.div_(1.0 - self.dropout)
+        forward = values if self.values_f is None else made[1]
+        return values, (forward, made[0])
 
-    def _all_rows(self, values: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """``X @ W`` for every row, given :meth:`_step_values`. Predicting (eval mode, no
-        gradient) reuses it across batches until the weights change, so scoring a large set
-        costs one product."""
+    def _all_rows(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``X @ W`` for every row, given the products' inputs of :meth:`_step_values`.
+        Predicting (eval mode, no gradient) reuses it across batches until the weights
+        change, so scoring a large set costs one product."""
         frozen = not self.training and not torch.is_grad_enabled()
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if frozen and getattr(self, "_cached_key", None) == key:
             return self._cached
-        out = _SparseTimesDense.apply(*values, self.blocks, self.t_blocks, self.weight)
+        ordered = self.values_f is not None
+        out = _SparseTimesDense.apply(*inputs, self.blocks, self.t_blocks, self.weight, ordered)
         self._cached, self._cached_key = (out, key) if frozen else (None, None)
         return out
 
@@ -466,8 +480,9 @@ class SparseRowProjection(nn.Module):
         located: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """What a training step computes once in ``full`` mode: the input values (with this
-        step's dropout) and every row's product, for :meth:`forward`'s ``state`` (so that a
-        large batch can be taken in chunks); None in other modes. ``rows`` and ``mask_cols``
+        step's dropout; None where the step took its targets out, as then nothing reads
+        them) and every row's product, for :meth:`forward`'s ``state`` (so that a large
+        batch can be taken in chunks); None in other modes. ``rows`` and ``mask_cols``
         (as :meth:`forward`'s, the pairs distinct): the step's masked entries, taken out of
         both for the whole step where :attr:`batch_masking` says so (see ``mask_cols``).
         ``located``: :meth:`position` of each row's first mask column, found before (a
@@ -476,12 +491,12 @@ class SparseRowProjection(nn.Module):
         if self.mode != "full" or (self.sample and self.training):
             return None
         if mask_cols is None or not self._step_takes_targets_out:
-            values = self._step_values()
-            return values[0], self._all_rows(values)
+            values, inputs = self._step_values()
+            return values, self._all_rows(inputs)
         targets, masked = self._targets(rows, mask_cols, located)
-        values = self._step_values(targets[targets >= 0])
+        values, inputs = self._step_values(targets[targets >= 0], row_major=False)
         removed = torch.bincount(rows, weights=masked, minlength=self.shape[0])
-        return values[0], self._renormalize(self._all_rows(values), self.counts, removed)
+        return values, self._renormalize(self._all_rows(inputs), self.counts, removed)
 
     @property
     def _step_takes_targets_out(self) -> bool:
