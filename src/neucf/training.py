@@ -629,7 +629,7 @@ def _backward_in_chunks(
         loss = mse + penalty
         (loss * weight if weight != 1.0 else loss).backward()
         return mse, loss
-    leaves = tuple(t.detach().requires_grad_(t.requires_grad) for t in state)
+    leaves = tuple(t if t is None else t.detach().requires_grad_(t.requires_grad) for t in state)
     squares = penalties = torch.zeros((), dtype=ratings.dtype, device=ratings.device)
     for start in range(0, len(idx), CHUNK):
         chunk = idx[start : start + CHUNK]
@@ -640,7 +640,7 @@ def _backward_in_chunks(
         (square / len(idx) + penalty * (len(chunk) / len(idx))).backward()
         squares = squares + square.detach()
         penalties = penalties + penalty.detach() * (len(chunk) / len(idx))
-    shared = [(t, leaf.grad) for t, leaf in zip(state, leaves) if leaf.grad is not None]
+    shared = [(t, leaf.grad) for t, leaf in zip(state, leaves) if leaf is not None and leaf.grad is not None]
     torch.autograd.backward([t for t, _ in shared], [g for _, g in shared])
     mse = squares / len(idx)
     return mse, mse + penalties

@@ -70,7 +70,7 @@ class _ColumnBlocks(nn.Module):
         edges = np.linspace(0, n_cols, blocks + 1).round().astype(np.int64)
         if blocks > 1:
             # built in 32 bits and block by block: at ML-25M's size each 64-bit array of the
-            # entries is 320 MB, and the build is where a fit's memory peaks
+            # entries is 320 MB, and a fit's memory peaked in this build
             block = np.empty(len(indices), dtype=np.min_scalar_type(blocks))
             for start in range(0, len(indices), 2**22):
                 part = indices[start : start + 2**22]
@@ -399,17 +399,14 @@ class SparseRowProjection(nn.Module):
         keep = _keep_mask(n, self.dropout, device) if dropout else torch.ones(n, dtype=torch.bool, device=device)
         if gone is not None:
             keep.index_fill_(0, gone, False)
-        made = [self.values_t.to(dtype) * _take(keep, self.t_blocks.order)]
-        if self.values_f is not None:
-            made.append(self.values_f.to(dtype) * _take(keep, self.blocks.order))
-        values = self.values.to(dtype) * keep if row_major or self.values_f is None else None
-        if values is not None:
-            made.append(values)
+        values_t = self.values_t.to(dtype) * _take(keep, self.t_blocks.order)
+        forward = None if self.values_f is None else self.values_f.to(dtype) * _take(keep, self.blocks.order)
+        values = self.values.to(dtype) * keep if row_major or forward is None else None
         if dropout:  # in place: the products above are fresh
-            for part in made:
-                part.div_(1.0 - self.dropout)
-        forward = values if self.values_f is None else made[1]
-        return values, (forward, made[0])
+            for made in (values_t, forward, values):
+                if made is not None:
+                    made.div_(1.0 - self.dropout)
+        return values, (values if forward is None else forward, values_t)
 
     def _all_rows(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``X @ W`` for every row, given the products' inputs of :meth:`_step_values`.
@@ -478,7 +475,7 @@ class SparseRowProjection(nn.Module):
         rows: torch.Tensor | None = None,
         mask_cols: torch.Tensor | None = None,
         located: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
         """What a training step computes once in ``full`` mode: the input values (with this
         step's dropout; None where the step took its targets out, as then nothing reads
         them) and every row's product, for :meth:`forward`'s ``state`` (so that a large

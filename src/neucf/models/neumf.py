@@ -220,7 +220,8 @@ class RatingVectorNet(nn.Module):
         taking a large batch in chunks (see :class:`~neucf.training.Trainer`), or None where
         either projection has no :meth:`~neucf.models.layers.SparseRowProjection.step_state`:
         both projections' (values, every row's product; user side first; their targets
-        taken out where the net masks them and the projections take a batch's out at once),
+        taken out where the net masks them and the projections take a batch's out at once,
+        and then the values None),
         or, where every user and item has one input for the step (:meth:`_by_row`), what
         :meth:`_rows` makes of them. ``located``: the pairs' rows of :meth:`locate`."""
         mask = self.mask_target
