@@ -32,6 +32,17 @@ def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.index_select(tensor, 0, index.reshape(-1)).view(*index.shape, *tensor.shape[1:])
 
 
+def _index_types(n: int) -> tuple[type, torch.dtype]:
+    """numpy's and torch's integer types for positions and counts below ``n``: 32 bits where
+    they fit (half the memory of 64 at ML-25M's size), else 64.
+
+    Example:
+        >>> _index_types(1000)
+        (<class 'numpy.int32'>, torch.int32)
+    """
+    return (np.int32, torch.int32) if n < 2**31 else (np.int64, torch.int64)
+
+
 def _keep_mask(n: int, p: float, device: torch.device) -> torch.Tensor:
     """Which of ``n`` entries dropout keeps, each with probability ``1 - p`` (to 1 / 65,536):
     four 16-bit draws from each random 64-bit integer, about twice as fast on CPU as one
@@ -76,7 +87,7 @@ class _ColumnBlocks(nn.Module):
                 part = indices[start : start + 2**22]
                 block[start : start + len(part)] = np.searchsorted(edges, part, side="right") - 1
             # stable: entries stay row-major within their block
-            regroup = np.argsort(block, kind="stable").astype(np.int32 if len(indices) < 2**31 else np.int64)
+            regroup = np.argsort(block, kind="stable").astype(_index_types(len(indices))[0])
             sizes = np.bincount(block, minlength=blocks)
             del block
             rows = np.repeat(np.arange(n_rows, dtype=np.int32), np.diff(indptr))
@@ -249,7 +260,7 @@ class SparseRowProjection(nn.Module):
         # column indices in 32 bits where they fit (half the memory at ML-25M's size;
         # embedding_bag and gathers take them, slightly faster); row pointers stay 64-bit for
         # the arithmetic on them
-        index = torch.int32 if max(matrix.nnz, n_rows, n_cols) < 2**31 else torch.int64
+        index = _index_types(max(matrix.nnz, n_rows, n_cols))[1]
         self.register_buffer("indptr", as_tensor(matrix.indptr), persistent=False)
         # the row-major column indices, which only gathering rows needs (full products keep
         # their own, in blocks): 160 MB a side less at ML-25M's size
@@ -261,7 +272,7 @@ class SparseRowProjection(nn.Module):
         self.register_buffer("counts", as_tensor(counts, torch.float32), persistent=False)
         scaled = matrix.data * np.repeat(scale, counts)  # in float64
         self.register_buffer("values", as_tensor(scaled, torch.float32), persistent=False)
-        rows = np.repeat(np.arange(n_rows, dtype=np.int32 if n_rows < 2**31 else np.int64), counts)
+        rows = np.repeat(np.arange(n_rows, dtype=_index_types(n_rows)[0]), counts)
         # Uniform, scaled to the data: each output unit starts with standard deviation
         # ``init_std`` over the rows, whatever the rating scale and row lengths. (Keras'
         # Glorot, the seed's, scales by the number of columns, which for thousands of sparse,
@@ -280,7 +291,7 @@ class SparseRowProjection(nn.Module):
             self.blocks = _ColumnBlocks(matrix.indptr, matrix.indices, n_cols, out_features, index=index)
             # the transpose's structure, and where each of its entries sits in ``values``: the
             # column-major form of the entries' own positions (scipy's counting sort, in O(nnz))
-            at = np.arange(matrix.nnz, dtype=np.int32 if matrix.nnz < 2**31 else np.int64)
+            at = np.arange(matrix.nnz, dtype=_index_types(matrix.nnz)[0])
             where = sp.csr_matrix((at, matrix.indices, matrix.indptr), shape=matrix.shape).tocsc()
             self.t_blocks = _ColumnBlocks(where.indptr, where.indices, n_rows, out_features, where.data, index)
             # the values in the transpose's order too: a step permutes its keep mask (1 byte an

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..errors import UsageError
 from .base import BiasFit
-from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection, _take
+from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection, _index_types, _take
 from .registry import register
 from .torch_estimator import TorchRecommender
 
@@ -253,8 +253,8 @@ class RatingVectorNet(nn.Module):
         sides = (self.user_projection, self.item_projection)
         if not self.mask_target or not all(side.batch_masking for side in sides):
             return None
-        small = max(len(side.values) for side in sides) < 2**31
-        found = torch.empty((len(users), 2), dtype=torch.int32 if small else torch.int64, device=users.device)
+        dtype = _index_types(max(len(side.values) for side in sides))[1]
+        found = torch.empty((len(users), 2), dtype=dtype, device=users.device)
         for start in range(0, len(users), 2**20):
             u, i = users[start : start + 2**20].long(), items[start : start + 2**20].long()
             found[start : start + len(u), 0] = self.user_projection.position(u, i)
