@@ -241,8 +241,8 @@ def test_predict_pairs_with_history_and_recommend_for_a_new_user(run_dir, tmp_pa
 
 @pytest.mark.parametrize(
     "content, message",
-    [("user,item\n1,2\n", "needs the header user,item,rating"), ("", "cannot read it as CSV"),
-     ("user,item,rating\n", "holds no rows"), ("user,item,rating\nnew,{item},77\n", "outside the rating scale")],
+    [("user,item\n1,2\n", "needs the header user,item,rating"), ("", "the file is empty"),
+     ("user,item,rating\n", "holds a header but no rows"), ("user,item,rating\nnew,{item},77\n", "outside the rating scale")],
 )  # fmt: skip
 def test_bad_histories_are_one_line(run_dir, tmp_path, capsys, content, message):
     item = pd.read_csv(run_dir / "test.csv", dtype=str)["item"][0]

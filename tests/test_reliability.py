@@ -302,11 +302,16 @@ def test_a_damaged_run_folder_is_one_line_and_metrics_do_not_block_use(data, tmp
     assert code == 1 and one_line(err) and "damaged" in err
     import torch
 
+    from neucf.errors import DataError
+    from neucf.models import Recommender
+
     payload = torch.load(run_dir / "model.pt", weights_only=True)
     del payload["version"]
     torch.save(payload, run_dir / "model.pt")
-    code, _, err = run(capsys, "evaluate", run_dir)
-    assert code == 1 and one_line(err) and "retrain" in err
+    code, _, err = run(capsys, "evaluate", run_dir)  # the run's fingerprint of its model no longer matches
+    assert code == 1 and one_line(err) and "model.pt: changed since the run wrote it" in err
+    with pytest.raises(DataError, match="retrain"):
+        Recommender.load(run_dir / "model.pt")
 
 
 # 9. degenerate data and silent changes -----------------------------------------------------

@@ -301,7 +301,7 @@ def test_serve_refuses_bad_setups_in_one_line(run_dir, tmp_path, capsys, monkeyp
     damaged.mkdir()
     (damaged / "model.pt").write_bytes(b"not a model")
     code, err = refused(damaged)
-    assert code == 1 and "not a neucf model file" in err
+    assert code == 1 and "config.json: missing; the folder is incomplete" in err
     monkeypatch.delenv("NEUCF_TEST_UNSET_KEY", raising=False)
     code, err = refused(run_dir, "--api-key-env", "NEUCF_TEST_UNSET_KEY")
     assert code == 2 and "NEUCF_TEST_UNSET_KEY" in err

@@ -65,6 +65,72 @@ def raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+class StopSignals:
+    """The command line's SIGINT and SIGTERM handler: while the work runs, a signal raises
+    :class:`Interrupted` (the program unwinds, removing what it had half-written); once the
+    work is done (:meth:`done`, called as an output is committed, or when a command
+    returns), a signal is only noted (``late``), so that a complete output is never reported
+    as lost and no traceback comes from code that runs after the work (restoring handlers,
+    ``atexit`` callbacks).
+
+    Example:
+        >>> import signal
+        >>> stop = StopSignals()
+        >>> stop.done("wrote runs/u1"); stop(signal.SIGTERM, None)
+        >>> stop.late == signal.SIGTERM, stop.written
+        (True, 'wrote runs/u1')
+    """
+
+    def __init__(self):
+        self.written: str | None = None
+        self.finished = False
+        self.late: int | None = None
+
+    def __call__(self, signum, frame):
+        if self.finished or self.written is not None:
+            self.late = signum
+            return
+        raise Interrupted(signum)
+
+    def done(self, written: str | None = None) -> None:
+        """The work is complete (``written`` says what it wrote, if anything): later signals are noted."""
+        if written is not None:
+            self.written = written
+        else:
+            self.finished = True
+
+
+def stop_handler():
+    """The :class:`StopSignals` handling SIGINT now, or None (outside the command line)."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    return handler if isinstance(handler, StopSignals) else None
+
+
+@contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM back while the block runs (a commit: a rename and the note that
+    it happened), delivering them after it; where signals cannot be masked (not the main thread,
+    or no ``pthread_sigmask``) the block runs as it is.
+
+    Example:
+        >>> with signals_held(): pass
+    """
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextmanager
 def on_stop_signals(handler):
     """Call ``handler(signum, frame)`` on SIGINT and SIGTERM while the block runs, then restore

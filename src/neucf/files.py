@@ -10,11 +10,19 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UsageError, signals_held
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -32,11 +40,14 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb"):
+def atomic_write(path: str | Path, mode: str = "wb", on_commit: Callable[[], None] | None = None):
     """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it.
 
     The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
-    the owner-only ones of a temp file.
+    the owner-only ones of a temp file. ``on_commit`` runs right after the rename, with
+    SIGINT and SIGTERM held back until it returns (:func:`~neucf.errors.signals_held`): the
+    command line uses it to note that the output is complete, so that a signal arriving then
+    never reports a written file as lost.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +56,10 @@ def atomic_write(path: str | Path, mode: str = "wb"):
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
-        os.replace(tmp, path)
+        with signals_held():
+            os.replace(tmp, path)
+            if on_commit is not None:
+                on_commit()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -106,8 +120,6 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
         ...
         neucf.errors.UsageError: --out ... holds the input ...train.csv: writing there would destroy it; choose another folder
     """
-    from .errors import UsageError
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder; choose another path")
@@ -136,13 +148,28 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
 
 
 def check_output_file(out: str | Path, inputs=()) -> Path:
-    """Refuse, before any work, an output file that is a folder, is one of the inputs, or
-    cannot be created (its folder missing or not writable)."""
-    from .errors import UsageError
+    """Refuse, before any work, an output file that is a folder, is one of the inputs, lies in
+    a neucf output folder (a run, a split...: writing there would change or break it), or
+    cannot be created (its folder missing or not writable).
 
+    Example:
+        >>> import tempfile, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp()); mark_output(run, "run")
+        >>> check_output_file(run / "test.csv")
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: --out ...test.csv is inside the neucf run folder ...: writing there would change the run; write it outside that folder
+    """
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
+    folder = out.resolve().parent
+    kind = output_kind(folder)
+    if kind is not None:
+        raise UsageError(
+            f"--out {out} is inside the neucf {kind} folder {folder}: writing there would change the {kind}; "
+            "write it outside that folder"
+        )
     for given in inputs:
         if given is not None and Path(given).exists() and Path(given).resolve() == out.resolve():
             raise UsageError(f"--out {out} is an input: writing there would destroy it; choose another file")
@@ -152,7 +179,13 @@ def check_output_file(out: str | Path, inputs=()) -> Path:
     return out
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with id ``pid`` is alive.
+
+    Example:
+        >>> process_alive(os.getpid())
+        True
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -163,23 +196,59 @@ def _alive(pid: int) -> bool:
 
 
 def _remove_stale(out: Path) -> None:
-    """Temp folders of earlier writes to ``out`` whose process is gone (killed with -9)."""
-    import shutil
-
-    for stale in out.parent.glob(f".{out.name}.*-neucf-*"):
+    """Clean up after earlier writes to ``out`` whose process is gone (killed with -9): their
+    temporary folders are removed; a previous ``out`` they had moved aside (only where the
+    system cannot exchange two folders in one step) is put back when ``out`` is missing, else
+    removed."""
+    for stale in sorted(out.parent.glob(f".{out.name}.*-neucf-*")):
         try:
             pid = int(stale.name.rsplit("-neucf-", 1)[1].split("-")[0])
         except (IndexError, ValueError):
             continue
-        if stale.is_dir() and not _alive(pid):
-            shutil.rmtree(stale, ignore_errors=True)
+        if not stale.is_dir() or process_alive(pid):
+            continue
+        previous = stale / "previous"
+        if ".old-neucf-" in stale.name and previous.is_dir() and not out.exists():
+            os.replace(previous, out)
+            log.warning("%s: put back the previous folder, which an interrupted write had moved aside", out)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def recover_output(out: str | Path) -> None:
+    """What a reader of an output folder does first: clean up after an earlier write to it
+    that was killed (see :func:`output_dir`), so that a folder moved aside is found again."""
+    out = Path(out)
+    if out.parent.is_dir():
+        _remove_stale(out)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where
+    the system cannot, and nothing was changed."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28
+        return False
+    at_cwd = -100
+    done = renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    return done
 
 
 @contextmanager
-def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False):
+def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False, on_commit: Callable[[], None] | None = None):
     """Write a whole output folder atomically: yield a temporary sibling to fill, then mark it
-    complete and rename it over ``out`` (the old folder is kept until then). On any error or
-    signal the temporary folder is removed and ``out`` is left as it was.
+    complete and put it in place of ``out`` (the old folder is kept until then). On any error
+    or signal the temporary folder is removed and ``out`` is left as it was.
+
+    Where Linux can exchange two folders in one step (``renameat2``), the new folder and the
+    old one swap places at once: ``out`` is always one or the other, even under ``kill -9``.
+    Elsewhere the old folder is moved aside first; if the process is killed between the two
+    renames, the next write or read of ``out`` puts it back (:func:`recover_output`).
+    ``on_commit`` runs right after, with SIGINT and SIGTERM held back until it returns (see
+    :func:`atomic_write`).
 
     Example:
         >>> import tempfile, pathlib
@@ -188,8 +257,6 @@ def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False):
         >>> sorted(p.name for p in out.iterdir()), output_kind(out)
         (['.neucf-output', 'a.txt'], 'run')
     """
-    import shutil
-
     out = check_output_dir(out, kind, inputs, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
@@ -198,13 +265,20 @@ def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False):
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         (tmp / MARKER).write_text(kind + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-neucf-{os.getpid()}-", dir=out.parent))
-            os.replace(out, old / "previous")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
+        with signals_held():
+            if out.exists() and _exchange(tmp, out):
+                pass  # tmp now holds the old folder, removed below
+            elif out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-neucf-{os.getpid()}-", dir=out.parent))
+                os.replace(out, old / "previous")
+                os.replace(tmp, out)
+                tmp = old
+            else:
+                os.replace(tmp, out)
+            if on_commit is not None:
+                on_commit()
         shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        if tmp.exists() and tmp != out:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise

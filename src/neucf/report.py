@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import DataError, UsageError
 from .files import atomic_write
-from .runs import read_json
+from .runs import check_numbers, read_json, read_metrics, read_run_config
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:960px;margin:2em auto;color:#222;padding:0 1em}
@@ -43,8 +43,13 @@ def _fmt(value) -> str:
 
 
 def _run_sections(folder: Path) -> list[str]:
-    metrics = read_json(folder / "metrics.json")
-    config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    metrics = read_metrics(folder)
+    config = read_run_config(folder)
+    if metrics.get("model") != config["model"]:
+        raise DataError(
+            f"{folder}: metrics.json is of a {metrics.get('model')!r} model, config.json of a {config['model']!r}; "
+            "the folder mixes two runs: train it again"
+        )
     summary = [
         {
             "part": "test",
@@ -83,6 +88,12 @@ def _run_sections(folder: Path) -> list[str]:
 
 def _comparison_sections(folder: Path) -> list[str]:
     data = read_json(folder / "comparison.json")
+    check_numbers(data, folder / "comparison.json")
+    if not isinstance(data.get("split"), str) or not all(
+        isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("model"), str) for r in rows)
+        for rows in (data.get("table"), data.get("runs"))
+    ):
+        raise DataError(f"{folder / 'comparison.json'}: damaged (its split, table or runs); write the folder again")
     out = [
         f"<h1>neucf comparison on {html.escape(data['split'])} folds</h1>",
         "<h2>Summary (mean and standard deviation over folds)</h2>",

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .datasets import LoaderOptions, Ratings, read_ratings_file
+from .datasets import Ratings, read_part_file
 from .errors import DataError, UsageError
-from .files import atomic_write
-from .models import Recommender, make_model
+from .files import atomic_write, checksum, recover_output
+from .models import Recommender, make_model, model_class
 from .plots import learning_curve
 
 
@@ -92,13 +92,20 @@ def environment() -> dict:
     }
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` as strict JSON holds it: numpy numbers as Python ones, a float that is not
+    finite (NaN, infinity) as None.
+
+    Example:
+        >>> jsonable({"a": float("nan"), "b": [np.float32(1.5)]})
+        {'a': None, 'b': [1.5]}
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     return value
@@ -107,8 +114,13 @@ def _jsonable(value):
 def write_json(path: Path, data) -> None:
     """Write JSON atomically (NaN written as null)."""
     with atomic_write(path, "w") as handle:
-        json.dump(_jsonable(data), handle, indent=2)
+        json.dump(jsonable(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
+
+
+#: the files of a run folder whose SHA-256 ``config.json`` records (``files``): a model or a
+#: test part copied in from elsewhere is then found, not used in silence
+FINGERPRINTED = ("model.pt", "test.csv", "valid.csv")
 
 
 def write_run(
@@ -116,11 +128,12 @@ def write_run(
     valid: Ratings | None = None,
 ) -> Path:  # fmt: skip
     """Write a run folder (see the module docstring); ``valid.csv`` keeps the validation part,
-    which recommendations exclude as they exclude the training ratings."""
+    which recommendations exclude as they exclude the training ratings. ``config.json``
+    records the SHA-256 of ``model.pt``, ``test.csv`` and ``valid.csv`` under ``files``
+    (see :func:`read_run`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.pt")
-    write_json(out / "config.json", config)
     write_json(out / "metrics.json", metrics)
     learning_curve(
         metrics["history"],
@@ -132,17 +145,70 @@ def write_run(
         test.write_csv(out / "test.csv")
     if valid is not None and len(valid):
         valid.write_csv(out / "valid.csv")
+    files = {name: checksum(out / name) for name in FINGERPRINTED if (out / name).is_file()}
+    write_json(out / "config.json", {**config, "files": files})
     return out
 
 
+def read_run_config(run_dir: str | Path) -> dict:
+    """A run's ``config.json``, checked: its model is a registered one whose parameters are
+    valid, and it records the fingerprints of the run's files (a :class:`DataError` says
+    what is wrong and to retrain)."""
+    path = Path(run_dir) / "config.json"
+    config = read_json(path)
+    name = config.get("model")
+    try:
+        if not isinstance(name, str):
+            raise UsageError(f"model {name!r} is not a model name")
+        params = config.get("params", {})
+        if not isinstance(params, dict):
+            raise UsageError("params is not a JSON object")
+        seed = config.get("seed", 0)
+        model_class(name)(seed=seed, **params)  # the class checks names, types and ranges
+    except UsageError as exc:
+        raise DataError(f"{path}: damaged ({exc}); train the run again") from None
+    files = config.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get("model.pt"), str):
+        raise DataError(
+            f"{path}: records no fingerprint of model.pt (written by neucf before 0.4.0, or damaged); "
+            "train the run again with this version"
+        )
+    return config
+
+
+def _check_fingerprint(run_dir: Path, name: str, config: dict) -> Path | None:
+    """The run's file ``name`` when it is the one the run wrote (None when the run has none);
+    a file changed, replaced, added or removed since is a :class:`DataError`."""
+    path = run_dir / name
+    expected = config["files"].get(name)
+    if expected is None and not path.exists():
+        return None
+    if expected is None:
+        raise DataError(f"{path}: not written by this run (config.json records no such file); remove it")
+    if not path.is_file():
+        raise DataError(f"{path}: missing; the run folder is incomplete, train it again")
+    if checksum(path) != expected:
+        raise DataError(
+            f"{path}: changed since the run wrote it (its SHA-256 differs from the one config.json records); "
+            "restore it or train the run again"
+        )
+    return path
+
+
 def read_run(run_dir: str | Path) -> Recommender:
-    """The model of a run folder (its other files are not needed to use it)."""
+    """The model of a run folder, checked against the fingerprint the run recorded (a
+    ``model.pt`` copied in from another run, of another kind or data, is a :class:`DataError`)."""
     run_dir = Path(run_dir)
+    recover_output(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run folder; make one with neucf train --out")
     if not (run_dir / "model.pt").is_file():
         raise DataError(f"{run_dir}: not a run folder (no model.pt); make one with neucf train --out")
-    return Recommender.load(run_dir / "model.pt")
+    config = read_run_config(run_dir)
+    model = Recommender.load(_check_fingerprint(run_dir, "model.pt", config))
+    if model.name != config["model"]:
+        raise DataError(f"{run_dir}: model.pt holds a {model.name} model, config.json a {config['model']}")
+    return model
 
 
 def read_json(path: Path) -> dict:
@@ -158,18 +224,55 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def run_test_part(run_dir: str | Path) -> Ratings:
-    """The run's test part, read back from its ``test.csv``."""
-    path = Path(run_dir) / "test.csv"
-    if not path.is_file():
-        raise DataError(f"{run_dir}: has no test.csv to evaluate on")
-    return read_ratings_file(path, LoaderOptions(sep=",", header=True))
+#: fields of neucf's JSON outputs that hold numbers (or null where a figure is missing)
+NUMBERS = frozenset({
+    "rmse", "mae", "n", "n_fallback", "epochs", "best_epoch", "full_train_epochs", "train_seconds",
+    "seconds_per_epoch", "epoch", "train_mse", "train_loss", "valid_rmse", "seconds", "k", "relevant", "users",
+    "skipped", "precision", "recall", "ndcg", "map", "hit_rate", "folds", "rmse_mean", "rmse_std", "mae_mean",
+    "mae_std", "train", "valid", "test", "seed",
+})  # fmt: skip
 
 
-def run_valid_part(run_dir: str | Path) -> Ratings | None:
-    """The run's validation part (``valid.csv``), or None when its split had none."""
-    path = Path(run_dir) / "valid.csv"
-    return read_ratings_file(path, LoaderOptions(sep=",", header=True)) if path.is_file() else None
+def check_numbers(data, path: Path, where: str = "") -> None:
+    """Every field of ``data`` (nested objects and lists included) named in :data:`NUMBERS`
+    holds a number or null (a :class:`DataError` names the first that does not).
+
+    Example:
+        >>> check_numbers({"test": {"rmse": "abc"}}, Path("metrics.json"))
+        Traceback (most recent call last):
+        ...
+        neucf.errors.DataError: metrics.json: damaged (test.rmse is 'abc', not a number); write the folder again
+    """
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        at = f"{where}.{key}" if where else str(key)
+        if isinstance(value, (dict, list)):
+            check_numbers(value, path, at)
+        elif (
+            isinstance(key, str)
+            and key in NUMBERS
+            and (isinstance(value, bool) or not (value is None or isinstance(value, (int, float))))
+        ):
+            raise DataError(f"{path}: damaged ({at} is {value!r}, not a number); write the folder again")
+
+
+def read_metrics(folder: str | Path) -> dict:
+    """A run's ``metrics.json``, checked: its figures are numbers, its parts objects."""
+    path = Path(folder) / "metrics.json"
+    metrics = read_json(path)
+    check_numbers(metrics, path)
+    if not isinstance(metrics.get("test"), dict) or not isinstance(metrics.get("history", []), list):
+        raise DataError(f"{path}: damaged (no test figures); write the folder again")
+    return metrics
+
+
+def run_part(run_dir: str | Path, part: str, model: Recommender) -> Ratings | None:
+    """The run's ``test`` or ``valid`` part, read back from its CSV file as any input file is
+    (a header naming every column, ratings inside the model's scale) and checked against the
+    fingerprint the run recorded; None when the run has no such part."""
+    run_dir = Path(run_dir)
+    path = _check_fingerprint(run_dir, f"{part}.csv", read_run_config(run_dir))
+    return None if path is None else read_part_file(path, scale=tuple(model.scale))
 
 
 #: above this many (user, item) pairs, ranking metrics are computed only when asked for

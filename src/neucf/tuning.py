@@ -48,6 +48,53 @@ def check_storage(storage: str) -> None:
             raise UsageError(f"--storage {storage!r}: cannot create the database in {folder} (no such writable folder)")
 
 
+#: the tables of an Optuna database (RDB storage): one missing is a damaged study, which Optuna
+#: would re-create empty in silence, counting trials without values as finished
+OPTUNA_TABLES = frozenset({
+    "studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials", "trial_params",
+    "trial_values", "trial_intermediate_values", "trial_user_attributes", "trial_system_attributes", "version_info",
+})  # fmt: skip
+
+
+def _sqlite_file(storage: str) -> Path | None:
+    """The database file of a SQLite storage URL, or None (another database, or in memory)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def _check_tables(storage: str) -> None:
+    """Refuse a database that holds some of Optuna's tables but not all of them."""
+    import sqlalchemy
+
+    path = _sqlite_file(storage)
+    if path is not None and not path.exists():
+        return
+    engine = sqlalchemy.create_engine(storage)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    missing = OPTUNA_TABLES - tables
+    if tables & OPTUNA_TABLES and missing:
+        raise DataError(
+            f"--storage {storage}: a damaged Optuna database (no {', '.join(sorted(missing))} table); "
+            "use a new --storage, or restore the database from a copy"
+        )
+
+
+def _database_error(storage: str, exc: Exception) -> DataError:
+    """One line for an error of the database itself (full disk, locked, read-only), without
+    SQLAlchemy's statement and links."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return DataError(
+        f"--storage {storage}: the database failed ({reason}); free space or fix it, then run again to resume"
+    )
+
+
 #: what ``tune`` can optimise: RMSE on the validation part, or a ranking metric of top-10 lists
 METRICS = ("rmse", "ndcg", "recall", "precision", "map", "hit_rate")
 
@@ -98,14 +145,37 @@ def tune(
         raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     fixed = {"epochs": epochs} if epochs and "epochs" in cls.parameters() else {}
     check_storage(storage)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    database = _sqlite_file(storage)
+    new_database = database is not None and not database.exists()
     verbosity = optuna.logging.get_verbosity()
     # Optuna logs every failed or interrupted trial with its traceback; neucf says it in one line
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     try:
+        _check_tables(storage)
         return _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split,
                      metric)  # fmt: skip
+    except SQLAlchemyError as exc:
+        raise _database_error(storage, exc) from None
+    except BaseException:
+        if new_database:  # a database this run made and could not fill: nothing of it is worth keeping
+            _remove_if_empty(optuna, storage, database)
+        raise
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def _remove_if_empty(optuna, storage: str, database: Path) -> None:
+    """Remove a database that holds no finished trial (one this run made, then failed)."""
+    try:
+        studies = optuna.get_all_study_summaries(storage)
+        empty = all(s.n_trials == 0 or s.best_trial is None for s in studies)
+    except Exception:  # unreadable: certainly no finished trial to keep
+        empty = True
+    if empty:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
 
 
 def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split, metric):
@@ -129,6 +199,12 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
                 f"study {study_name!r} in {storage} was run with {differ}; resume it with the same settings "
                 "or give a new --study-name"
             )
+    if any(t.state == optuna.trial.TrialState.COMPLETE and t.value is None for t in study.trials):
+        raise DataError(
+            f"study {study_name!r} in {storage} is damaged (finished trials without values); "
+            "use a new --study-name or --storage"
+        )
+    _fail_abandoned(optuna, study)
     for key, value in record.items():
         study.set_user_attr(key, value)
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
@@ -137,6 +213,7 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         train, valid = train.subset(~held), train.subset(held)
         log.info("no validation part: tuning against a seeded share of train (%s ratings)", f"{len(valid):,}")
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    counted = (*done_states, optuna.trial.TrialState.RUNNING)
     finished = [t for t in study.trials if t.state in done_states]
     remaining = max(0, trials - len(finished))
     if finished:
@@ -147,6 +224,13 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         running[:] = [trial]
         if stop:
             raise Interrupted(stop[0])
+        trial.set_user_attr("process", _process())
+        # another process may resume the same study: trial numbers are handed out in order by
+        # the database, so a trial after the study's total (finished or under way) is surplus
+        before = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number]
+        if len(before) >= trials:
+            study.stop()
+            raise _Surplus()
         params = {**cls.search_space(trial), **fixed}
         trial.set_user_attr("params", params)
         fitted = cls(seed=seed, **params)
@@ -185,7 +269,7 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
 
         with on_stop_signals(note):
             if remaining:
-                study.optimize(objective, n_trials=remaining, catch=())
+                study.optimize(objective, n_trials=remaining, catch=(_Surplus,))
         if stop:
             raise Interrupted(stop[0])
     except Interrupted as exc:
@@ -203,6 +287,31 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
     return _write(study, model, out)
 
 
+class _Surplus(Exception):
+    """A trial begun after the study reached its total (another process resumed it too): it
+    does not run, and is recorded as failed."""
+
+
+def _process() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _fail_abandoned(optuna, study) -> None:
+    """Mark failed the trials left running by a process of this machine that is gone (killed
+    with -9), so that they do not count toward the study's total as if under way."""
+    import socket
+
+    from .files import process_alive
+
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        where, _, pid = str(trial.user_attrs.get("process", "")).rpartition(":")
+        if where == host and pid.isdigit() and not process_alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
 def _write(study, model: str, out) -> dict:
     """The best trial as ``neucf train --config`` reads it (its own parameters, epochs included)."""
     best_trial = study.best_trial
@@ -213,7 +322,7 @@ def _write(study, model: str, out) -> dict:
         "metric": metric,
         f"valid_{metric}": best_trial.value,
         "trial": best_trial.number,
-        "trials": len(study.trials),
+        "trials": sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials),
     }
     if out is not None:
         out = Path(out)

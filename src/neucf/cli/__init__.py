@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ..errors import Interrupted, NeucfError, UsageError, on_stop_signals, raise_interrupted
+from ..errors import Interrupted, NeucfError, StopSignals, UsageError, on_stop_signals
 from . import data, experiments, runs, serve
+from .launch import lost_peer_line, report_worker_error
 
 
 def _version(value: bool) -> None:
@@ -103,8 +106,16 @@ class _Messages(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
     """Entry point of the ``neucf`` script: runs the app and maps errors to one line + exit code.
+
+    SIGINT and SIGTERM end a command with one line: exit 130 / 143 and "nothing was written"
+    while it works (what it had half-written is removed); once its output is complete, a
+    signal is noted instead, and the command ends with exit 0, saying that its output was
+    written (:class:`~neucf.errors.StopSignals`). ``stop``: the handler the script installed
+    before its imports, kept installed after this returns (so that a signal during the
+    interpreter's exit is not a traceback either); without it, this call installs its own
+    and gives the caller's handlers back after.
 
     Set ``NEUCF_DEBUG=1`` to see the traceback of an unexpected error.
     """
@@ -115,10 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    own = stop is None
+    stop = stop or StopSignals()
     try:
-        # temporary outputs are removed on the way out and the user sees one line (exit 130 / 143)
-        with on_stop_signals(raise_interrupted):
-            return _run(argv)
+        with on_stop_signals(stop) if own else nullcontext():
+            code = _run(argv)
+            stop.done()
+        if stop.late is not None:
+            what = "interrupted" if stop.late == signal.SIGINT else "terminated"
+            finished = stop.written or "the command had finished"
+            print(f"{what} after the work was done: {finished}", file=sys.stderr)
+        return code
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
@@ -131,29 +149,33 @@ def _rank_prefix() -> str:
     return f"rank {rank}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 and rank != "0" else ""
 
 
+def _say(line: str, code: int) -> int:
+    """Print an error line (in a worker of ``train --nproc-per-node``, hand it to the launcher)."""
+    if not report_worker_error(line, code):
+        print(f"error: {_rank_prefix()}{line}", file=sys.stderr)
+    return code
+
+
 def _run(argv: list[str] | None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         command = typer.main.get_command(build_app())
-        result = command.main(args=argv, prog_name="neucf", standalone_mode=False)
+        # the command line as given, for train --nproc-per-node to hand to its workers
+        result = command.main(args=args, prog_name="neucf", standalone_mode=False, obj={"argv": args})
     except NeucfError as exc:
-        print(f"error: {_rank_prefix()}{exc}", file=sys.stderr)
-        return exc.exit_code
+        return _say(str(exc), exc.exit_code)
     except Interrupted as exc:
-        print(f"error: {exc.line}", file=sys.stderr)
-        return exc.exit_code
+        return _say(exc.line, exc.exit_code)
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return _say("interrupted; nothing was written", 130)
     except OSError as exc:
         # a file that vanished or cannot be read or written mid-way, a full disk
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return _say(f"{where}{exc.strerror or exc}", 1)
     except MemoryError:
-        print("error: out of memory; use a smaller dataset, batch size or model", file=sys.stderr)
-        return 1
+        return _say("out of memory; use a smaller dataset, batch size or model", 1)
     except Exception as exc:
         # typer's (vendored) click raises usage errors that carry exit_code and format_message
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
@@ -162,6 +184,9 @@ def _run(argv: list[str] | None) -> int:
                 return 0
             print(f"error: {exc.format_message()}", file=sys.stderr)
             return int(exc.exit_code)
+        lost = lost_peer_line(exc)
+        if lost is not None:
+            return _say(lost, 1)
         if os.environ.get("NEUCF_DEBUG"):
             raise
         print(

@@ -10,7 +10,7 @@ import typer
 
 from ..datasets import filter_for_split, write_split_dir
 from ..files import check_output_dir, output_dir
-from .options import DataFlags, ForceOpt, SeedOpt, SplitFlags, data_options, split_options
+from .options import DataFlags, ForceOpt, SeedOpt, SplitFlags, data_options, split_options, work_done
 
 
 def describe(
@@ -37,12 +37,12 @@ def split(
     force: ForceOpt = False,
 ):
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
-    splitter = splitting.splitter()
     source.check()
+    splitter = splitting.splitter()
     check_output_dir(out, "split", [source.data], force)
     ratings = filter_for_split(source.load(), splitter, splitting.min_item_ratings, splitting.min_user_ratings)
     parts = splitter.split(ratings, fold=splitting.fold, seed=seed)
-    with output_dir(out, "split", [source.data], force) as folder:
+    with output_dir(out, "split", [source.data], force, on_commit=work_done(f"{out} was written")) as folder:
         write_split_dir(ratings, parts, folder)
     sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")
     typer.echo(f"wrote {out}: {sizes}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..files import check_output_dir, mark_output, output_dir
+from ..files import check_output_dir, output_dir
 from ..models import model_class
 from .options import (
     DataFlags,
@@ -20,17 +20,21 @@ from .options import (
     SplitOpt,
     data_options,
     split_options,
+    work_done,
 )
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write into.")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name (see 'neucf models').")]
 
 
-def _verdict(verdict, out: Path) -> None:
-    mark_output(out, "diagnosis")
+def _diagnose(check, out: Path, source: DataFlags, force: bool, **settings) -> None:
+    """Run a diagnostic into a new ``--out`` folder, written whole or not at all (see
+    :func:`~neucf.files.output_dir`), then say PASS/FAIL (exit 0 / 1)."""
+    with output_dir(out, "diagnosis", [source.data], force, on_commit=work_done(f"{out} was written")) as folder:
+        verdict = check(source.load(), out=folder, **settings)
     typer.echo(verdict.line)
     for path in verdict.files:
-        typer.echo(f"wrote {path}")
+        typer.echo(f"wrote {Path(out) / path.name}")
     if not verdict.passed:
         raise typer.Exit(1)
 
@@ -53,10 +57,9 @@ def diagnose_overfit(
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
     source.check()
     check_output_dir(out, "diagnosis", [source.data], force)
-    verdict = overfit(
-        source.load(), model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold, out=out
+    _diagnose(
+        overfit, out, source, force, model=model, fraction=fraction, seed=seed, epochs=epochs, threshold=threshold
     )
-    _verdict(verdict, out)
 
 
 def diagnose_noise(
@@ -73,7 +76,7 @@ def diagnose_noise(
     model_class(model)
     source.check()
     check_output_dir(out, "diagnosis", [source.data], force)
-    _verdict(noise(source.load(), model=model, seed=seed, margin=margin, out=out), out)
+    _diagnose(noise, out, source, force, model=model, seed=seed, margin=margin)
 
 
 def _list(text: str | None, flag: str) -> list[str] | None:
@@ -88,7 +91,7 @@ def _list(text: str | None, flag: str) -> list[str] | None:
 def compare_models(
     out: OutOpt,
     source: DataFlags = None,
-    split: SplitOpt = "movielens",
+    split: SplitOpt = None,
     folds: Annotated[str | None, typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
     seed: SeedOpt = 0,
@@ -102,15 +105,15 @@ def compare_models(
     names = _list(models, "--models")
     for name in names:
         model_class(name)  # unknown names fail before any training
-    splitter = get_splitter(split)
+    source.check()
+    splitter = get_splitter(split or source.default_split())
     fold_list = splitter.fold_list(_list(folds, "--folds"))
     if len(set(fold_list)) != len(fold_list):
         raise UsageError(f"--folds {folds!r} names a fold twice")
-    source.check()
     check_output_dir(out, "comparison", [source.data], force)
     result = compare(source.load(), splitter, names, folds=fold_list, seed=seed, min_item_ratings=min_item_ratings)
     typer.echo(format_table(result.table))
-    with output_dir(out, "comparison", [source.data], force) as folder:
+    with output_dir(out, "comparison", [source.data], force, on_commit=work_done(f"{out} was written")) as folder:
         written = write_comparison(result, folder)
     for path in written:
         typer.echo(f"wrote {Path(out) / path.name}")
@@ -141,6 +144,7 @@ def tune_model(
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
     source.check()
+    splitting = splitting.for_data(source)
     splitting.check()
     check_output_dir(out, "tune", [source.data], force)
     ratings, parts = splitting.load(source, seed)

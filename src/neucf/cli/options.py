@@ -20,14 +20,36 @@ from typing import Annotated
 
 import typer
 
-from ..datasets import LoaderOptions, Ratings, filter_for_split, load, load_split_dir
-from ..errors import UsageError
+from ..datasets import (
+    LoaderOptions,
+    Ratings,
+    dataset_spec,
+    filter_for_split,
+    load,
+    load_split_dir,
+    movielens_layout,
+)
+from ..errors import UsageError, stop_handler
 from ..files import checksum
 from ..models import model_class, model_names
 from ..splits import SPLITTERS, Split, Splitter, get_splitter
 from ..training import TrainConfig
 
 log = logging.getLogger("neucf.cli")
+
+
+def work_done(what: str):
+    """A callback for :func:`~neucf.files.output_dir` and :func:`~neucf.files.atomic_write`'s
+    ``on_commit``: tells the command line's signal handler that ``what`` (``"runs/u1 was
+    written"``) is complete, so that a signal arriving after it ends the command with exit
+    code 0 and says so, instead of reporting the output as lost."""
+
+    def done() -> None:
+        stop = stop_handler()
+        if stop is not None:
+            stop.done(what)
+
+    return done
 
 
 def check_input(path: Path, flag: str) -> None:
@@ -104,8 +126,6 @@ class DataFlags:
         if self.data is not None:
             check_input(self.data, "--data")
         if self.dataset is not None:
-            from ..datasets import dataset_spec
-
             dataset_spec(self.dataset)
 
     def load(self) -> Ratings:
@@ -117,11 +137,21 @@ class DataFlags:
         if self.data is not None:
             return checksum(self.data)
         if self.dataset is not None:
-            from ..datasets import data_dir, dataset_spec
+            from ..datasets import data_dir
 
             archive = data_dir(self.data_dir) / dataset_spec(self.dataset).filename
             return checksum(archive) if archive.is_file() else None
         return None
+
+    def default_split(self) -> str:
+        """The split used when ``--split`` is not given: MovieLens 100k's own u1..u5 folds for
+        that release, a seeded random 80/10/10 split for any other data (said in the log)."""
+        if self.dataset is not None:
+            if dataset_spec(self.dataset).name == "ml-100k":
+                return "movielens"
+        elif self.data is not None and str(self.data) != "-" and movielens_layout(self.data) == "u.data":
+            return "movielens"
+        return "random"
 
     def describe(self) -> dict:
         """Where the data came from, for a run's config."""
@@ -148,15 +178,22 @@ data_options = option_group("source", _DATA_OPTIONS, DataFlags)
 class SplitFlags:
     """How the ratings are divided: a named split and fold, or a folder written by ``data split``."""
 
-    split: str = "movielens"
+    split: str | None = None
     fold: str | None = None
     min_item_ratings: int | None = None
     min_user_ratings: int = 0
     split_dir: Path | None = None
+    defaulted: bool = False  # the split was not given but chosen for the data (said in the log)
+
+    def for_data(self, source: DataFlags) -> SplitFlags:
+        """These flags with ``--split`` filled in when it was not given (see :meth:`DataFlags.default_split`)."""
+        if self.split is not None or self.split_dir is not None:
+            return self
+        return dataclasses.replace(self, split=source.default_split(), defaulted=True)
 
     def splitter(self) -> Splitter:
         """The named split, its fold checked (before any data is read)."""
-        splitter = get_splitter(self.split)
+        splitter = get_splitter(self.split or "movielens")
         splitter.check_fold(self.fold)
         return splitter
 
@@ -179,6 +216,10 @@ class SplitFlags:
             log.info("split from %s: %s", self.split_dir, ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
             return ratings, parts
         splitter = self.splitter()
+        if self.defaulted:
+            log.info(
+                "no --split given: the %s split, the default for this data (--split to choose another)", self.split
+            )
         ratings = filter_for_split(source.load(), splitter, self.min_item_ratings, self.min_user_ratings)
         return ratings, splitter.split(ratings, fold=self.fold, seed=seed)
 
@@ -190,7 +231,13 @@ class SplitFlags:
                 "min_user_ratings": self.min_user_ratings}  # fmt: skip
 
 
-SplitOpt = Annotated[str, typer.Option("--split", help=f"How to divide the ratings: {', '.join(SPLITTERS)}.")]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--split",
+        help=f"How to divide the ratings: {', '.join(SPLITTERS)} (default: movielens for MovieLens 100k, else random).",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0); the same seed gives the same result.")]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace a non-empty --out that is not a neucf output of this kind.")
@@ -200,7 +247,7 @@ MinItemOpt = Annotated[
 ]
 
 
-def split_options(default_split: str = "movielens", split_dir: bool = True):
+def split_options(default_split: str | None = None, split_dir: bool = True):
     """Give a command the split flags as one ``splitting: SplitFlags`` argument."""
     options = {
         "split": (SplitOpt, default_split),
@@ -253,7 +300,8 @@ def model_options():
 
 
 def read_config(path: Path | None) -> tuple[str | None, dict]:
-    """``(model, params)`` from a ``--config`` JSON (``neucf tune``'s best.json or a run's config.json)."""
+    """``(model, params)`` from a ``--config`` JSON (``neucf tune``'s best.json or a run's
+    config.json); a top-level ``seed`` is kept in ``params`` as ``seed``."""
     if path is None:
         return None, {}
     try:
@@ -264,19 +312,29 @@ def read_config(path: Path | None) -> tuple[str | None, dict]:
         raise UsageError(f"--config {path}: expected a JSON object with 'model' and 'params'")
     params = dict(loaded.get("params", loaded))
     params.pop("model", None)
+    if "params" in loaded and "seed" in loaded:
+        params["seed"] = loaded["seed"]
     model = loaded.get("model")
     return (str(model) if model is not None else None), params
 
 
-def resolve_model(model: str | None, config: Path | None, flags: dict) -> tuple[str, dict]:
-    """Model name and parameters: explicit flags override ``--config``, which overrides each
-    model's own defaults (a parameter left unset keeps the model's default).
+def resolve_model(
+    model: str | None, config: Path | None, flags: dict, seed: int | None = None
+) -> tuple[str, dict, int]:
+    """Model name, parameters and seed: explicit flags override ``--config``, which overrides
+    each model's own defaults (a parameter left unset keeps the model's default; the seed
+    left unset is the config's, else 0).
 
     Example:
         >>> resolve_model(None, None, {"factors": 8})
-        ('neumf', {'factors': 8})
+        ('neumf', {'factors': 8}, 0)
     """
     config_model, params = read_config(config)
+    config_seed = params.pop("seed", None)
+    if seed is None:
+        seed = config_seed if config_seed is not None else 0
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UsageError(f"--config {config}: seed must be a whole number >= 0, got {seed!r}")
     name = model or config_model or "neumf"
     if config_model and model and config_model != model:
         # the config's parameters were chosen for another model: keep those this one takes
@@ -291,4 +349,4 @@ def resolve_model(model: str | None, config: Path | None, flags: dict) -> tuple[
                 model,
             )
         params = {k: v for k, v in params.items() if k in accepted}
-    return name, {**params, **flags}
+    return name, {**params, **flags}, seed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,29 +12,32 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from ..datasets import read_table
 from ..errors import DataError, UsageError
 from ..files import atomic_write, check_output_dir, check_output_file, output_dir
+from ..metrics import default_relevance
 from ..models import model_class, model_names
 from ..runs import (
     environment,
     fit_and_score,
+    jsonable,
     read_run,
-    run_test_part,
-    run_valid_part,
+    run_part,
     wants_ranking,
     write_run,
 )
 from ..training import join_world, leave_world, resolve_device
+from .launch import launch, without_flag
 from .options import (
     DataFlags,
     ForceOpt,
-    SeedOpt,
     SplitFlags,
     check_input,
     data_options,
     model_options,
     resolve_model,
     split_options,
+    work_done,
 )
 
 log = logging.getLogger("neucf.cli")
@@ -42,27 +46,38 @@ RunDirArg = Annotated[Path, typer.Argument(help="A folder written by 'neucf trai
 
 
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
     source: DataFlags = None,
     splitting: SplitFlags = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (>= 0; default: --config's, else 0); the same seed gives the same result.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name (see 'neucf models'); default neumf.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="JSON with model parameters (e.g. from 'neucf tune'); flags override it.")] = None,
     params: dict | None = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (run-time: not saved with the model).")] = "auto",
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
     ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Record ranking metrics of top-10 lists (default: when users x items <= 10^8).")] = None,
+    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", min=1, help="Train in this many processes on this machine (data-parallel: gloo on CPU, one GPU each on CUDA).")] = None,
     force: ForceOpt = False,
 ):  # fmt: skip
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
-    name, model_params = resolve_model(model, config, params)
+    name, model_params, seed = resolve_model(model, config, params, seed)
     cls = model_class(name)
     estimator = cls(seed=seed, **model_params)  # bad parameters fail before any data is read
     resolve_device(device)
     inputs = (source.data, splitting.split_dir, config)
     source.check()
+    splitting = splitting.for_data(source)
     splitting.check()
     check_output_dir(out, "run", inputs, force)
+    if nproc_per_node is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--nproc-per-node starts its own processes: leave it out under torchrun")
+        argv = (ctx.obj or {}).get("argv", sys.argv[1:])
+        code = launch(without_flag(argv, "--nproc-per-node"), nproc_per_node)
+        if code:
+            raise typer.Exit(code)
+        return
     # under torchrun every process runs this command on the same data and trains its share of
     # each batch; only rank 0 logs, shows progress and writes the run
     world = join_world(device)
@@ -90,7 +105,7 @@ def train(
         "runtime": {"device": device, "progress": show, "world_size": world.size},
         "environment": environment(),
     }
-    with output_dir(out, "run", inputs, force) as folder:
+    with output_dir(out, "run", inputs, force, on_commit=work_done(f"{out} was written")) as folder:
         write_run(folder, fitted, metrics, run_config, test_part, valid_part)
     test = metrics["test"]
     line = f"{name}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} on {test['n']:,} ratings"
@@ -114,29 +129,32 @@ def evaluate(
 ):  # fmt: skip
     """RMSE and MAE of a run's model on the run's test part, and ranking metrics of its top-k lists."""
     fitted = read_run(run_dir)
-    test = run_test_part(run_dir)
+    low, high = fitted.scale
+    if relevant is not None and not low <= relevant <= high:
+        raise UsageError(
+            f"--relevant {relevant:g} is outside the run's rating scale {low:g}..{high:g}: give a rating from it, "
+            f"e.g. {default_relevance(fitted.scale):g}"
+        )
+    test = run_part(run_dir, "test", fitted)
+    if test is None:
+        raise DataError(f"{run_dir}: has no test.csv to evaluate on")
     result = fitted.evaluate(test)
     out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback")}
     if wants_ranking(fitted, ranking):
-        out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=run_valid_part(run_dir))
-    typer.echo(json.dumps(out))
+        valid = run_part(run_dir, "valid", fitted)
+        out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=valid)
+    echo_json(out)
+
+
+def echo_json(data) -> None:
+    """Print ``data`` as one line of JSON, strictly: a figure that is not a finite number is null."""
+    typer.echo(json.dumps(jsonable(data), allow_nan=False))
 
 
 def _read_table(path: Path, flag: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A CSV with a header naming ``columns``; ids kept as written (text)."""
+    """A CSV with a header naming ``columns`` (see :func:`neucf.datasets.read_table`)."""
     check_input(path, flag)
-    try:
-        frame = pd.read_csv(path, dtype={"user": str, "item": str}, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"{path}: cannot read it as CSV ({type(exc).__name__}); expected the header {','.join(columns)}"
-        ) from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: needs the header {','.join(columns)} (missing {', '.join(missing)})")
-    if frame.empty:
-        raise DataError(f"{path}: holds no rows")
-    return frame
+    return read_table(path, columns)
 
 
 def predict(
@@ -152,13 +170,13 @@ def predict(
     users in --history are folded in from those ratings (new users, or known ones with more)."""
     if (pairs is None) == (user is None or item is None) or (pairs is not None and (user or item)):
         raise UsageError("give either --pairs FILE or both --user and --item")
+    if out is not None:
+        check_output_file(out, [pairs, history, run_dir / "model.pt"])
     frames = {}
     if pairs is not None:
         frames["pairs"] = _read_table(pairs, "--pairs", ("user", "item"))
     if history is not None:
         frames["history"] = _read_table(history, "--history", ("user", "item", "rating"))
-    if out is not None:
-        check_output_file(out, [pairs, history, run_dir / "model.pt"])
     fitted = read_run(run_dir)
     fitted.unknown = "fallback" if fallback else "error"
     table = frames.get("pairs", pd.DataFrame({"user": [user], "item": [item]}))
@@ -170,7 +188,7 @@ def predict(
     if out is None:
         typer.echo(result.to_csv(index=False, float_format="%.4f"), nl=False)
         return
-    with atomic_write(out, "w") as handle:
+    with atomic_write(out, "w", on_commit=work_done(f"{out} was written")) as handle:
         result.to_csv(handle, index=False, float_format="%.6g")
     typer.echo(f"wrote {out}: {len(result):,} predictions")
 
@@ -191,8 +209,8 @@ def recommend(
             raise UsageError("--all-users takes --out FILE (and -k), not --user or --history")
         check_output_file(out, [run_dir / "model.pt"])
         fitted = read_run(run_dir)
-        tops = fitted.recommend_all(k=k, exclude=run_valid_part(run_dir))
-        with atomic_write(out, "w") as handle:
+        tops = fitted.recommend_all(k=k, exclude=run_part(run_dir, "valid", fitted))
+        with atomic_write(out, "w", on_commit=work_done(f"{out} was written")) as handle:
             tops.to_csv(handle, index=False, float_format="%.6g")
         typer.echo(f"wrote {out}: top {k} of {tops['user'].nunique():,} users")
         return

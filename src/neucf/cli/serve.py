@@ -36,13 +36,13 @@ def serve(
     items: Annotated[Path | None, typer.Option("--items", help="CSV item,title[,...]: titles for data without its own.")] = None,
     api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="Environment variable holding an API key that every API call must send as 'Authorization: Bearer <key>'.")] = None,
     max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body in bytes (over it: 413).")] = 1_000_000,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request on stderr.")] = True,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request on stderr (its path, without the query string).")] = True,
 ):  # fmt: skip
     """Serve a trained run: JSON API (docs at /docs) and a web page at /, until Ctrl-C."""
     try:
         import uvicorn
 
-        from ..serving.app import SETTINGS_ENV, create_app
+        from ..serving.app import SETTINGS_ENV, create_app, log_config
     except ImportError as exc:
         raise UsageError(f"serving needs the serve extra ({exc.name} is missing): pip install 'neucf[serve]'") from None
     from ..serving import RecommendationService
@@ -56,7 +56,8 @@ def serve(
             )
     service = RecommendationService.from_run(run_dir, items)
     _check_port(host, port)
-    options = dict(host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
+    options = dict(host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5,
+                   log_config=log_config())  # fmt: skip
     # One torch thread per worker unless --threads says otherwise: a request is a few small
     # products, and idle threads of torch's pool spinning between them took the cores the
     # event loop and the other workers needed (ML-1M load test, one worker: 456 requests/s

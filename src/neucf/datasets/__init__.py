@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ..errors import DataError, UsageError
 from .filters import filter_for_split, filter_min_ratings
-from .movielens import DATASETS, DatasetSpec, data_dir, dataset_spec, fetch, load_movielens
+from .movielens import DATASETS, DatasetSpec, data_dir, dataset_spec, fetch, load_movielens, movielens_layout
 from .ratings import Ratings
-from .readers import LoaderOptions, read_ratings_file, resolve_duplicates, sniff
-from .split_files import load_split_dir, write_split_dir
+from .readers import LoaderOptions, read_ratings_file, read_table, resolve_duplicates, sniff
+from .split_files import load_split_dir, read_part_file, write_split_dir
 
 __all__ = [
     "DATASETS",
@@ -31,7 +31,10 @@ __all__ = [
     "load",
     "load_movielens",
     "load_split_dir",
+    "movielens_layout",
+    "read_part_file",
     "read_ratings_file",
+    "read_table",
     "resolve_duplicates",
     "sniff",
     "write_split_dir",

@@ -127,6 +127,28 @@ _LAYOUTS = {
 _TITLES = {"u.data": "u.item", "ratings.dat": "movies.dat", "ratings.csv": "movies.csv"}
 
 
+def movielens_layout(path: str | Path) -> str | None:
+    """The ratings file of the MovieLens release at ``path`` (``u.data`` for ML-100k,
+    ``ratings.dat``, ``ratings.csv``), or None when ``path`` is not a release folder or zip.
+
+    Example:
+        >>> movielens_layout("no/such/folder") is None
+        True
+    """
+    path = Path(path)
+    try:
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                present = {Path(n).name for n in archive.namelist()}
+        elif path.is_dir():
+            present = {p.name for p in [*path.glob("*"), *path.glob("*/*")] if p.is_file()}
+        else:
+            return None
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return next((b for b in _LAYOUTS if b in present), None)
+
+
 def load_movielens(path: str | Path, options: LoaderOptions = LoaderOptions()) -> Ratings:
     """Load a MovieLens release from its extracted folder or its zip (read in place).
 

@@ -65,6 +65,10 @@ class LoaderOptions:
             the first pair), ``last`` (keep the last rating in file order) or ``mean``.
         scale: ``(min, max)`` of the rating scale; ratings outside it are an error.
             Inferred from the data when None.
+        named_header: the first line must be a header naming every column by its role
+            (``user``, ``item``, ``rating``, ``timestamp``, or a known alias), as the files
+            neucf writes have; nothing is read by position (for split and run folders,
+            whose columns a user may have edited).
 
     Example:
         >>> LoaderOptions(sep=",", header=True).duplicates
@@ -76,6 +80,7 @@ class LoaderOptions:
     columns: tuple[str, ...] | None = None
     duplicates: DuplicatePolicy = "error"
     scale: tuple[float, float] | None = None
+    named_header: bool = False
 
     def __post_init__(self):
         if self.duplicates not in ("error", "last", "mean"):
@@ -83,6 +88,8 @@ class LoaderOptions:
         if self.sep is not None and (self.sep == "" or "\n" in self.sep or "\r" in self.sep):
             raise UsageError(f"--sep {self.sep!r} must be one or more characters other than a line break")
         if self.columns is not None:
+            if not any(c.strip() for c in self.columns):
+                raise UsageError("--columns names nothing; give the role of each column, e.g. user,item,rating")
             named = [c for c in self.columns if c != "-"]
             twice = sorted({c for c in named if named.count(c) > 1})
             if twice:
@@ -263,13 +270,13 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
         raise DataError(f"{name}: the file is empty; it must hold one rating per line")
-    if options.header is None:
+    if options.header is None and not options.named_header:
         sep, header = sniff(lines[0], options.sep, lines[1:], name)
     else:
-        sep, header = separator(lines[0], options.sep), options.header
+        sep, header = separator(lines[0], options.sep), options.header is not False
 
     frame = _parse(opener, sep, header, name)
-    roles = _roles(frame, options.columns, header, name)
+    roles = _named_roles(frame, name) if options.named_header else _roles(frame, options.columns, header, name)
     first_line_no = 2 if header else 1
     if frame.empty:
         raise DataError(f"{name}: the file holds no ratings")
@@ -403,6 +410,25 @@ def _roles(frame: pd.DataFrame, columns, header: bool, name: str) -> tuple[str, 
     raise DataError(f"{name}: {n} columns per line; pass --columns to say which are user, item, rating")
 
 
+def _named_roles(frame: pd.DataFrame, name: str) -> tuple[str, ...]:
+    """The roles of a header that must name every column (``LoaderOptions.named_header``)."""
+    roles = tuple(_ALIASES.get(str(c).strip().lower().replace(" ", "")) for c in frame.columns)
+    shown = ",".join(_one_line(c) for c in frame.columns)
+    unknown = [str(c) for c, role in zip(frame.columns, roles) if role is None]
+    twice = sorted({r for r in roles if r is not None and roles.count(r) > 1})
+    if unknown or twice or not {"user", "item", "rating"} <= set(roles):
+        what = (
+            f"{_one_line(unknown[0])} is not a column neucf knows" if unknown
+            else f"it names {twice[0]} twice" if twice
+            else "it lacks " + ", ".join(r for r in ("user", "item", "rating") if r not in roles)
+        )  # fmt: skip
+        raise DataError(
+            f"{name} line 1: expected the header user,item,rating[,timestamp], found {shown!r} ({what}); "
+            "write the file again with that header"
+        )
+    return roles
+
+
 def _has_padded_number(opener: Opener, sep: str, block: int = 1 << 24) -> bool:
     """Whether any field starts with a zero followed by a digit, or with '+' (ids such as
     ``0042`` that reading as integers would change). Scans the raw bytes in blocks."""
@@ -441,6 +467,69 @@ def _ids(column: pd.Series) -> np.ndarray:
         if numbers is not None and numbers.dtype.kind in "iu":
             return numbers.to_numpy()
     return text.to_numpy(dtype=object)
+
+
+def read_table(
+    source: str | Path | bytes, required: tuple[str, ...], optional: tuple[str, ...] = (), name: str | None = None
+) -> pd.DataFrame:
+    """A comma-separated table with a header (pairs to predict, a history to fold in): every
+    field as text, exactly as written, with the columns ``required`` (and ``optional`` ones
+    when present; others are ignored).
+
+    Read with the checks of any input file (byte-order mark, compression, binary content):
+    a line with more or fewer fields than the header, a header naming a column twice, or a
+    missing column is a :class:`DataError` naming the line.
+
+    Example:
+        >>> read_table(b"user,item\\n196,242\\n", ("user", "item")).values.tolist()
+        [['196', '242']]
+        >>> read_table(b"user,item\\n196,242,5\\n", ("user", "item"), name="pairs.csv")
+        Traceback (most recent call last):
+        ...
+        neucf.errors.DataError: pairs.csv line 2: 3 fields, but the header names 2 (user,item); every line needs one field per column
+    """
+    import csv
+
+    opener, name = byte_source(source, name)
+    with opener() as stream:
+        data = stream.read()
+    if b"\0" in data:
+        raise DataError(f"{name}: a binary file (NUL byte); expected a CSV with the header {','.join(required)}")
+    rows = csv.reader(io.StringIO(data.decode("latin-1"), newline=""))
+    header = next(rows, None)
+    if header is None:
+        raise DataError(f"{name}: the file is empty; it needs the header {','.join(required)} and rows")
+    header = [h.strip() for h in header]
+    shown = ",".join(_one_line(h) for h in header)
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        raise DataError(f"{name} line 1: the header names {twice[0]} twice ({shown}); name each column once")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{name} line 1: needs the header {','.join(required)} (missing {', '.join(missing)}; found {shown})"
+        )
+    wanted = [c for c in (*required, *optional) if c in header]
+    at = [header.index(c) for c in wanted]
+    columns: list[list[str]] = [[] for _ in wanted]
+    lines = []
+    try:
+        for row in rows:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise DataError(
+                    f"{name} line {rows.line_num}: {len(row)} field{'s' * (len(row) != 1)}, but the header names "
+                    f"{len(header)} ({shown}); every line needs one field per column"
+                )
+            for values, k in zip(columns, at):
+                values.append(row[k].strip())
+            lines.append(rows.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{name} line {rows.line_num}: malformed CSV ({exc})") from None
+    if not lines:
+        raise DataError(f"{name}: holds a header but no rows")
+    return pd.DataFrame(dict(zip(wanted, columns)), index=pd.Index(lines, name="line"))
 
 
 def resolve_duplicates(

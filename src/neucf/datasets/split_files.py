@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,24 @@ def write_split_dir(ratings: Ratings, split, out: str | Path) -> list[Path]:
     return written
 
 
-def load_split_dir(directory: str | Path, options: LoaderOptions = LoaderOptions(sep=",", header=True)):
+def read_part_file(path: str | Path, scale: tuple[float, float] | None = None) -> Ratings:
+    """One part of a split or run folder (``train.csv``, ``valid.csv``, ``test.csv``): comma
+    separated, with a header naming every column (``user,item,rating[,timestamp]``), ratings
+    inside ``scale`` when given. A file without that header is an error naming what it has,
+    never read by position.
+
+    Example:
+        >>> read_part_file(b"user,item,timestamp\\n1,2,880000000\\n")  # doctest: +SKIP
+        neucf.errors.DataError: data line 1: expected the header user,item,rating[,timestamp], ...
+    """
+    return read_ratings_file(path, PART_OPTIONS if scale is None else dataclasses.replace(PART_OPTIONS, scale=scale))
+
+
+#: how the parts of split and run folders are read
+PART_OPTIONS = LoaderOptions(sep=",", named_header=True)
+
+
+def load_split_dir(directory: str | Path, options: LoaderOptions = PART_OPTIONS):
     """Read a folder written by ``neucf data split``: ``train.csv``, optional ``valid.csv``,
     ``test.csv``. Returns ``(ratings, split)`` with one shared id map, parts as written.
 

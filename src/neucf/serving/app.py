@@ -5,10 +5,12 @@ Endpoints (JSON, ids as text): ``GET /health``, ``GET /model``, ``GET /users/{us
 under ``/static``) and the API docs at ``/docs`` and ``/openapi.json`` with their assets served by
 the app itself (fastapi-offline), so nothing is fetched from a CDN.
 
-Errors: an unknown user or item is 404; a malformed body, a wrong type, ``k`` outside 1..1000,
-a rating outside the scale or a history over 10,000 ratings is 422 with FastAPI's structured
-``detail``; a body over ``max_body`` bytes is 413; with ``api_key`` set, an API call without
-``Authorization: Bearer <key>`` is 401 (``/health``, the page, its files and the docs stay open).
+Errors: an unknown user or item is 404; a malformed body, a wrong type, a number JSON cannot
+hold (``NaN``, ``Infinity``, ``1e400``), ``k`` outside 1..1000, a rating outside the scale or a
+history over 10,000 ratings is 422 with FastAPI's structured ``detail``; a body over
+``max_body`` bytes is 413, one that stalls 408; with ``api_key`` set, an API call without
+``Authorization: Bearer <key>`` is 401 (``/health``, the page, its files and the docs stay
+open). Every ``GET`` route answers ``HEAD`` too.
 
 The endpoints are ``async`` and call the service in the event loop: one model call at a time
 per worker process (threads measured slower here and grew memory; see the README).
@@ -22,7 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
+import logging
+import math
 import os
 import secrets
 from pathlib import Path
@@ -30,7 +36,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -162,11 +168,36 @@ _NOT_FOUND = {404: {"model": ErrorDetail, "description": "Unknown user or item."
 
 
 # ---- the parts around the endpoints -----------------------------------------------------------
-class BodyLimit:
-    """ASGI middleware answering 413 to a request body over ``max_bytes`` (declared or streamed)."""
+class HeadAsGet:
+    """ASGI middleware answering ``HEAD`` on every ``GET`` route (load balancers probe with it):
+    the request goes through as a ``GET`` and its answer is sent without the body (the
+    headers, ``content-length`` included, as the ``GET`` would have them)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class BodyLimit:
+    """ASGI middleware answering 413 to a request body over ``max_bytes`` (declared or streamed),
+    and 408 to one whose next part takes more than ``timeout`` seconds to arrive (a client
+    sending a byte a second would hold a connection open without end; uvicorn itself has no
+    such limit on bodies, nor any on headers: see the deployment notes for a proxy's)."""
+
+    def __init__(self, app, max_bytes: int, timeout: float = 30.0):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -177,12 +208,17 @@ class BodyLimit:
         received, refused = 0, False
 
         async def limited_receive():
-            # past the cap, answer 413 at once and tell the app the client left: whatever the
-            # app does with a broken body (FastAPI makes it a 400) is never sent
+            # past the cap or the wait, answer 413 / 408 at once and tell the app the client
+            # left: whatever the app does with a broken body (FastAPI makes it a 400) is never sent
             nonlocal received, refused
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                refused = True
+                await self._refuse(send, 408, f"request body not received within {self.timeout:g} s")
+                return {"type": "http.disconnect"}
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 refused = True
@@ -200,11 +236,53 @@ class BodyLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, send):
-        body = json.dumps({"detail": f"request body over {self.max_bytes:,} bytes"}).encode()
+    async def _refuse(self, send, status: int = 413, detail: str | None = None):
+        body = json.dumps({"detail": detail or f"request body over {self.max_bytes:,} bytes"}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        if status == 408:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _finite(value):
+    """``value`` with every float that JSON cannot hold (NaN, infinities) written as text, so
+    that an answer about a bad number can always be sent (``"input": NaN`` cannot)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+async def _unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 answer, with the inputs it quotes made JSON-safe (see :func:`_finite`)."""
+    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+class PathOnly(logging.Filter):
+    """Access-log filter: a request is logged by its path, without the query string (which
+    may carry a key, as in ``?api_key=...``). Used by :func:`log_config`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def log_config() -> dict:
+    """uvicorn's logging set-up with every line on stderr (the access log included, which
+    uvicorn sends to stdout) and paths logged without their query strings (:class:`PathOnly`)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {**config.get("filters", {}), "path_only": {"()": f"{__name__}.PathOnly"}}
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config["handlers"]["access"]["filters"] = ["path_only"]
+    return config
 
 
 def _bearer_check(api_key: str):
@@ -227,14 +305,19 @@ def _invalid(where: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": where, "msg": message, "type": "value_error"}])
 
 
-def create_app(service: RecommendationService, api_key: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
-    """The app answering from ``service``; ``api_key`` guards the API endpoints (see the module)."""
+def create_app(
+    service: RecommendationService, api_key: str | None = None, max_body: int = MAX_BODY, body_timeout: float = 30.0
+) -> FastAPI:
+    """The app answering from ``service``; ``api_key`` guards the API endpoints (see the module);
+    a body over ``max_body`` bytes is 413, one slower than ``body_timeout`` seconds a part 408."""
     app = FastAPIOffline(
         title="neucf",
         version=__version__,
         description=f"Rating predictions and recommendations from a trained {service.model.name} model.",
     )
-    app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.add_middleware(BodyLimit, max_bytes=max_body, timeout=body_timeout)
+    app.add_middleware(HeadAsGet)
+    app.add_exception_handler(RequestValidationError, _unprocessable)
     schema_of = app.openapi
 
     def openapi() -> dict:
@@ -252,12 +335,12 @@ def create_app(service: RecommendationService, api_key: str | None = None, max_b
 
     @app.exception_handler(InvalidRequest)
     async def _invalid_ratings(request: Request, exc: InvalidRequest):
-        return await request_validation_exception_handler(request, _invalid(("body", "ratings"), str(exc)))
+        return await _unprocessable(request, _invalid(("body", "ratings"), str(exc)))
 
     @app.exception_handler(NeucfError)
     async def _cannot(request: Request, exc: NeucfError):
         # the request asked for something this model cannot answer (e.g. fold-in it lacks)
-        return await request_validation_exception_handler(request, _invalid(("body",), str(exc)))
+        return await _unprocessable(request, _invalid(("body",), str(exc)))
 
     @app.get("/", include_in_schema=False)
     def page():
