@@ -1,10 +1,12 @@
 """Fuzzing the delimited reader and ``neucf data describe``: random bytes and random flags must
 give exit 0, 1 or 2, one line on error, no traceback, no "unexpected", and leave the input as it was."""
 
+import json
 import string
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -82,3 +84,47 @@ def test_data_describe_never_crashes_and_never_changes_its_input(data, flags):
             assert text.strip().splitlines()[-1].startswith("error: "), text
             assert len([ln for ln in text.splitlines() if ln.startswith("error: ")]) == 1
         assert path.read_bytes() == data
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table_bytes())
+@example(b"user,item\n196,242,5\n")
+@example(b'user,item\n"1\n')
+def test_pairs_and_history_tables_either_read_or_raise_one_line(data):
+    from neucf.datasets import read_table
+
+    for columns in (("user", "item"), ("user", "item", "rating")):
+        try:
+            table = read_table(data, columns, name="t.csv")
+        except NeucfError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert list(table.columns[: len(columns)]) == list(columns) and len(table) > 0
+
+
+JSON_NUMBER = st.one_of(
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1e-400", "0", "-0.0", "3", "5", "1e308"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(10**30), 10**30).map(str),
+)
+
+
+@pytest.fixture(scope="module")
+def app_client():
+    from fastapi.testclient import TestClient
+
+    from conftest import synthetic_ratings
+    from neucf.models import Biases
+    from neucf.serving import RecommendationService, create_app
+
+    return TestClient(create_app(RecommendationService(Biases().fit(synthetic_ratings()))))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rating=JSON_NUMBER, k=JSON_NUMBER, path=st.sampled_from(["/recommendations", "/predictions"]))
+def test_request_bodies_with_any_number_are_never_a_server_error(app_client, rating, k, path):
+    extra = f'"k": {k}' if path == "/recommendations" else '"items": ["100"]'
+    body = f'{{"ratings": [{{"item": "100", "rating": {rating}}}], {extra}}}'
+    response = app_client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code in (200, 422), (body, response.status_code, response.text)
+    json.loads(response.text, parse_constant=lambda c: pytest.fail(f"{c} in the answer to {body}"))

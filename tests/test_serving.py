@@ -206,6 +206,56 @@ def test_malformed_json_and_bad_queries_are_422(client, service):
     assert client.get("/items", params={"limit": 0}).status_code == 422
 
 
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+def test_numbers_json_cannot_hold_are_422_never_500(client, service, number):
+    item = next(iter(service._items))
+    bodies = [
+        ("/recommendations", f'{{"ratings": [], "k": {number}}}'),
+        ("/recommendations", f'{{"ratings": [{{"item": "{item}", "rating": {number}}}], "k": 3}}'),
+        ("/predictions", f'{{"ratings": [{{"item": "{item}", "rating": {number}}}], "items": ["{item}"]}}'),
+    ]
+    for path, body in bodies:
+        response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, (body, response.text)
+        detail = json.loads(response.text, parse_constant=lambda c: pytest.fail(f"{c} in the answer"))["detail"]
+        assert detail and all("finite" in d["msg"] or "number" in d["msg"] for d in detail), detail
+
+
+def test_head_is_answered_on_every_get_route(client, service):
+    user = known_user(service)
+    for path in ("/health", "/model", f"/users/{user}/recommendations", "/items?q=a", "/", "/docs", "/static/app.js"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-length"] == got.headers["content-length"], path
+    assert client.head("/predictions").status_code == 405  # a POST route stays one
+
+
+def test_a_stalled_body_is_408(service):
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(service, body_timeout=0.5), port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{")  # fmt: skip
+            start = time.monotonic()
+            answer = conn.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "not received within 0.5 s" in answer, answer
+        assert time.monotonic() - start < 5
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def test_a_history_over_the_limit_is_422(client, service):
     item = next(iter(service._items))
     ratings = [{"item": item, "rating": 3}] * (MAX_HISTORY + 1)
@@ -333,20 +383,32 @@ def test_serve_answers_over_http_and_stops_on_sigint(run_dir, workers):
     port = free_port()
     env = {**os.environ, "NEUCF_TEST_KEY": "k3y"}
     args = [sys.executable, "-m", "neucf", "serve", str(run_dir), "--port", str(port), "--workers", str(workers),
-            "--api-key-env", "NEUCF_TEST_KEY", "--no-access-log"]  # fmt: skip
+            "--api-key-env", "NEUCF_TEST_KEY"]  # fmt: skip
     server = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    key = {"Authorization": "Bearer k3y"}
     try:
         base = f"http://127.0.0.1:{port}"
         assert wait_for(f"{base}/health") == {"status": "ok", "model": "neumf"}
-        assert wait_for(f"{base}/model", {"Authorization": "Bearer k3y"})["model"] == "neumf"
+        assert wait_for(f"{base}/model?api_key=s3cret", key)["model"] == "neumf"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}/model", timeout=5)
         assert refused.value.code == 401
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/health", method="HEAD"), timeout=5) as head:
+            assert head.status == 200 and head.read() == b""
+        body = b'{"ratings": [], "k": NaN}'
+        request = urllib.request.Request(f"{base}/recommendations", data=body, method="POST",
+                                         headers={**key, "Content-Type": "application/json"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as invalid:
+            urllib.request.urlopen(request, timeout=5)
+        assert invalid.value.code == 422 and "finite number" in invalid.value.read().decode()
     finally:
         server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=30)
+        out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert "serving neumf" in err
+    # the access log is on stderr, with paths and without their query strings
+    assert out == "" and '"GET /model HTTP/1.1" 200' in err and "s3cret" not in err and "api_key" not in err, err
+    assert '"POST /recommendations HTTP/1.1" 422' in err
 
 
 # ---- the page, in a real browser --------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from .datasets import Ratings
@@ -75,11 +76,15 @@ def _check_tables(storage: str) -> None:
         return
     engine = sqlalchemy.create_engine(storage)
     try:
-        tables = set(sqlalchemy.inspect(engine).get_table_names())
+        for wait in (0.2, 0.4, 0.8, 1.6, 0):  # another process may be making the tables right now
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+            missing = OPTUNA_TABLES - tables
+            if not (tables & OPTUNA_TABLES and missing):
+                return
+            time.sleep(wait)
     finally:
         engine.dispose()
-    missing = OPTUNA_TABLES - tables
-    if tables & OPTUNA_TABLES and missing:
+    if missing:
         raise DataError(
             f"--storage {storage}: a damaged Optuna database (no {', '.join(sorted(missing))} table); "
             "use a new --storage, or restore the database from a copy"
@@ -89,9 +94,10 @@ def _check_tables(storage: str) -> None:
 def _database_error(storage: str, exc: Exception) -> DataError:
     """One line for an error of the database itself (full disk, locked, read-only), without
     SQLAlchemy's statement and links."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
     return DataError(
-        f"--storage {storage}: the database failed ({reason}); free space or fix it, then run again to resume"
+        f"--storage {storage}: the database failed ({reason}); free space or repair it, then run again to resume"
     )
 
 
@@ -180,16 +186,26 @@ def _remove_if_empty(optuna, storage: str, database: Path) -> None:
 
 def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split, metric):
     direction = "minimize" if metric == "rmse" else "maximize"
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            load_if_exists=True,
-            direction=direction,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
-        )
-    except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for a bad database
-        raise UsageError(f"--storage {storage!r}: cannot open the study ({type(exc).__name__}: {exc})") from None
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                load_if_exists=True,
+                direction=direction,
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
+            )
+            break
+        except (IntegrityError, OperationalError, optuna.exceptions.DuplicatedStudyError) as exc:
+            # another process is making the same database or study at this moment: it wins, we load
+            busy = not isinstance(exc, OperationalError) or any(w in str(exc) for w in ("locked", "already exists"))
+            if not busy or attempt == 4:
+                raise _database_error(storage, exc) from None
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for a bad database
+            raise _database_error(storage, exc) from None
     record = _study_record(model, split, epochs, metric, direction)
     if study.trials:
         stored = {k: study.user_attrs.get(k) for k in record}

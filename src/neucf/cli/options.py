@@ -115,7 +115,7 @@ class DataFlags:
             except ValueError:
                 raise UsageError(f"--rating-scale {self.rating_scale!r} must be MIN,MAX, e.g. 1,5") from None
             scale = (lo, hi)
-        cols = tuple(c.strip() for c in self.columns.split(",")) if self.columns else None
+        cols = tuple(c.strip() for c in self.columns.split(",")) if self.columns is not None else None
         return LoaderOptions(sep=sep, header=self.header, columns=cols, duplicates=self.duplicates, scale=scale)
 
     def check(self) -> None:

@@ -276,7 +276,12 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
         sep, header = separator(lines[0], options.sep), options.header is not False
 
     frame = _parse(opener, sep, header, name)
-    roles = _named_roles(frame, name) if options.named_header else _roles(frame, options.columns, header, name)
+    if options.named_header:  # from the line itself: pandas renames a repeated column (rating.1)
+        roles = _named_roles(_fields(lines[0], sep), name)
+        if len(roles) != frame.shape[1]:
+            raise DataError(f"{name}: malformed header line; every line needs the same fields")
+    else:
+        roles = _roles(frame, options.columns, header, name)
     first_line_no = 2 if header else 1
     if frame.empty:
         raise DataError(f"{name}: the file holds no ratings")
@@ -410,15 +415,15 @@ def _roles(frame: pd.DataFrame, columns, header: bool, name: str) -> tuple[str, 
     raise DataError(f"{name}: {n} columns per line; pass --columns to say which are user, item, rating")
 
 
-def _named_roles(frame: pd.DataFrame, name: str) -> tuple[str, ...]:
+def _named_roles(header: list[str], name: str) -> tuple[str, ...]:
     """The roles of a header that must name every column (``LoaderOptions.named_header``)."""
-    roles = tuple(_ALIASES.get(str(c).strip().lower().replace(" ", "")) for c in frame.columns)
-    shown = ",".join(_one_line(c) for c in frame.columns)
-    unknown = [str(c) for c, role in zip(frame.columns, roles) if role is None]
+    roles = tuple(_ALIASES.get(str(c).strip().lower().replace(" ", "")) for c in header)
+    shown = ",".join(_one_line(c) for c in header)
+    unknown = [str(c) for c, role in zip(header, roles) if role is None]
     twice = sorted({r for r in roles if r is not None and roles.count(r) > 1})
     if unknown or twice or not {"user", "item", "rating"} <= set(roles):
         what = (
-            f"{_one_line(unknown[0])} is not a column neucf knows" if unknown
+            f"{unknown[0]!r} is not a column neucf knows" if unknown
             else f"it names {twice[0]} twice" if twice
             else "it lacks " + ", ".join(r for r in ("user", "item", "rating") if r not in roles)
         )  # fmt: skip
