@@ -96,7 +96,9 @@ def test_bad_options_are_usage_errors():
     with pytest.raises(UsageError):
         LoaderOptions(duplicates="first")
     with pytest.raises(UsageError):
-        LoaderOptions(columns=("user", "item"))
+        LoaderOptions(columns=("user", "rating"))
+    with pytest.raises(UsageError):
+        LoaderOptions(columns=("user", "item", "rating", "weight"))
     with pytest.raises(UsageError):
         LoaderOptions(scale=(5, 1))
     with pytest.raises(UsageError, match="exactly one"):

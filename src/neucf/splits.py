@@ -139,6 +139,58 @@ def temporal_split(users: np.ndarray, timestamps: np.ndarray | None, seed: int =
     return Split.from_parts(part)
 
 
+def _per_user_order(users: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions sorted by user, then ``key``; for each sorted position its rank within its
+    user (0 first) and its user's count."""
+    order = np.lexsort((key, users))
+    sorted_users = users[order]
+    first = np.searchsorted(sorted_users, sorted_users, side="left")
+    count = np.searchsorted(sorted_users, sorted_users, side="right") - first
+    return order, np.arange(len(users)) - first, count
+
+
+def leave_last_out_split(users: np.ndarray, timestamps: np.ndarray | None) -> Split:
+    """Each user's latest interaction is the test part and the one before it the validation
+    part (for users with at least 3); the rest is train (the NCF paper's protocol). Ties in
+    time go by file order: of two at the same second, the later line is the later one. A
+    user with a single interaction keeps it in train (there is nothing to rank it from).
+
+    Example:
+        >>> s = leave_last_out_split(np.array([0, 0, 0, 1, 1]), np.array([5, 9, 7, 1, 1]))
+        >>> s.test.tolist(), s.valid.tolist(), s.train.tolist()
+        ([1, 4], [2], [0, 3])
+    """
+    if timestamps is None:
+        raise DataError("the leave-last-out split needs timestamps, and this data has none; use --split user-ratio")
+    n = len(users)
+    # by time, then by file order (np.lexsort sorts stably: equal times keep their file order)
+    order, rank, count = _per_user_order(users, np.asarray(timestamps))
+    from_end = count - rank  # 1 for a user's latest
+    part_sorted = np.where((from_end == 1) & (count >= 2), 2, np.where((from_end == 2) & (count >= 3), 1, 0))
+    part = np.empty(n, dtype=np.int8)
+    part[order] = part_sorted
+    return Split.from_parts(part)
+
+
+def user_ratio_split(users: np.ndarray, seed: int = 0, share: float = 0.1) -> Split:
+    """Each user's interactions in a seeded random order: the last ``int(share * n)`` are the
+    test part, the ``int(share * n)`` before them the validation part, the rest train
+    (RecBole's default 80/10/10 for top-N benchmarks).
+
+    Example:
+        >>> s = user_ratio_split(np.repeat([0, 1], 10), seed=0)
+        >>> s.sizes()
+        {'train': 16, 'valid': 2, 'test': 2}
+    """
+    n = len(users)
+    order, rank, count = _per_user_order(users, np.random.default_rng(seed).permutation(n))
+    held = (share * count).astype(np.int64)
+    part_sorted = np.where(rank >= count - held, 2, np.where(rank >= count - 2 * held, 1, 0))
+    part = np.empty(n, dtype=np.int8)
+    part[order] = part_sorted
+    return Split.from_parts(part)
+
+
 def coverage_split(users: np.ndarray, items: np.ndarray, seed: int = 0, fractions=(0.8, 0.0, 0.2)) -> Split:
     """The seed notebook's split, vectorized and without copies: every item and every user
     lands in train, validation and test.
@@ -324,6 +376,8 @@ SPLITTERS: dict[str, Splitter] = {
         Splitter("kfold", _kfold, fixed=True),
         Splitter("movielens", lambda u, i, t, fold, seed: movielens_split(u, fold), fixed=True, named_folds=("a", "b")),
         Splitter("temporal", lambda u, i, t, fold, seed: temporal_split(u, t, seed=seed)),
+        Splitter("leave-last-out", lambda u, i, t, fold, seed: leave_last_out_split(u, t), folds=1, fixed=True),
+        Splitter("user-ratio", lambda u, i, t, fold, seed: user_ratio_split(u, seed=seed)),
     )
 }
 

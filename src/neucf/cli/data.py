@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..datasets import filter_for_split, write_split_dir
+from ..datasets import write_split_dir
 from ..files import check_output_dir, output_dir
 from .options import DataFlags, ForceOpt, SeedOpt, SplitFlags, data_options, split_options, work_done
 
@@ -38,10 +38,9 @@ def split(
 ):
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
     source.check()
-    splitter = splitting.splitter()
+    splitting.splitter()  # the split and fold checked before any data is read
     check_output_dir(out, "split", [source.data], force)
-    ratings = filter_for_split(source.load(), splitter, splitting.min_item_ratings, splitting.min_user_ratings)
-    parts = splitter.split(ratings, fold=splitting.fold, seed=seed)
+    ratings, parts = splitting.divide(source.load(), seed)
     with output_dir(out, "split", [source.data], force, on_commit=work_done(f"{out} was written")) as folder:
         write_split_dir(ratings, parts, folder)
     sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")

@@ -182,6 +182,7 @@ class SplitFlags:
     fold: str | None = None
     min_item_ratings: int | None = None
     min_user_ratings: int = 0
+    k_core: int | None = None
     split_dir: Path | None = None
     defaulted: bool = False  # the split was not given but chosen for the data (said in the log)
 
@@ -215,12 +216,17 @@ class SplitFlags:
             ratings, parts = load_split_dir(self.split_dir)
             log.info("split from %s: %s", self.split_dir, ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
             return ratings, parts
-        splitter = self.splitter()
         if self.defaulted:
             log.info(
                 "no --split given: the %s split, the default for this data (--split to choose another)", self.split
             )
-        ratings = filter_for_split(source.load(), splitter, self.min_item_ratings, self.min_user_ratings)
+        return self.divide(source.load(), seed)
+
+    def divide(self, ratings: Ratings, seed: int) -> tuple[Ratings, Split]:
+        """``ratings`` filtered as these flags say (the split's own filter, ``--k-core``,
+        ``--min-*-ratings``) and split."""
+        splitter = self.splitter()
+        ratings = filter_for_split(ratings, splitter, self.min_item_ratings, self.min_user_ratings, self.k_core)
         return ratings, splitter.split(ratings, fold=self.fold, seed=seed)
 
     def describe(self, seed: int) -> dict:
@@ -228,7 +234,7 @@ class SplitFlags:
         if self.split_dir is not None:
             return {"split_dir": str(self.split_dir), "sha256": checksum(self.split_dir)}
         return {"name": self.split, "fold": self.fold, "seed": seed, "min_item_ratings": self.min_item_ratings,
-                "min_user_ratings": self.min_user_ratings}  # fmt: skip
+                "min_user_ratings": self.min_user_ratings, "k_core": self.k_core}  # fmt: skip
 
 
 SplitOpt = Annotated[
@@ -254,6 +260,7 @@ def split_options(default_split: str | None = None, split_dir: bool = True):
         "fold": (Annotated[str | None, typer.Option("--fold", help="Fold: 1..5 for kfold, 1-5/a/b for movielens, k for seed + k - 1 otherwise.")], None),
         "min_item_ratings": (MinItemOpt, None),
         "min_user_ratings": (Annotated[int, typer.Option("--min-user-ratings", min=0, help="Drop users with fewer ratings.")], 0),
+        "k_core": (Annotated[int | None, typer.Option("--k-core", min=1, help="Keep users and items with >= N ratings or interactions, repeated until stable.")], None),
     }  # fmt: skip
     if split_dir:
         options["split_dir"] = (

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import DataError, UsageError
-from .filters import filter_for_split, filter_min_ratings
+from .filters import filter_for_split, filter_min_ratings, k_core
 from .movielens import DATASETS, DatasetSpec, data_dir, dataset_spec, fetch, load_movielens, movielens_layout
 from .ratings import Ratings
 from .readers import LoaderOptions, read_ratings_file, read_table, resolve_duplicates, sniff
@@ -28,6 +28,7 @@ __all__ = [
     "fetch",
     "filter_for_split",
     "filter_min_ratings",
+    "k_core",
     "load",
     "load_movielens",
     "load_split_dir",

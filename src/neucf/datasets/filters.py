@@ -46,10 +46,31 @@ def filter_min_ratings(ratings: Ratings, min_item: int = 0, min_user: int = 0, u
     return ratings.subset(np.flatnonzero(keep)).compact()
 
 
-def filter_for_split(ratings: Ratings, splitter, min_item: int | None = None, min_user: int = 0) -> Ratings:
+def k_core(ratings: Ratings, k: int) -> Ratings:
+    """The ``k``-core: users and items with at least ``k`` ratings (or interactions), the
+    filter repeated until nothing changes (RecBole's ``--k-core``-style filter). Emptying the
+    data is a :class:`DataError` naming ``--k-core``.
+
+    Example:
+        >>> r = Ratings.from_arrays([1, 1, 2, 2, 3], ["a", "b", "a", "b", "a"], implicit=True)
+        >>> len(k_core(r, 2)), k_core(r, 2).user_ids.tolist()
+        (4, [1, 2])
+    """
+    try:
+        return filter_min_ratings(ratings, min_item=k, min_user=k, until_stable=True)
+    except DataError:
+        raise DataError(
+            f"--k-core {k} leaves nothing of the {len(ratings):,} ratings (no user and item with {k} or more "
+            "among each other); lower it"
+        ) from None
+
+
+def filter_for_split(
+    ratings: Ratings, splitter, min_item: int | None = None, min_user: int = 0, k: int | None = None
+) -> Ratings:
     """The filter a split gets by default: its ``min_item_ratings`` (coverage: 3, as the seed
-    does, for it needs three ratings per item) unless ``min_item`` says otherwise. What was
-    applied is logged.
+    does, for it needs three ratings per item) unless ``min_item`` says otherwise; with ``k``,
+    the k-core first (:func:`k_core`). What was applied is logged.
 
     Example:
         >>> from neucf.splits import get_splitter
@@ -64,7 +85,8 @@ def filter_for_split(ratings: Ratings, splitter, min_item: int | None = None, mi
                 "%s split: dropping items with fewer than %d ratings (--min-item-ratings to change)",
                 splitter.name, min_item,
             )  # fmt: skip
-    filtered = filter_min_ratings(ratings, min_item=min_item, min_user=min_user)
+    filtered = ratings if not k else k_core(ratings, k)
+    filtered = filter_min_ratings(filtered, min_item=min_item, min_user=min_user)
     if len(filtered) != len(ratings):
         log.info(
             "filter kept %s of %s ratings (%s users, %s items)",

@@ -1,4 +1,8 @@
-"""The ratings container: raw ids mapped to dense indices, plus sparse user x item matrices."""
+"""The ratings container: raw ids mapped to dense indices, plus sparse user x item matrices.
+
+It holds explicit ratings or, with ``implicit``, interactions without ratings (plays, clicks,
+purchases), each with a weight (1, or a count).
+"""
 
 from __future__ import annotations
 
@@ -14,17 +18,22 @@ from ..errors import DataError
 
 @dataclass(frozen=True, eq=False)
 class Ratings:
-    """A table of explicit ratings with dense user and item indices.
+    """A table of explicit ratings (or of interactions) with dense user and item indices.
 
     ``users[k]``, ``items[k]``, ``ratings[k]`` describe rating ``k``; ``user_ids[users[k]]``
     gives back the raw user id (likewise for items). Rows keep file order, which the
     ``movielens`` split relies on. A subset made by :meth:`subset` shares the id maps, so
     the train, validation and test parts of a split index the same users and items.
 
+    With ``implicit``, the rows are interactions without ratings: ``ratings`` holds each
+    one's weight (1, or a count of plays or clicks) and ``scale`` is None.
+
     Example:
         >>> r = Ratings.from_arrays(["a", "b", "a"], [10, 10, 20], [4.0, 3.0, 5.0])
         >>> (r.n_users, r.n_items, len(r), r.scale)
         (2, 2, 3, (3.0, 5.0))
+        >>> Ratings.from_arrays(["a", "b"], [10, 10], implicit=True).ratings.tolist()
+        [1.0, 1.0]
     """
 
     users: np.ndarray
@@ -32,23 +41,32 @@ class Ratings:
     ratings: np.ndarray
     user_ids: np.ndarray
     item_ids: np.ndarray
-    scale: tuple[float, float]
+    scale: tuple[float, float] | None
     timestamps: np.ndarray | None = None
     item_titles: np.ndarray | None = field(default=None, repr=False)
+    implicit: bool = False
 
     @classmethod
-    def from_arrays(cls, users, items, ratings, timestamps=None, scale=None, item_titles=None) -> Ratings:
+    def from_arrays(
+        cls, users, items, ratings=None, timestamps=None, scale=None, item_titles=None, implicit: bool = False
+    ) -> Ratings:
         """Build from raw id arrays; indices follow sorted raw ids.
 
         ``scale`` is ``(min, max)``; when omitted it is inferred from the data.
         ``item_titles`` maps raw item id to title (a dict or a pandas Series).
+        ``implicit``: interactions without ratings; ``ratings`` are then their weights
+        (default 1) and there is no scale.
         """
         u_idx, u_ids = pd.factorize(np.asarray(users), sort=True)
         i_idx, i_ids = pd.factorize(np.asarray(items), sort=True)
-        values = np.asarray(ratings, dtype=np.float32)
+        if ratings is None and not implicit:
+            raise DataError("ratings are needed unless the data is implicit (interactions without ratings)")
+        values = np.ones(len(u_idx), np.float32) if ratings is None else np.asarray(ratings, dtype=np.float32)
         if len(values) == 0:
-            raise DataError("no ratings: the data is empty")
-        if scale is None:
+            raise DataError(f"no {'interactions' if implicit else 'ratings'}: the data is empty")
+        if implicit:
+            scale = None
+        elif scale is None:
             scale = (float(values.min()), float(values.max()))
         titles = None
         if item_titles is not None:
@@ -59,9 +77,10 @@ class Ratings:
             ratings=values,
             user_ids=np.asarray(u_ids),
             item_ids=np.asarray(i_ids),
-            scale=(float(scale[0]), float(scale[1])),
+            scale=None if scale is None else (float(scale[0]), float(scale[1])),
             timestamps=None if timestamps is None else np.asarray(timestamps, dtype=np.int64),
             item_titles=titles,
+            implicit=implicit,
         )
 
     def __len__(self) -> int:
@@ -89,6 +108,7 @@ class Ratings:
             scale=self.scale,
             timestamps=None if self.timestamps is None else self.timestamps[index],
             item_titles=self.item_titles,
+            implicit=self.implicit,
         )
 
     def compact(self) -> Ratings:
@@ -106,6 +126,7 @@ class Ratings:
             scale=self.scale,
             timestamps=self.timestamps,
             item_titles=None if self.item_titles is None else self.item_titles[i_keep],
+            implicit=self.implicit,
         )
 
     @cached_property
@@ -129,26 +150,41 @@ class Ratings:
         return lookup_ids(self.item_ids, raw_ids, "item")
 
     def to_frame(self) -> pd.DataFrame:
-        """A DataFrame with raw ids: columns user, item, rating (and timestamp when known)."""
-        frame = pd.DataFrame(
-            {"user": self.user_ids[self.users], "item": self.item_ids[self.items], "rating": self.ratings}
-        )
+        """A DataFrame with raw ids: columns user, item, rating (and timestamp when known);
+        for interactions user, item, weight (only when a weight is not 1) and timestamp."""
+        frame = pd.DataFrame({"user": self.user_ids[self.users], "item": self.item_ids[self.items]})
+        if not self.implicit:
+            frame["rating"] = self.ratings
+        elif (self.ratings != 1).any():
+            frame["weight"] = self.ratings
         if self.timestamps is not None:
             frame["timestamp"] = self.timestamps
         return frame
 
     def write_csv(self, path) -> None:
-        """Write ``user,item,rating[,timestamp]`` with raw ids, atomically (temp file + rename)."""
+        """Write ``user,item,rating[,timestamp]`` (interactions: ``user,item[,weight][,timestamp]``)
+        with raw ids, atomically (temp file + rename)."""
         from ..files import atomic_write
 
         with atomic_write(path, "w") as handle:
             self.to_frame().to_csv(handle, index=False, float_format="%.7g")
 
     def describe(self) -> dict:
-        """Summary figures: counts, rating range, distinct values, density."""
+        """Summary figures: counts, rating range, distinct values, density (for interactions:
+        counts, weights, density)."""
         n_users = len(np.unique(self.users))
         n_items = len(np.unique(self.items))
         values = np.unique(self.ratings)
+        if self.implicit:
+            return {
+                "interactions": len(self),
+                "users": n_users,
+                "items": n_items,
+                "implicit": True,
+                "weights": [float(v) for v in values] if len(values) <= 20 else len(values),
+                "density": float(len(self)) / (n_users * n_items),
+                "has_timestamps": self.timestamps is not None,
+            }
         return {
             "ratings": len(self),
             "users": n_users,

@@ -26,7 +26,9 @@ from .ratings import Ratings, show_id
 
 log = logging.getLogger(__name__)
 
-ROLES = ("user", "item", "rating", "timestamp")
+ROLES = ("user", "item", "rating", "timestamp", "weight")
+#: the roles of a file's columns when nothing names them, by the number of columns
+POSITIONAL = {2: ("user", "item"), 3: ("user", "item", "rating"), 4: ("user", "item", "rating", "timestamp")}
 _ALIASES = {
     "user": "user",
     "userid": "user",
@@ -45,9 +47,14 @@ _ALIASES = {
     "timestamp": "timestamp",
     "time": "timestamp",
     "ts": "timestamp",
+    "weight": "weight",
+    "count": "weight",
+    "plays": "weight",
+    "playcount": "weight",
+    "clicks": "weight",
 }
 SEPARATORS = ("::", "\t", ",", " ")
-DuplicatePolicy = Literal["error", "last", "mean"]
+DuplicatePolicy = Literal["error", "last", "mean", "sum"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,14 @@ class LoaderOptions:
         header: whether the first line names the columns; detected when None (a header's
             rating field is not a number).
         columns: the role of each column in file order: ``user``, ``item``, ``rating``,
-            ``timestamp`` or ``-`` to ignore. Default: the header's names when they are
-            recognisable (userId, movieId, ...), else ``user,item,rating[,timestamp]``.
+            ``timestamp``, ``weight`` (a count of plays or clicks, for interactions without
+            ratings) or ``-`` to ignore. Default: the header's names when they are
+            recognisable (userId, movieId, count, ...), else by position: ``user,item``
+            (interactions), ``user,item,rating``, ``user,item,rating,timestamp``. Without a
+            rating column the file holds interactions (:attr:`Ratings.implicit`).
         duplicates: what to do with a repeated (user, item) pair: ``error`` (default, names
-            the first pair), ``last`` (keep the last rating in file order) or ``mean``.
+            the first pair), ``last`` (keep the last rating in file order), ``mean``, or
+            ``sum`` (interactions: their weights add up, so repeated plays become a count).
         scale: ``(min, max)`` of the rating scale; ratings outside it are an error.
             Inferred from the data when None.
         named_header: the first line must be a header naming every column by its role
@@ -83,8 +94,8 @@ class LoaderOptions:
     named_header: bool = False
 
     def __post_init__(self):
-        if self.duplicates not in ("error", "last", "mean"):
-            raise UsageError(f"--duplicates must be error, last or mean, not {self.duplicates!r}")
+        if self.duplicates not in ("error", "last", "mean", "sum"):
+            raise UsageError(f"--duplicates must be error, last, mean or sum, not {self.duplicates!r}")
         if self.sep is not None and (self.sep == "" or "\n" in self.sep or "\r" in self.sep):
             raise UsageError(f"--sep {self.sep!r} must be one or more characters other than a line break")
         if self.columns is not None:
@@ -98,10 +109,11 @@ class LoaderOptions:
                     "and '-' for columns to skip, e.g. user,item,rating,-"
                 )
             bad = [c for c in self.columns if c not in ROLES and c != "-"]
-            if bad or not {"user", "item", "rating"} <= set(self.columns):
+            if bad or not {"user", "item"} <= set(self.columns) or {"rating", "weight"} <= set(self.columns):
                 raise UsageError(
-                    f"--columns {','.join(self.columns)!r} must name user, item and rating "
-                    "(and optionally timestamp; '-' skips a column), e.g. user,item,rating,timestamp"
+                    f"--columns {','.join(self.columns)!r} must name user and item, and rating or weight or neither "
+                    "(a file of interactions), optionally timestamp ('-' skips a column), e.g. "
+                    "user,item,rating,timestamp or user,item,timestamp"
                 )
         if self.scale is not None and not (np.isfinite(self.scale).all() and self.scale[0] < self.scale[1]):
             raise UsageError(f"rating scale {self.scale} must be (min, max) with min < max")
@@ -295,11 +307,16 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
         return first_line_no + int(row)
 
     cols = {role: frame.iloc[:, pos] for pos, role in enumerate(roles) if role != "-"}
-    blank = cols["user"].isna() | cols["item"].isna() | cols["rating"].isna()
-    rating = pd.to_numeric(cols["rating"], errors="coerce")
-    as_float = rating.to_numpy(dtype=np.float64, na_value=np.nan)
+    implicit = "rating" not in cols
+    value_role = "weight" if implicit else "rating"
+    blank = cols["user"].isna() | cols["item"].isna()
+    if value_role in cols:
+        blank |= cols[value_role].isna()
+        as_float = pd.to_numeric(cols[value_role], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        as_float = np.ones(len(frame))
     # ratings are kept as 32-bit floats: a larger finite number would become inf there
-    bad = blank.to_numpy() | ~(np.abs(as_float) <= np.finfo(np.float32).max)
+    bad = blank.to_numpy() | ~(np.abs(as_float) <= np.finfo(np.float32).max) | (implicit & ~(as_float > 0))
     if bad.any():
         row = int(np.argmax(bad))
         if blank.iloc[row]:
@@ -307,14 +324,16 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
                 f"{name} line {line_of(row)}: expected {len(roles)} fields separated by {sep!r}, "
                 "found fewer (or an empty field)"
             )
-        shown = _show(cols["rating"].iloc[row])
+        shown = _show(cols[value_role].iloc[row])
+        if implicit and np.isfinite(as_float[row]) and as_float[row] <= 0:
+            raise DataError(f"{name} line {line_of(row)}: weight {shown} is not a positive count")
         if np.isfinite(as_float[row]):
             raise DataError(
-                f"{name} line {line_of(row)}: rating {shown} is too large (ratings are 32-bit: |r| <= 3.4e38)"
+                f"{name} line {line_of(row)}: {value_role} {shown} is too large ({value_role}s are 32-bit: |r| <= 3.4e38)"
             )
-        raise DataError(f"{name} line {line_of(row)}: rating {shown} is not a finite number")
+        raise DataError(f"{name} line {line_of(row)}: {value_role} {shown} is not a finite number")
     values = as_float.astype(np.float32)
-    if options.scale is not None:
+    if options.scale is not None and not implicit:
         lo, hi = options.scale
         outside = (values < lo) | (values > hi)
         if outside.any():
@@ -334,8 +353,9 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
         timestamps = ts.astype(np.int64)
 
     users, items = _ids(cols["user"]), _ids(cols["item"])
-    del frame, cols, rating  # the parsed table is the largest object: free it before indexing
-    ratings = Ratings.from_arrays(users, items, values, timestamps, options.scale, item_titles)
+    del frame, cols  # the parsed table is the largest object: free it before indexing
+    scale = None if implicit else options.scale
+    ratings = Ratings.from_arrays(users, items, values, timestamps, scale, item_titles, implicit=implicit)
     del users, items
     return resolve_duplicates(ratings, options.duplicates, name, first_line_no)
 
@@ -402,17 +422,20 @@ def _roles(frame: pd.DataFrame, columns, header: bool, name: str) -> tuple[str, 
         return tuple(columns)
     if header:
         roles = tuple(_ALIASES.get(str(c).strip().lower().replace(" ", ""), "-") for c in frame.columns)
-        if {"user", "item", "rating"} <= set(roles):
+        named = [r for r in roles if r != "-"]
+        if {"user", "item"} <= set(named) and len(named) == len(set(named)) and not {"rating", "weight"} <= set(named):
             return roles
-        if n in (3, 4):
-            return ROLES[:n]
+        if n in POSITIONAL:
+            return POSITIONAL[n]
         raise DataError(
             f"{name}: cannot tell which header columns are user, item and rating "
             f"({', '.join(_one_line(c) for c in frame.columns)}); pass --columns, e.g. user,item,rating,-"
         )
-    if n in (3, 4):
-        return ROLES[:n]
-    raise DataError(f"{name}: {n} columns per line; pass --columns to say which are user, item, rating")
+    if n in POSITIONAL:
+        return POSITIONAL[n]
+    raise DataError(
+        f"{name}: {n} columns per line; pass --columns to say which are user, item, rating (or none: interactions)"
+    )
 
 
 def _named_roles(header: list[str], name: str) -> tuple[str, ...]:
@@ -421,15 +444,16 @@ def _named_roles(header: list[str], name: str) -> tuple[str, ...]:
     shown = ",".join(_one_line(c) for c in header)
     unknown = [str(c) for c, role in zip(header, roles) if role is None]
     twice = sorted({r for r in roles if r is not None and roles.count(r) > 1})
-    if unknown or twice or not {"user", "item", "rating"} <= set(roles):
+    if unknown or twice or not {"user", "item"} <= set(roles) or {"rating", "weight"} <= set(roles):
         what = (
             f"{unknown[0]!r} is not a column neucf knows" if unknown
             else f"it names {twice[0]} twice" if twice
-            else "it lacks " + ", ".join(r for r in ("user", "item", "rating") if r not in roles)
+            else "it names both rating and weight" if {"rating", "weight"} <= set(roles)
+            else "it lacks " + ", ".join(r for r in ("user", "item") if r not in roles)
         )  # fmt: skip
         raise DataError(
-            f"{name} line 1: expected the header user,item,rating[,timestamp], found {shown!r} ({what}); "
-            "write the file again with that header"
+            f"{name} line 1: expected the header user,item,rating[,timestamp] (interactions: "
+            f"user,item[,weight][,timestamp]), found {shown!r} ({what}); write the file again with that header"
         )
     return roles
 
@@ -496,8 +520,13 @@ def read_table(
     import csv
 
     opener, name = byte_source(source, name)
-    with opener() as stream:
-        data = stream.read()
+    try:
+        with opener() as stream:
+            data = stream.read()
+    except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+        if not getattr(opener, "compressed", False) or isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise DataError(f"{name}: a damaged or truncated compressed file ({exc}); get it again") from None
     if b"\0" in data:
         raise DataError(f"{name}: a binary file (NUL byte); expected a CSV with the header {','.join(required)}")
     rows = csv.reader(io.StringIO(data.decode("latin-1"), newline=""))
@@ -559,17 +588,22 @@ def resolve_duplicates(
         row = repeated[0]
         later = repeated[inverse[repeated] == inverse[row]][1]
         user, item = ratings.user_ids[ratings.users[row]], ratings.item_ids[ratings.items[row]]
+        what, advice = (
+            ("interaction with", "sum (count them), last") if ratings.implicit else ("rating of", "last or mean")
+        )
         raise DataError(
-            f"{name} lines {first_line_no + row} and {first_line_no + later}: duplicate rating of item "
-            f"{show_id(item)} by user {show_id(user)}; pass --duplicates last or --duplicates mean"
+            f"{name} lines {first_line_no + row} and {first_line_no + later}: duplicate {what} item "
+            f"{show_id(item)} by user {show_id(user)}; pass --duplicates {advice.replace(', ', ' or --duplicates ')}"
         )
     # keep each pair at the position of its last occurrence so that file order survives
     last = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
     keep = np.sort(last)
     out = ratings.subset(keep)
-    if policy == "mean":
+    if policy in ("mean", "sum"):
+        if policy == "sum" and not ratings.implicit:
+            raise DataError(f"{name}: --duplicates sum adds up the weights of interactions; ratings take last or mean")
         sums = np.bincount(inverse, weights=ratings.ratings.astype(np.float64))
-        means = (sums / counts).astype(np.float32)
+        values = (sums / counts if policy == "mean" else sums).astype(np.float32)
         pair_of_keep = np.searchsorted(uniq, key[keep])
-        out = dataclasses.replace(out, ratings=means[pair_of_keep])
+        out = dataclasses.replace(out, ratings=values[pair_of_keep])
     return out

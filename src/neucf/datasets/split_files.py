@@ -40,8 +40,8 @@ def write_split_dir(ratings: Ratings, split, out: str | Path) -> list[Path]:
 
 def read_part_file(path: str | Path, scale: tuple[float, float] | None = None) -> Ratings:
     """One part of a split or run folder (``train.csv``, ``valid.csv``, ``test.csv``): comma
-    separated, with a header naming every column (``user,item,rating[,timestamp]``), ratings
-    inside ``scale`` when given. A file without that header is an error naming what it has,
+    separated, with a header naming every column (``user,item,rating[,timestamp]``, or
+    ``user,item[,weight][,timestamp]`` for interactions), ratings inside ``scale`` when given. A file without that header is an error naming what it has,
     never read by position.
 
     Example:
@@ -57,7 +57,9 @@ PART_OPTIONS = LoaderOptions(sep=",", named_header=True)
 
 def load_split_dir(directory: str | Path, options: LoaderOptions = PART_OPTIONS):
     """Read a folder written by ``neucf data split``: ``train.csv``, optional ``valid.csv``,
-    ``test.csv``. Returns ``(ratings, split)`` with one shared id map, parts as written.
+    ``test.csv``, each with the header ``user,item,rating[,timestamp]`` (interactions:
+    ``user,item[,weight][,timestamp]``). Returns ``(ratings, split)`` with one shared id
+    map, parts as written.
 
     Example:
         >>> ratings, split = load_split_dir("split/")  # doctest: +SKIP
@@ -65,13 +67,20 @@ def load_split_dir(directory: str | Path, options: LoaderOptions = PART_OPTIONS)
     from ..splits import Split
 
     directory = Path(directory)
-    frames = {}
+    frames, implicit = {}, {}
     for part in PARTS:
         path = directory / f"{part}.csv"
         if path.is_file():
-            frames[part] = read_ratings_file(path, options).to_frame()
+            read = read_ratings_file(path, options)
+            frames[part], implicit[part] = read.to_frame(), read.implicit
         elif part != "valid":
             raise DataError(f"{directory}: has no {part}.csv; write one with neucf data split --out {directory}")
+    if len(set(implicit.values())) > 1:
+        rated = ", ".join(f"{p}.csv" for p, i in implicit.items() if not i)
+        bare = ", ".join(f"{p}.csv" for p, i in implicit.items() if i)
+        raise DataError(
+            f"{directory}: {rated} hold ratings but {bare} only interactions; every part needs the same columns"
+        )
     for column in ("user", "item"):
         # each file types its ids on its own; one part with text ids makes the column text
         if any(f[column].dtype.kind == "O" for f in frames.values()):
@@ -91,6 +100,9 @@ def load_split_dir(directory: str | Path, options: LoaderOptions = PART_OPTIONS)
             "must hold each (user, item) pair once"
         )
     timestamps = joined["timestamp"] if "timestamp" in joined and not joined["timestamp"].isna().any() else None
-    ratings = Ratings.from_arrays(joined["user"], joined["item"], joined["rating"], timestamps, options.scale)
+    bare = next(iter(implicit.values()))
+    values = joined.get("weight", joined.get("rating"))
+    values = None if values is None else values.fillna(1.0)  # a part whose weights are all 1 writes none
+    ratings = Ratings.from_arrays(joined["user"], joined["item"], values, timestamps, options.scale, implicit=bare)
     ratings = resolve_duplicates(ratings, "error", str(directory))
     return ratings, Split(*(np.flatnonzero(label == p) for p in PARTS))
