@@ -141,7 +141,7 @@ def test_history_rules(parts, caplog):
     with caplog.at_level("INFO", logger="neucf"):
         unknown_items = pd.DataFrame({"user": ["n", "n"], "item": ["no-such-item", item], "rating": [4.0, 4.0]})
         model.recommend("n", k=3, history=unknown_items)
-    assert "ignored 1 rating(s) of items the model does not know" in caplog.text
+    assert "ignored 1 item(s) the model does not know" in caplog.text
     with pytest.raises(DataError, match="user 'n' rated item .* outside the rating scale"):
         model.recommend("n", history=pd.DataFrame({"user": ["n"], "item": [item], "rating": [9.0]}))
     with caplog.at_level("INFO", logger="neucf"):
@@ -203,7 +203,9 @@ def run_dir(tmp_path_factory):
 
 def test_train_and_evaluate_record_ranking_metrics(run_dir, capsys):
     ranking = json.loads((run_dir / "metrics.json").read_text())["test"]["ranking"]
-    assert set(ranking) == {"k", "relevant", "users", "skipped", "precision", "recall", "ndcg", "map", "hit_rate"}
+    assert set(ranking) == {
+        "protocol", "k", "relevant", "users", "skipped", "precision", "recall", "ndcg", "map", "hit_rate"}  # fmt: skip
+    assert ranking["protocol"] == "full"
     assert (run_dir / "valid.csv").is_file()
     capsys.readouterr()
     assert main(["evaluate", str(run_dir), "-k", "5", "--relevant", "4", "--json"]) == 0
@@ -241,7 +243,7 @@ def test_predict_pairs_with_history_and_recommend_for_a_new_user(run_dir, tmp_pa
 
 @pytest.mark.parametrize(
     "content, message",
-    [("user,item\n1,2\n", "needs the header user,item,rating"), ("", "the file is empty"),
+    [("user,item\nnew,{item}\n", "without a rating; the neumf model folds users in from their ratings"), ("", "the file is empty"),
      ("user,item,rating\n", "holds a header but no rows"), ("user,item,rating\nnew,{item},77\n", "outside the rating scale")],
 )  # fmt: skip
 def test_bad_histories_are_one_line(run_dir, tmp_path, capsys, content, message):
@@ -279,16 +281,18 @@ def test_compare_and_tune_rank(tmp_path, capsys):
 
 
 def test_every_registered_model_says_whether_it_folds_in():
-    assert {name: model_class(name).can_fold_in for name in model_names()} == {
+    assert {name: model_class(name).can_fold_in for name in model_names("rating")} == {
         "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True, "neumf": True,
         "ensemble": True}  # fmt: skip
+    assert {name: model_class(name, "ranking").can_fold_in for name in model_names("ranking")} == {
+        "pop": True, "ease": True, "als": True, "bpr": True, "hybrid": True, "neumf": True}  # fmt: skip
 
 
 # ---- top-k lists as a server computes them ------------------------------------------------
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=40), st.integers(1, 45))
 def test_top_k_is_the_head_of_a_stable_sort(values, k):
-    from neucf.models.base import top_k
+    from neucf.lists import top_k
 
     scores = np.array(values, dtype=np.float64)
     assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()

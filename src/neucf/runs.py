@@ -38,31 +38,29 @@ def fit_and_score(
     progress: bool = False,
     callbacks=(),
     ranking: bool | None = None,
+    task: str | None = None,
     **params,
 ) -> tuple[Recommender, dict]:
-    """Fit on ``train`` (``valid`` for early stopping), then score ``test``; returns (model, metrics).
+    """Fit on ``train`` (``valid`` for early stopping and settings), then score ``test``;
+    returns (model, metrics).
 
-    ``model`` is a model or a registered name (then ``params`` are its parameters).
-    ``ranking``: add ranking metrics of top-10 lists as ``metrics["test"]["ranking"]``
-    (default: when users x items <= 10^8, see :func:`wants_ranking`).
+    ``model`` is a model or a registered name (then ``task`` and ``params`` make it). A
+    rating model is scored by RMSE and MAE, and ``ranking`` adds the ranking metrics of its
+    top-10 lists as ``metrics["test"]["ranking"]`` (default: when users x items <= 10^8, see
+    :func:`wants_ranking`); a ranking model by its lists alone, whatever the size.
     """
     if isinstance(model, str):
-        model = make_model(model, **params)
+        model = make_model(model, task=task, **params)
     valid = valid if valid is not None and len(valid) else None
     start = time.perf_counter()
     model.fit(train, valid, device=device, progress=progress, callbacks=callbacks)
     seconds = time.perf_counter() - start
     history = model.history
     epochs = history.rows() if history is not None else []
-    if history is not None:
-        valid_rmse = history.best_valid_rmse
-    else:
-        valid_rmse = model.evaluate(valid)["rmse"] if valid is not None else float("nan")
     metrics = {
         "model": model.name,
-        "test": model.evaluate(test),
-        "valid": {"rmse": valid_rmse},
-        "train": model.evaluate(train),
+        "task": model.task,
+        "implicit": bool(train.implicit),
         "epochs": len(epochs),
         "best_epoch": history.best_epoch if history is not None else 0,
         "full_train_epochs": history.full_train_epochs if history is not None else 0,
@@ -72,6 +70,15 @@ def fit_and_score(
         "history": epochs,
         "sizes": {"train": len(train), "valid": 0 if valid is None else len(valid), "test": len(test)},
     }
+    if model.task == "ranking":
+        metrics["test"] = {"ranking": model.evaluate_ranking(test, k=10, exclude=valid)}
+        metrics["valid"] = {"ndcg": history.best_valid_ndcg if history is not None else None}
+        return model, metrics
+    if history is not None:
+        valid_rmse = history.best_valid_rmse
+    else:
+        valid_rmse = model.evaluate(valid)["rmse"] if valid is not None else float("nan")
+    metrics.update(test=model.evaluate(test), valid={"rmse": valid_rmse}, train=model.evaluate(train))
     if wants_ranking(model, ranking):
         metrics["test"]["ranking"] = model.evaluate_ranking(test, k=10, exclude=valid)
     return model, metrics

@@ -218,7 +218,8 @@ class FitOptions:
 
 @dataclass
 class EpochStats:
-    """One epoch's figures.
+    """One epoch's figures (a ranking objective's have no MSE or validation RMSE, but their
+    loss and the validation NDCG@10 of the lists, ``valid_ndcg``).
 
     Example:
         >>> EpochStats(1, 1.0, 1.1, 0.9, 0.5).epoch
@@ -230,6 +231,7 @@ class EpochStats:
     train_loss: float
     valid_rmse: float
     seconds: float
+    valid_ndcg: float | None = None
 
 
 @dataclass
@@ -249,6 +251,7 @@ class History:
     seconds: float = 0.0
     stopped_early: bool = False
     full_train_epochs: int = 0
+    best_valid_ndcg: float = float("nan")
 
     def to_dict(self) -> dict:
         """Plain values (for JSON and model files)."""
@@ -511,6 +514,83 @@ class Trainer:
                 history.stopped_early = True
                 break
         return best_state, best
+
+
+class StepTrainer:
+    """Fits a network whose training is a loss per step that it computes itself (a ranking
+    objective: a softmax over items, BPR's pairs), with Adam, early stopping on a validation
+    score where higher is better (NDCG@10 of the lists), the best weights restored.
+
+    ``steps(epoch)`` yields each step's loss (a scalar tensor); ``validate()`` scores the
+    network as it stands. Deterministic as :class:`Trainer` is (torch's deterministic
+    kernels; the caller seeds what it draws), with the same NaN guard and progress bar.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> x = torch.randn(16, 2)
+        >>> steps = lambda epoch: iter([((net(x) - 1.0) ** 2).mean()])
+        >>> history = StepTrainer(lr=0.1, epochs=3, patience=0).fit(net, steps, lambda: -float(((net(x) - 1) ** 2).mean()))
+        >>> len(history.epochs), history.best_epoch > 0
+        (3, True)
+    """
+
+    def __init__(
+        self, lr: float, epochs: int, patience: int, options: FitOptions = FitOptions(), steps_per_epoch: int = 0
+    ):
+        self.lr, self.epochs, self.patience, self.options = lr, epochs, patience, options
+        self.steps_per_epoch = steps_per_epoch
+
+    def fit(self, net: nn.Module, steps: Callable, validate: Callable[[], float]) -> History:
+        """Train ``net`` (see the class docstring); returns the history."""
+        with _deterministic():
+            return self._fit(net, steps, validate)
+
+    def _fit(self, net, steps, validate) -> History:
+        optimizer = _FunctionalOptimizer(net.parameters(), "adam", self.lr)
+        history, start = History(), time.perf_counter()
+        best, best_state = -math.inf, None
+        with _progress(self.options, max(self.steps_per_epoch, 1)) as bar:
+            for epoch in range(1, self.epochs + 1):
+                net.train()
+                t0, total, n = time.perf_counter(), 0.0, 0
+                if bar is not None:
+                    bar.reset()
+                    bar.set_description(f"epoch {epoch}/{self.epochs}")
+                for loss in steps(epoch):
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    total, n = total + float(loss.detach()), n + 1
+                    if bar is not None:
+                        bar.update()
+                mean = total / max(n, 1)
+                if not math.isfinite(mean):
+                    raise TrainingError(
+                        f"the training loss became {mean} in epoch {epoch}; lower the learning rate (now {self.lr:g})"
+                    )
+                net.eval()
+                with torch.no_grad():
+                    score = float(validate())
+                stats = EpochStats(epoch, float("nan"), mean, float("nan"), time.perf_counter() - t0, score)
+                history.epochs.append(stats)
+                if bar is not None:
+                    bar.set_postfix_str(f"loss {mean:.4f} | valid ndcg@10 {score:.4f}", refresh=True)
+                if self.options.progress:
+                    log.info("epoch %d: loss %.4f, valid NDCG@10 %.4f (%.2f s)", epoch, mean, score, stats.seconds)
+                for callback in self.options.callbacks:
+                    callback(stats)
+                if score > best:
+                    best, history.best_epoch = score, epoch
+                    best_state = copy.deepcopy(net.state_dict())
+                elif self.patience and epoch - history.best_epoch >= self.patience:
+                    history.stopped_early = True
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        history.best_valid_ndcg = best if best_state is not None else float("nan")
+        history.seconds = time.perf_counter() - start
+        return history
 
 
 class _FunctionalOptimizer:

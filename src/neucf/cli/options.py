@@ -31,7 +31,8 @@ from ..datasets import (
 )
 from ..errors import UsageError, stop_handler
 from ..files import checksum
-from ..models import model_class, model_names
+from ..models import model_class, model_classes
+from ..models.registry import DEFAULT_MODEL
 from ..splits import SPLITTERS, Split, Splitter, get_splitter
 from ..training import TrainConfig
 
@@ -276,8 +277,8 @@ def split_options(default_split: str | None = None, split_dir: bool = True):
 def _model_parameters() -> dict[str, tuple[type, str, dict]]:
     """Every registered model's parameters: name -> (type, help, {default: [models]})."""
     found: dict[str, tuple[type, str, dict]] = {}
-    for name in model_names():
-        cls = model_class(name)
+    for cls in model_classes():
+        name = cls.name if cls is model_class(cls.name) else f"{cls.name} (ranking)"
         for field in cls.parameters().values():
             owner = next(
                 c for c in (cls.config_class, TrainConfig) if field.name in {f.name for f in dataclasses.fields(c)}
@@ -326,15 +327,17 @@ def read_config(path: Path | None) -> tuple[str | None, dict]:
 
 
 def resolve_model(
-    model: str | None, config: Path | None, flags: dict, seed: int | None = None
+    model: str | None, config: Path | None, flags: dict, seed: int | None = None, task: str = "rating"
 ) -> tuple[str, dict, int]:
     """Model name, parameters and seed: explicit flags override ``--config``, which overrides
     each model's own defaults (a parameter left unset keeps the model's default; the seed
-    left unset is the config's, else 0).
+    left unset is the config's, else 0; the model left unset is the task's default).
 
     Example:
         >>> resolve_model(None, None, {"factors": 8})
         ('neumf', {'factors': 8}, 0)
+        >>> resolve_model(None, None, {}, task="ranking")[0]
+        'hybrid'
     """
     config_model, params = read_config(config)
     config_seed = params.pop("seed", None)
@@ -342,10 +345,10 @@ def resolve_model(
         seed = config_seed if config_seed is not None else 0
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UsageError(f"--config {config}: seed must be a whole number >= 0, got {seed!r}")
-    name = model or config_model or "neumf"
+    name = model or config_model or DEFAULT_MODEL[task]
     if config_model and model and config_model != model:
         # the config's parameters were chosen for another model: keep those this one takes
-        accepted = model_class(model).parameters()
+        accepted = model_class(model, task).parameters()
         dropped = sorted(k for k in params if k not in accepted)
         if dropped:
             log.warning(

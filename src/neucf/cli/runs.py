@@ -14,9 +14,12 @@ import typer
 
 from ..datasets import read_table
 from ..errors import DataError, UsageError
+from ..evaluation import sampled_ranking
 from ..files import atomic_write, check_output_dir, check_output_file, output_dir
 from ..metrics import default_relevance
-from ..models import model_class, model_names
+from ..models import make_model, model_class, model_names
+from ..models.base import TASKS
+from ..models.ranking import HELD_OUT
 from ..runs import (
     environment,
     fit_and_score,
@@ -51,7 +54,8 @@ def train(
     source: DataFlags = None,
     splitting: SplitFlags = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (>= 0; default: --config's, else 0); the same seed gives the same result.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name (see 'neucf models'); default neumf.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (see 'neucf models'); default neumf (ranking: hybrid).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="rating (predict ratings; the default on rated data) or ranking (lists; the default on interactions).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="JSON with model parameters (e.g. from 'neucf tune'); flags override it.")] = None,
     params: dict | None = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (run-time: not saved with the model).")] = "auto",
@@ -61,9 +65,11 @@ def train(
     force: ForceOpt = False,
 ):  # fmt: skip
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
-    name, model_params, seed = resolve_model(model, config, params, seed)
-    cls = model_class(name)
-    estimator = cls(seed=seed, **model_params)  # bad parameters fail before any data is read
+    if task is not None and task not in TASKS:
+        raise UsageError(f"--task {task!r}: choose rating or ranking")
+    # until the data is read, a model without --task is checked as made for rating
+    name, model_params, seed = resolve_model(model, config, params, seed, task or "rating")
+    estimator = make_model(name, task=task, seed=seed, **model_params)  # bad parameters fail before any data is read
     resolve_device(device)
     inputs = (source.data, splitting.split_dir, config)
     source.check()
@@ -86,8 +92,15 @@ def train(
             logging.getLogger("neucf").setLevel(logging.WARNING)
         ratings, parts = splitting.load(source, seed)
         train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
-        if len(valid_part) == 0 and cls.fitted_by != "closed_form":
-            log.info("this split has no validation part: holding out a seeded 5% of train for early stopping")
+        if task is None and ratings.implicit:
+            # interactions without ratings: lists are all there is to make
+            name, model_params, _ = resolve_model(model, config, params, seed, "ranking")
+            estimator = make_model(name, task="ranking", seed=seed, **model_params)
+            log.info("the data holds interactions without ratings: --task ranking, model %s", name)
+        if len(valid_part) == 0 and (estimator.fitted_by != "closed_form" or estimator.task == "ranking"):
+            share, what = (HELD_OUT, "choose its settings") if estimator.task == "ranking" else (0.05, "early stopping")
+            share = getattr(getattr(estimator, "training", None), "valid_fraction", share)
+            log.info("this split has no validation part: holding out a seeded %d%% of train for %s", 100 * share, what)
         show = (sys.stderr.isatty() if progress is None else progress) and world.rank == 0
         fitted, metrics = fit_and_score(estimator, train_part, valid_part, test_part, device=device, progress=show,
                                         ranking=ranking if world.rank == 0 else False)  # fmt: skip
@@ -97,6 +110,7 @@ def train(
         return
     run_config = {
         "model": name,
+        "task": fitted.task,
         "params": fitted.get_params(),
         "seed": seed,
         "source": source.describe() if splitting.split_dir is None else None,
@@ -108,14 +122,22 @@ def train(
     with output_dir(out, "run", inputs, force, on_commit=work_done(f"{out} was written")) as folder:
         write_run(folder, fitted, metrics, run_config, test_part, valid_part)
     test = metrics["test"]
-    line = f"{name}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} on {test['n']:,} ratings"
-    if test["n_fallback"]:
-        line += f" ({test['n_fallback']} by baseline fallback: unseen user or item)"
+    if fitted.task == "ranking":
+        lists = test["ranking"]
+        line = (
+            f"{name}: test NDCG@10 {lists['ndcg']:.4f}, recall@10 {lists['recall']:.4f} over {lists['users']:,} users"
+        )
+    else:
+        line = f"{name}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} on {test['n']:,} ratings"
+        if test["n_fallback"]:
+            line += f" ({test['n_fallback']} by baseline fallback: unseen user or item)"
     if metrics["epochs"]:
         line += f"; {metrics['epochs']} epochs, best {metrics['best_epoch']}"
         if metrics["full_train_epochs"]:
             line += f", then {metrics['full_train_epochs']} on all of train"
-        line += f", {metrics['train_seconds']:.1f} s"
+            line += f", {metrics['train_seconds']:.1f} s"
+    else:
+        line += f"; {metrics['train_seconds']:.1f} s"
     typer.echo(line)
     typer.echo(f"wrote {out}")
 
@@ -123,26 +145,38 @@ def train(
 def evaluate(
     run_dir: RunDirArg,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Length of the top-k lists for ranking metrics.")] = 10,
-    relevant: Annotated[float | None, typer.Option("--relevant", help="Test ratings >= this are relevant (default: 3/4 up the scale, 4 on 1-5).")] = None,
-    ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Ranking metrics (default: when users x items <= 10^8).")] = None,
+    relevant: Annotated[float | None, typer.Option("--relevant", help="Test ratings >= this are relevant (default: the run's, else 3/4 up the scale, 4 on 1-5).")] = None,
+    ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Ranking metrics of a rating run (default: when users x items <= 10^8; ranking runs: always).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="full (rank every unseen item; the default) or sampled (the NCF paper's: each relevant item among 99 random others; overstates quality).")] = "full",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the default output already is).")] = False,
 ):  # fmt: skip
-    """RMSE and MAE of a run's model on the run's test part, and ranking metrics of its top-k lists."""
+    """RMSE and MAE of a run's model on the run's test part, and ranking metrics of its top-k lists
+    (a ranking run: its lists only). Example: neucf evaluate runs/u1 --relevant 4"""
+    if protocol not in ("full", "sampled"):
+        raise UsageError(f"--protocol {protocol!r}: choose full or sampled")
     fitted = read_run(run_dir)
-    low, high = fitted.scale
-    if relevant is not None and not low <= relevant <= high:
-        raise UsageError(
-            f"--relevant {relevant:g} is outside the run's rating scale {low:g}..{high:g}: give a rating from it, "
-            f"e.g. {default_relevance(fitted.scale):g}"
-        )
+    if relevant is not None:
+        if fitted.implicit:
+            raise UsageError("--relevant is for rated data: this run's interactions have no ratings (all count)")
+        low, high = fitted.scale
+        if not low <= relevant <= high:
+            raise UsageError(
+                f"--relevant {relevant:g} is outside the run's rating scale {low:g}..{high:g}: give a rating from it, "
+                f"e.g. {default_relevance(fitted.scale):g}"
+            )
     test = run_part(run_dir, "test", fitted)
     if test is None:
         raise DataError(f"{run_dir}: has no test.csv to evaluate on")
-    result = fitted.evaluate(test)
-    out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback")}
-    if wants_ranking(fitted, ranking):
+    out = {}
+    if fitted.task == "rating":
+        result = fitted.evaluate(test)
+        out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback")}
+    if fitted.task == "ranking" or wants_ranking(fitted, ranking):
         valid = run_part(run_dir, "valid", fitted)
-        out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=valid)
+        if protocol == "sampled":
+            out["ranking"] = sampled_ranking(fitted, test, k=k, relevant=relevant, exclude=valid)
+        else:
+            out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=valid)
     echo_json(out)
 
 
@@ -151,10 +185,10 @@ def echo_json(data) -> None:
     typer.echo(json.dumps(jsonable(data), allow_nan=False))
 
 
-def _read_table(path: Path, flag: str, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_table(path: Path, flag: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> pd.DataFrame:
     """A CSV with a header naming ``columns`` (see :func:`neucf.datasets.read_table`)."""
     check_input(path, flag)
-    return read_table(path, columns)
+    return read_table(path, columns, optional)
 
 
 def predict(
@@ -162,7 +196,7 @@ def predict(
     user: Annotated[str | None, typer.Option("--user", help="Raw user id (with --item).")] = None,
     item: Annotated[str | None, typer.Option("--item", help="Raw item id (with --user).")] = None,
     pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV with the header user,item: predict every pair.")] = None,
-    history: Annotated[Path | None, typer.Option("--history", help="CSV user,item,rating: users folded in from these ratings.")] = None,
+    history: Annotated[Path | None, typer.Option("--history", help="CSV user,item[,rating]: users folded in from these (a ranking run's need no ratings).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="With --pairs: write user,item,prediction here (else stdout).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item the model never saw.")] = False,
 ):  # fmt: skip
@@ -176,7 +210,7 @@ def predict(
     if pairs is not None:
         frames["pairs"] = _read_table(pairs, "--pairs", ("user", "item"))
     if history is not None:
-        frames["history"] = _read_table(history, "--history", ("user", "item", "rating"))
+        frames["history"] = _read_table(history, "--history", ("user", "item"), ("rating",))
     fitted = read_run(run_dir)
     fitted.unknown = "fallback" if fallback else "error"
     table = frames.get("pairs", pd.DataFrame({"user": [user], "item": [item]}))
@@ -197,7 +231,7 @@ def recommend(
     run_dir: RunDirArg,
     user: Annotated[str | None, typer.Option("--user", help="Raw user id.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
-    history: Annotated[Path | None, typer.Option("--history", help="CSV user,item,rating: fold --user in from these ratings.")] = None,
+    history: Annotated[Path | None, typer.Option("--history", help="CSV user,item[,rating]: fold --user in from these (a ranking run's need no ratings).")] = None,
     all_users: Annotated[bool, typer.Option("--all-users", help="Every user's top k (with --out), excluding their train and valid items.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="With --all-users: write user,item,rank,prediction here.")] = None,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also rank items the user already rated.")] = False,
@@ -216,10 +250,10 @@ def recommend(
         return
     if user is None:
         raise UsageError("give --user U (with --history to fold a new user in), or --all-users --out FILE")
-    frame = _read_table(history, "--history", ("user", "item", "rating")) if history is not None else None
+    frame = _read_table(history, "--history", ("user", "item"), ("rating",)) if history is not None else None
     fitted = read_run(run_dir)
     if frame is not None and not (frame["user"] == user).any():
-        raise DataError(f"{history}: holds no rating of user {user!r}")
+        raise DataError(f"{history}: holds nothing of user {user!r}")
     top = fitted.recommend(user, k=k, exclude_seen=not include_seen, history=frame)
     if as_json:
         typer.echo(top.to_json(orient="records"))
@@ -230,11 +264,12 @@ def recommend(
 
 
 def models():
-    """The registered models: name, how each is fitted, its parameters."""
-    for name in model_names():
-        cls = model_class(name)
-        params = ", ".join(cls.parameters()) or "no parameters"
-        typer.echo(f"{name:<8} {cls.fitted_by:<12} {params}")
+    """The registered models: name, task, how each is fitted, its parameters."""
+    for task in TASKS:
+        for name in model_names(task):
+            cls = model_class(name, task)
+            params = ", ".join(cls.parameters()) or "no parameters"
+            typer.echo(f"{name:<8} {task:<8} {cls.fitted_by:<12} {params}")
 
 
 def add_commands(app: typer.Typer) -> None:

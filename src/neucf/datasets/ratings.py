@@ -205,6 +205,18 @@ def show_id(raw) -> str:
     return str(value) if isinstance(value, (int, float)) else repr(str(value))
 
 
+def id_text(raw) -> str:
+    """A raw id as text, to match ids across tables read with different types (``42`` and
+    ``"42"`` are one id; ``"042"`` is another).
+
+    Example:
+        >>> id_text(np.int64(42)), id_text("042")
+        ('42', '042')
+    """
+    value = raw.item() if hasattr(raw, "item") else raw
+    return str(value)
+
+
 def lookup_ids(id_map: np.ndarray, raw_ids, kind: str, missing_ok: bool = False) -> np.ndarray:
     """Dense indices of raw ids in ``id_map``; an unknown id is a :class:`DataError`, or -1
     when ``missing_ok``. Ids are matched as written: typed as text, ``"42"`` finds the

@@ -119,9 +119,10 @@ class Biases(Recommender):
 
 @register("pop")
 class Popularity(Recommender):
-    """The usual top-N baseline: ranks items by their number of training ratings (the same
-    list for everyone, less what each user has seen); its rating predictions are the item
-    means, so that RMSE stays defined.
+    """The usual top-N baseline: ranks items by their number of training ratings or
+    interactions (the same list for everyone, less what each user has seen). For the rating
+    task its predictions are the item means, so that RMSE stays defined; for the ranking
+    task its scores are the items' popularity (the share of users who have them).
 
     Example:
         >>> from neucf.datasets import Ratings
@@ -129,14 +130,20 @@ class Popularity(Recommender):
         >>> model = Popularity().fit(r)
         >>> model.recommend(2, k=1)["item"].tolist(), model.predict([1], [7]).tolist()
         ([8], [3.0])
+        >>> Popularity(task="ranking").fit(r).predict([1], [7]).round(2).tolist()
+        [1.0]
     """
 
     can_fold_in = True
+    tasks = ("rating", "ranking")
 
     def _fit(self, train, valid, options):
         counts = np.bincount(train.items, minlength=train.n_items)
-        sums = np.bincount(train.items, train.ratings.astype(np.float64), minlength=train.n_items)
         self.item_counts_ = counts
+        if self.task == "ranking":
+            self.item_means_ = self.item_bias_  # the popularity share (see Recommender.fit)
+            return
+        sums = np.bincount(train.items, train.ratings.astype(np.float64), minlength=train.n_items)
         self.item_means_ = np.where(counts > 0, sums / np.maximum(counts, 1), self.mean_)
 
     def _predict_index(self, users, items):

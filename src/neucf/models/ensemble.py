@@ -12,6 +12,7 @@ import torch
 from ..errors import UsageError
 from ..training import TrainConfig
 from .base import Recommender
+from .persistence import from_payload, payload
 from .registry import make_model, model_class, register
 from .torch_estimator import TorchRecommender, held_out_mask
 
@@ -112,8 +113,8 @@ class Ensemble(Recommender):
         return sum(w * p for w, p in zip(self.weights_, parts)).astype(np.float32)
 
     def _state(self):
-        return {"weights": torch.from_numpy(self.weights_), "members": [m._payload() for m in self.members_]}
+        return {"weights": torch.from_numpy(self.weights_), "members": [payload(m) for m in self.members_]}
 
     def _restore(self, state, device):
         self.weights_ = state["weights"].numpy()
-        self.members_ = [Recommender._from_payload(p, device) for p in state["members"]]
+        self.members_ = [from_payload(p, device) for p in state["members"]]

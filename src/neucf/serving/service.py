@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..datasets.ratings import id_text
 from ..errors import DataError, UsageError
 from ..models import Recommender
-from ..models.base import _key
 from ..runs import read_json, read_run
 
 #: the most ratings one history may hold (a request body of 1 MB has room for them)
@@ -98,8 +98,8 @@ class RecommendationService:
             raise UsageError("the service needs a fitted model")
         self.model = model
         self.metrics = dict(metrics or {})
-        self._users = {_key(x): i for i, x in enumerate(model.user_ids) if model.known_users[i]}
-        keys = [_key(x) for x in model.item_ids]
+        self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if model.known_users[i]}
+        keys = [id_text(x) for x in model.item_ids]
         self._items = {k: i for i, k in enumerate(keys) if model.known_items[i]}
         self._item_keys = np.array(keys, dtype=object)
         if titles is not None:

@@ -1,0 +1,168 @@
+"""How a fitted model is judged on a held-out part: rating error, full-ranking metrics of its
+top-k lists, and (opt-in) the NCF paper's sampled protocol.
+
+Metric definitions are in :mod:`neucf.metrics`; this module makes the lists and the ground
+truth they are compared with.
+
+Example:
+    >>> from neucf.datasets import Ratings
+    >>> from neucf.models import Biases
+    >>> r = Ratings.from_arrays([1, 1, 2, 2], [1, 2, 1, 2], [5.0, 3.0, 4.0, 2.0])
+    >>> model = Biases().fit(r.subset([0, 1, 2]))
+    >>> sorted(rating_metrics(model, r.subset([3])))
+    ['mae', 'n', 'n_fallback', 'rmse']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .datasets import Ratings
+from .datasets.ratings import id_text, lookup_ids
+from .errors import DataError, UsageError
+from .lists import recommend_all
+from .metrics import default_relevance, mae, ranking_metrics, rmse
+
+
+def rating_metrics(model, ratings: Ratings) -> dict:
+    """RMSE and MAE of a rating model on ``ratings`` (raw ids are matched); unknown users and
+    items get the baseline, and ``n_fallback`` says how often."""
+    model._check_fitted()
+    if model.task != "rating":
+        raise UsageError(f"the {model.name} model ranks items (a ranking run): it predicts no ratings to score")
+    if len(ratings) == 0:
+        raise DataError("no ratings to evaluate on")
+    if ratings.implicit:
+        raise DataError("the test part holds interactions without ratings: there is no rating error to measure")
+    u = lookup_ids(model.user_ids, ratings.user_ids[ratings.users], "user", missing_ok=True)
+    i = lookup_ids(model.item_ids, ratings.item_ids[ratings.items], "item", missing_ok=True)
+    pred, known = model._predict_mapped(u, i, "fallback")
+    return {
+        "rmse": rmse(ratings.ratings, pred),
+        "mae": mae(ratings.ratings, pred),
+        "n": len(ratings),
+        "n_fallback": int((~known).sum()),
+    }
+
+
+def relevance_threshold(model, test: Ratings, relevant: float | None) -> float | None:
+    """The rating from which a test item counts as relevant: ``relevant``, else the model's own
+    (a ranking model made for a threshold keeps it), else three quarters up the scale; None
+    (every test interaction) for interactions without ratings."""
+    if test.implicit:
+        return None
+    if relevant is not None:
+        return float(relevant)
+    own = getattr(model, "relevance_threshold", None)
+    return float(own) if own is not None else default_relevance(test.scale or model.scale)
+
+
+def _relevant_by_user(test: Ratings, threshold: float | None) -> tuple[list, dict]:
+    """Test users (as text, in order of appearance) and each one's relevant items (as text)."""
+    texts = np.vectorize(id_text, otypes=[object])
+    users, items = texts(test.user_ids[test.users]), texts(test.item_ids[test.items])
+    mask = np.ones(len(test), bool) if threshold is None else test.ratings >= threshold
+    grouped = pd.Series(items[mask]).groupby(users[mask])
+    return list(dict.fromkeys(users)), {u: np.asarray(v) for u, v in grouped}
+
+
+def evaluate_ranking(
+    model, test: Ratings, k: int = 10, relevant: float | None = None, exclude: Ratings | None = None
+) -> dict:
+    """Full-ranking metrics of the top-``k`` lists (see :func:`neucf.metrics.ranking_metrics`)
+    against ``test``'s relevant items: those rated >= ``relevant`` (see
+    :func:`relevance_threshold`), or every test interaction for interactions.
+
+    Candidates: every item with training data that the user did not see in training or in
+    ``exclude`` (the validation part); relevant items the model cannot rank (never in
+    training) still count. Users with no relevant test item are skipped and counted; test
+    users the model never saw get the item baseline's list.
+    """
+    threshold = relevance_threshold(model, test, relevant)
+    texts = np.vectorize(id_text, otypes=[object])
+    tops = recommend_all(model, k=k, exclude=exclude)
+    tops = tops.assign(user=texts(tops["user"].to_numpy()), item=texts(tops["item"].to_numpy()))
+    lists = tops.groupby("user", sort=False)["item"].apply(np.asarray).to_dict()
+    users, by_user = _relevant_by_user(test, threshold)
+    baseline = None
+    top = np.full((len(users), k), None, dtype=object)
+    for row, user in enumerate(users):
+        items = lists.get(user)
+        if items is None:  # a user without training data: the item baseline's ranking
+            if baseline is None:
+                known = np.flatnonzero(model.known_items)
+                order = np.argsort(-model.item_bias_[known], kind="stable")[:k]
+                baseline = texts(model.item_ids[known[order]])
+            items = baseline
+        top[row, : len(items)] = items
+    empty = np.array([], dtype=object)
+    result = ranking_metrics(top, [by_user.get(u, empty) for u in users], k)
+    return {"protocol": "full", "k": k, "relevant": threshold, **{key: v for key, v in result.items() if key != "k"}}
+
+
+def sampled_ranking(
+    model, test: Ratings, k: int = 10, negatives: int = 99, relevant: float | None = None,
+    exclude: Ratings | None = None, seed: int = 0,
+) -> dict:  # fmt: skip
+    """The NCF paper's *sampled* protocol (He et al. 2017): each relevant test item is ranked
+    among ``negatives`` items drawn at random (seeded) from the known items the user has not
+    seen in training, in ``exclude`` or in ``test``; hit rate (the item in the top ``k``)
+    and NDCG (``1 / log2(rank + 2)`` when it is, else 0), averaged over those items. A tie
+    with a negative counts against the item. Opt-in and labelled "sampled": it overstates
+    quality and can reorder models against full ranking (Krichene & Rendle 2020).
+
+    Example:
+        >>> from neucf.datasets import Ratings
+        >>> from neucf.models import Popularity
+        >>> r = Ratings.from_arrays([1, 1, 2, 2, 3, 3], [1, 2, 1, 3, 2, 3], implicit=True)
+        >>> model = Popularity(task="ranking").fit(r.subset([0, 1, 2, 3, 4]))
+        >>> result = sampled_ranking(model, r.subset([5]), k=1, negatives=1)
+        >>> result["pairs"], result["hit_rate"]  # item 3 (1 user) ranks below item 1 (2 users)
+        (1, 0.0)
+    """
+    model._check_fitted()
+    threshold = relevance_threshold(model, test, relevant)
+    mask = np.ones(len(test), bool) if threshold is None else test.ratings >= threshold
+    u = lookup_ids(model.user_ids, test.user_ids[test.users], "user", missing_ok=True)
+    i = lookup_ids(model.item_ids, test.item_ids[test.items], "item", missing_ok=True)
+    known = (u >= 0) & (i >= 0)
+    known[known] &= model.known_users[u[known]] & model.known_items[i[known]]
+    pairs = np.flatnonzero(mask & known)
+    seen = np.zeros((len(model.user_ids), len(model.item_ids)), bool)
+    from .lists import seen_pairs
+
+    su, si = seen_pairs(model, exclude)
+    seen[su, si] = True
+    seen[u[known], i[known]] = True
+    catalogue = np.flatnonzero(model.known_items)
+    rng = np.random.default_rng(seed)
+    hits, gains = np.zeros(len(pairs)), np.zeros(len(pairs))
+    order = pairs[np.argsort(u[pairs], kind="stable")]
+    for user in np.unique(u[order]):
+        mine = order[u[order] == user]
+        pool = catalogue[~seen[user, catalogue]]
+        if len(pool) < negatives:
+            raise DataError(
+                f"the sampled protocol needs {negatives} unseen items per user; a user has only {len(pool)}"
+            )
+        scores = model._score_user(int(user), catalogue, unseen=False)
+        column = np.full(len(model.item_ids), -1)
+        column[catalogue] = np.arange(len(catalogue))
+        for pair in mine:
+            drawn = rng.choice(pool, negatives, replace=False)
+            own = scores[column[i[pair]]]
+            rank = int((scores[column[drawn]] >= own).sum())
+            slot = np.searchsorted(pairs, pair)
+            hits[slot] = rank < k
+            gains[slot] = 1.0 / np.log2(rank + 2) if rank < k else 0.0
+    return {
+        "protocol": "sampled",
+        "negatives": negatives,
+        "k": k,
+        "relevant": threshold,
+        "pairs": len(pairs),
+        "skipped": int((mask & ~known).sum()),
+        "hit_rate": float(hits.mean()) if len(pairs) else float("nan"),
+        "ndcg": float(gains.mean()) if len(pairs) else float("nan"),
+    }

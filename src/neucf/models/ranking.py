@@ -1,0 +1,113 @@
+"""What the models that rank items for lists share: their interaction matrix, the relevance
+threshold they aim at, a validation part to choose their settings on, and its NDCG.
+
+A ranking model learns from interactions: on data without ratings every interaction; on
+rated data every rating counts as one (the user chose the item), and the model aims its
+lists at the items a user will rate at or above its relevance threshold (``relevant``;
+three quarters up the scale unless given), which its validation measures.
+
+Example:
+    >>> from neucf.datasets import Ratings
+    >>> r = Ratings.from_arrays([1, 1, 2], [7, 8, 7], [5.0, 2.0, 4.0])
+    >>> interactions(r).toarray().tolist()
+    [[1.0, 1.0], [1.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..datasets import Ratings
+from ..lists import top_rows
+from ..metrics import default_relevance, ranking_metrics
+from .base import Recommender
+
+#: the share of train held out to choose settings when a split has no validation part
+HELD_OUT = 0.1
+
+
+def interactions(ratings: Ratings, weights: bool = False) -> sp.csr_matrix:
+    """The users x items interaction matrix of ``ratings``: 1 where a user has an item (with
+    ``weights``, an interaction's weight: a count of plays; ratings count as 1 either way)."""
+    values = ratings.ratings if weights and ratings.implicit else np.ones(len(ratings), np.float32)
+    return sp.csr_matrix(
+        (np.asarray(values, np.float32), (ratings.users, ratings.items)), shape=(ratings.n_users, ratings.n_items)
+    )
+
+
+@dataclass
+class RankingConfig:
+    """What every ranking model takes: the rating it aims its lists at.
+
+    Attributes:
+        relevant: on rated data, the rating from which an item counts as a hit for the
+            validation that chooses a model's settings (and for ``hybrid``'s "will they like
+            it"); unset: three quarters up the scale (4 on 1-5). Ignored on interactions.
+
+    Example:
+        >>> RankingConfig().relevant is None
+        True
+    """
+
+    relevant: float | None = field(
+        default=None,
+        metadata={"help": "Rated data: the rating from which an item is relevant (default 3/4 up the scale)."},
+    )
+
+
+class RankingModel(Recommender):
+    """Base of the models made to rank items (the ranking task): scores are ranking scores, not
+    ratings; users fold in from their history (items, with ratings or not)."""
+
+    tasks: ClassVar[tuple[str, ...]] = ("ranking",)
+    can_fold_in: ClassVar[bool] = True
+
+    @property
+    def relevance_threshold(self) -> float | None:
+        """The rating from which a held-out item counts as relevant (None: every interaction)."""
+        if self.implicit or self.scale is None:
+            return None
+        own = getattr(self.config, "relevant", None)
+        return float(own) if own is not None else default_relevance(self.scale)
+
+    def _split_for_settings(self, train: Ratings, valid: Ratings | None) -> tuple[Ratings, Ratings]:
+        """The training and validation parts that choose the model's settings: ``valid`` when
+        given, else a seeded :data:`HELD_OUT` share of ``train`` (the model is then fitted on
+        all of train with the settings chosen)."""
+        if valid is not None and len(valid):
+            return train, valid
+        held = np.random.default_rng(self.seed).random(len(train)) < HELD_OUT
+        return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
+
+    def _relevant_pairs(self, valid: Ratings) -> tuple[np.ndarray, np.ndarray]:
+        """The (user, item) indices of ``valid`` that count as hits."""
+        threshold = self.relevance_threshold
+        mask = np.ones(len(valid), bool) if threshold is None else valid.ratings >= threshold
+        return valid.users[mask].astype(np.int64), valid.items[mask].astype(np.int64)
+
+    def _validation_ndcg(self, score_users, seen: sp.csr_matrix, valid: Ratings, k: int = 10) -> float:
+        """NDCG@``k`` of the lists ``score_users(users) -> (len(users), n_items)`` makes for
+        ``valid``'s users, their ``seen`` items (a users x items matrix) excluded, against
+        their relevant ``valid`` items (full ranking over the items with training data)."""
+        users, items = self._relevant_pairs(valid)
+        if len(users) == 0:
+            return float("nan")
+        order = np.argsort(users, kind="stable")
+        users, items = users[order], items[order]
+        who, starts = np.unique(users, return_index=True)
+        relevant = np.split(items, starts[1:])
+        unknown = np.asarray(seen.sum(0)).ravel() == 0
+        tops = []
+        for start in range(0, len(who), 1024):
+            batch = who[start : start + 1024]
+            scores = np.array(score_users(batch), dtype=np.float64)
+            scores[:, unknown] = -np.inf
+            rows = seen[batch].tocoo()
+            scores[rows.row, rows.col] = -np.inf
+            top = top_rows(scores, k)
+            tops.append(np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1))
+        return float(ranking_metrics(np.concatenate(tops), relevant, k)["ndcg"])
