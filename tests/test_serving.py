@@ -72,13 +72,14 @@ def test_service_answers_match_the_model(service):
     assert np.allclose([x.prediction for x in top], expected["prediction"])
     assert all(x.title.startswith("Movie ") for x in top)
     items = [x.item for x in top]
-    assert np.allclose(service.predict(items, user=user), [x.prediction for x in top], atol=1e-5)
+    assert np.allclose(service.predict(items, user=user)[0], [x.prediction for x in top], atol=1e-5)
     history = [(items[0], 5.0), (items[1], 1.0)]
-    new = service.predict(items[2:], ratings=history)
+    new, ignored = service.predict(items[2:], ratings=history)
+    assert ignored == []
     raw = {model.item_ids[service._items[i]]: r for i, r in history}
     assert np.allclose(new, model.predict_new_user(raw, model.item_ids[[service._items[i] for i in items[2:]]]))
-    recommended = service.recommend_new(history, k=10)
-    assert len(recommended) == 10 and not {items[0], items[1]} & {x.item for x in recommended}
+    recommended, ignored = service.recommend_new([*history, ("no-such-item", 3.0)], k=10)
+    assert len(recommended) == 10 and ignored == ["no-such-item"] and not {items[0], items[1]} & {x.item for x in recommended}
     library = model.recommend(None, k=10, history=raw)
     assert [x.item for x in recommended] == [str(i) for i in library["item"]]
     assert np.allclose([x.prediction for x in recommended], library["prediction"])
@@ -164,8 +165,11 @@ def test_unknown_ids_are_404_naming_them(client, service):
     known_item = next(iter(service._items))
     response = client.post("/predictions", json={"user": user, "items": [known_item, "nonexistent-item"]})
     assert response.status_code == 404 and "nonexistent-item" in detail(response)
+    # a history's unknown items are left out and listed: catalogues grow between trainings
     response = client.post("/recommendations", json={"ratings": [{"item": "ghost", "rating": 3}]})
-    assert response.status_code == 404 and "ghost" in detail(response)
+    assert response.status_code == 200 and response.json()["ignored"] == ["ghost"]
+    response = client.post("/predictions", json={"ratings": [{"item": "ghost", "rating": 3}], "items": [known_item]})
+    assert response.status_code == 200 and response.json()["ignored"] == ["ghost"]
     response = client.post("/predictions", json={"user": "nobody", "items": [known_item]})
     assert response.status_code == 404 and "nobody" in detail(response)
 
@@ -182,6 +186,7 @@ def test_unknown_ids_are_404_naming_them(client, service):
         ("/recommendations", {"ratings": [{"item": 1, "rating": 5}]}),
         ("/recommendations", {"ratings": [{"item": "100", "rating": 9}]}),  # outside the scale
         ("/recommendations", {"ratings": [{"item": "100", "rating": 0.5}]}),
+        ("/recommendations", {"ratings": [{"item": "100"}]}),  # a rating model needs the rating
         ("/recommendations", {"ratings": [], "k": 0}),
         ("/recommendations", {"ratings": [], "k": 1001}),
         ("/recommendations", {"ratings": [], "k": True}),

@@ -35,20 +35,26 @@ class Comparison:
     table: pd.DataFrame
     split: str
 
+    @property
+    def rated(self) -> bool:
+        """Whether the table has rating errors (a rating comparison), not only lists."""
+        return "rmse_mean" in self.table
+
     def markdown(self) -> str:
         """The summary as a Markdown table (with ranking columns of top-10 lists when measured)."""
         ranked = [name for name in RANKING if f"{name}_mean" in self.table]
-        head = ["model", "folds", "RMSE", "MAE", *[f"{name}@10" for name in ranked], "train s"]
+        errors = ["RMSE", "MAE"] if self.rated else []
+        head = ["model", "folds", *errors, *[f"{name}@10" for name in ranked], "train s"]
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for row in self.table.to_dict("records"):
-            cells = [row["model"], str(row["folds"]), f"{row['rmse_mean']:.4f} ± {row['rmse_std']:.4f}",
-                     f"{row['mae_mean']:.4f} ± {row['mae_std']:.4f}", *[f"{row[f'{n}_mean']:.4f}" for n in ranked],
+            spread = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in ("rmse", "mae")] if self.rated else []
+            cells = [row["model"], str(row["folds"]), *spread, *[f"{row[f'{n}_mean']:.4f}" for n in ranked],
                      f"{row['train_seconds']:.1f}"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
 
-def shared_params(models: list[str], params: dict | None) -> dict[str, dict]:
+def shared_params(models: list[str], params: dict | None, task: str = "rating") -> dict[str, dict]:
     """Give each model the shared ``params`` it takes; a parameter no model takes is an error.
 
     Example:
@@ -56,7 +62,7 @@ def shared_params(models: list[str], params: dict | None) -> dict[str, dict]:
         {'bias': {}, 'mf': {'epochs': 3}}
     """
     params = params or {}
-    accepted = {name: model_class(name).parameters() for name in models}
+    accepted = {name: model_class(name, task).parameters() for name in models}
     unused = [k for k in params if not any(k in names for names in accepted.values())]
     if unused:
         raise UsageError(f"no model among {', '.join(models)} takes {', '.join(unused)}")
@@ -71,15 +77,18 @@ def compare(
     seed: int = 0,
     min_item_ratings: int | None = None,
     params: dict | None = None,
+    task: str = "rating",
 ) -> Comparison:
     """Run every model on every fold of ``split`` (progress with the time left is logged).
 
     ``params`` are shared parameters: each model gets those it takes (e.g. ``epochs`` goes to
-    the models trained by gradient, not to the closed-form baselines).
+    the models trained by gradient, not to the closed-form baselines). ``task``: ``rating``
+    (RMSE, MAE and the lists' metrics) or ``ranking`` (the models made for lists, judged by
+    their lists alone).
     """
     splitter = get_splitter(split) if isinstance(split, str) else split
     folds = splitter.fold_list(folds)
-    per_model = shared_params(models, params)
+    per_model = shared_params(models, params, task)
     ratings = filter_for_split(ratings, splitter, min_item_ratings)
     rows, total, done, start = [], len(folds) * len(models), 0, time.perf_counter()
     for fold in folds:
@@ -89,22 +98,25 @@ def compare(
             elapsed = time.perf_counter() - start
             eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
             log.info("[%d/%d] %s on %s fold %s%s", done + 1, total, model, splitter.name, fold, eta)
-            _, m = fit_and_score(model, train, valid, test, seed=seed, **per_model[model])
+            _, m = fit_and_score(model, train, valid, test, seed=seed, task=task, **per_model[model])
             ranking = {name: m["test"]["ranking"][name] for name in RANKING if "ranking" in m["test"]}
+            errors = {"rmse": m["test"]["rmse"], "mae": m["test"]["mae"]} if task == "rating" else {}
             rows.append({
-                "model": model, "fold": fold, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"], **ranking,
-                "epochs": m["epochs"], "train_seconds": m["train_seconds"],
+                "model": model, "fold": fold, **errors, **ranking, "epochs": m["epochs"],
+                "train_seconds": m["train_seconds"],
             })  # fmt: skip
             done += 1
     runs = pd.DataFrame(rows)
     grouped = runs.groupby("model", sort=False)
+    spreads = {
+        f"{metric}_{stat}": (grouped[metric].mean() if stat == "mean" else grouped[metric].std(ddof=1).fillna(0))
+        .to_numpy()
+        for metric in ("rmse", "mae") if metric in runs for stat in ("mean", "std")
+    }  # fmt: skip
     table = pd.DataFrame({
         "model": list(grouped.groups),
         "folds": grouped.size().to_numpy(),
-        "rmse_mean": grouped["rmse"].mean().to_numpy(),
-        "rmse_std": grouped["rmse"].std(ddof=1).fillna(0).to_numpy(),
-        "mae_mean": grouped["mae"].mean().to_numpy(),
-        "mae_std": grouped["mae"].std(ddof=1).fillna(0).to_numpy(),
+        **spreads,
         **{f"{name}_mean": grouped[name].mean().to_numpy() for name in RANKING if name in runs},
         "train_seconds": grouped["train_seconds"].mean().to_numpy(),
     })  # fmt: skip
@@ -125,20 +137,25 @@ def write_comparison(result: Comparison, out: str | Path) -> list[Path]:
         out / "comparison.json",
         {"split": result.split, "table": result.table.to_dict("records"), "runs": result.runs.to_dict("records")},
     )
-    bar_chart(result.table, out / "comparison.png", title=f"test RMSE on {result.split} folds (mean ± sd)")
+    if result.rated:
+        bar_chart(result.table, out / "comparison.png", title=f"test RMSE on {result.split} folds (mean ± sd)")
+    else:
+        bar_chart(result.table, out / "comparison.png", title=f"test NDCG@10 on {result.split} folds", metric="ndcg")
     return [out / f"comparison.{ext}" for ext in ("md", "csv", "json", "png")]
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The summary for a terminal (NDCG@10 and recall@10 when measured)."""
     ranked = [name for name in ("ndcg", "recall") if f"{name}_mean" in table]
-    head = f"{'model':<8}{'folds':>6}{'RMSE':>18}{'MAE':>18}" + "".join(f"{n + '@10':>11}" for n in ranked)
-    head += f"{'train s':>10}"
+    rated = "rmse_mean" in table
+    head = f"{'model':<8}{'folds':>6}" + (f"{'RMSE':>18}{'MAE':>18}" if rated else "")
+    head += "".join(f"{n + '@10':>11}" for n in ranked) + f"{'train s':>10}"
     lines = [head, "-" * len(head)]
     for r in table.to_dict("records"):
+        errors = f"{r['rmse_mean']:>10.4f} ± {r['rmse_std']:.4f}{r['mae_mean']:>10.4f} ± {r['mae_std']:.4f}"
         lines.append(
-            f"{r['model']:<8}{r['folds']:>6}{r['rmse_mean']:>10.4f} ± {r['rmse_std']:.4f}"
-            f"{r['mae_mean']:>10.4f} ± {r['mae_std']:.4f}"
+            f"{r['model']:<8}{r['folds']:>6}"
+            + (errors if rated else "")
             + "".join(f"{r[f'{n}_mean']:>11.4f}" for n in ranked)
             + f"{r['train_seconds']:>10.1f}"
         )

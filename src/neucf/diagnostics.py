@@ -40,6 +40,17 @@ class Verdict:
     files: list[Path] = field(default_factory=list)
 
 
+def check_diagnosable(ratings: Ratings, model: str) -> None:
+    """The checks measure rating error: they need a rating model and ratings (one line else)."""
+    if "rating" not in model_class(model).tasks:
+        raise UsageError(f"diagnose checks rating models by their rating error; {model} ranks items, so it has none")
+    if ratings.implicit:
+        raise UsageError(
+            "diagnose needs ratings (it measures rating error); these are interactions without ratings: "
+            "judge lists with neucf train --task ranking and neucf evaluate"
+        )
+
+
 def sample_users_and_items(ratings: Ratings, fraction: float, seed: int = 0) -> Ratings:
     """The seed's sampling: ratings whose user OR item is in a random ``fraction`` of each,
     then its min-3 item filter.
@@ -74,6 +85,7 @@ def overfit(
     The target is not masked here: the check is whether the network can fit, and the seed
     ran it on the unmasked model.
     """
+    check_diagnosable(ratings, model)
     cls = model_class(model)
     if cls.fitted_by != "gradient":
         raise UsageError(
@@ -135,6 +147,7 @@ def noise(
     ``margin`` and (b) the noise's stays within ``tolerance`` (relative) of the error of
     predicting the noise's training mean, i.e. the model learnt nothing from noise.
     """
+    check_diagnosable(ratings, model)
     if len(ratings) < 10:
         raise DataError(
             f"the noise check needs at least 10 ratings (80% to train, 20% to validate), got {len(ratings)}"

@@ -35,9 +35,24 @@ def learning_curve(
     best_epoch: int | None = None,
     series: dict[str, list[dict]] | None = None,
 ) -> Path:
-    """Train and validation RMSE per epoch (one line pair per entry of ``series`` if given)."""
+    """Train and validation RMSE per epoch (one line pair per entry of ``series`` if given); a
+    ranking objective's epochs (their ``valid_ndcg``): the training loss and the validation
+    NDCG@10 on a second axis."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
+    if history and history[0].get("valid_ndcg") is not None:
+        epochs = [r["epoch"] for r in history]
+        ax.plot(epochs, [r["train_loss"] for r in history], "--", label="training loss")
+        ax.set_ylabel("training loss")
+        twin = ax.twinx()
+        twin.plot(epochs, [r["valid_ndcg"] for r in history], "-", color="#c44e52", label="validation NDCG@10")
+        twin.set_ylabel("validation NDCG@10")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.02), ncols=2, frameon=False)
+        return save_figure(fig, path)
     for label, rows in (series or {"": history}).items():
         epochs = [r["epoch"] for r in rows]
         prefix = f"{label} " if label else ""
@@ -58,11 +73,22 @@ def learning_curve(
     return save_figure(fig, path)
 
 
-def bar_chart(table, path: str | Path, title: str = "test RMSE") -> Path:
-    """Bars of mean RMSE per model with standard-deviation error bars (from a comparison table)."""
+def bar_chart(table, path: str | Path, title: str = "test RMSE", metric: str = "rmse") -> Path:
+    """Bars of mean RMSE per model with standard-deviation error bars (from a comparison table);
+    ``metric`` ``ndcg`` draws the lists' mean NDCG@10 instead."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     x = range(len(table))
+    if metric != "rmse":
+        values = table[f"{metric}_mean"]
+        ax.bar(x, values, color="#55a868")
+        ax.set_xticks(list(x), list(table["model"]))
+        for i, v in zip(x, values):
+            ax.text(i, v, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel(f"{metric.upper()}@10")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        return save_figure(fig, path)
     ax.bar(x, table["rmse_mean"], yerr=table["rmse_std"], capsize=4, color="#4c72b0")
     ax.set_xticks(list(x), list(table["model"]))
     low = float((table["rmse_mean"] - table["rmse_std"]).min())

@@ -25,6 +25,11 @@ pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}img{max-width:
 """
 
 
+#: a comparison's columns, in its summary and per fold (a column a comparison lacks stays empty)
+SUMMARY = ("rmse_mean", "rmse_std", "mae_mean", "mae_std", "ndcg_mean", "recall_mean", "train_seconds")
+FOLD = ("rmse", "mae", "ndcg", "recall", "epochs", "train_seconds")
+
+
 def _image(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -50,28 +55,29 @@ def _run_sections(folder: Path) -> list[str]:
             f"{folder}: metrics.json is of a {metrics.get('model')!r} model, config.json of a {config['model']!r}; "
             "the folder mixes two runs: train it again"
         )
-    summary = [
-        {
-            "part": "test",
-            "rmse": metrics["test"]["rmse"],
-            "mae": metrics["test"]["mae"],
-            "ratings": metrics["test"].get("n"),
-        },
-        {"part": "validation", "rmse": (metrics.get("valid") or {}).get("rmse"), "mae": None, "ratings": None},
-    ]
-    if "train" in metrics:
-        summary.append(
-            {
-                "part": "train",
-                "rmse": metrics["train"]["rmse"],
-                "mae": metrics["train"]["mae"],
-                "ratings": metrics["train"].get("n"),
-            }
-        )
+    if metrics.get("task") == "ranking":
+        lists = metrics["test"]["ranking"]
+        if not isinstance(lists, dict):
+            raise DataError(f"{folder / 'metrics.json'}: damaged (no ranking figures); write the folder again")
+        columns = ["k", "users", "ndcg", "recall", "precision", "map", "hit_rate"]
+        table = _table([{"part": "test", **lists}], ["part", *columns])
+    else:
+        summary = [
+            {"part": "test", "rmse": metrics["test"]["rmse"], "mae": metrics["test"]["mae"],
+             "ratings": metrics["test"].get("n")},
+            {"part": "validation", "rmse": (metrics.get("valid") or {}).get("rmse"), "mae": None, "ratings": None},
+        ]  # fmt: skip
+        if "train" in metrics:
+            summary.append({"part": "train", "rmse": metrics["train"]["rmse"], "mae": metrics["train"]["mae"],
+                            "ratings": metrics["train"].get("n")})  # fmt: skip
+        table = _table(summary, ["part", "rmse", "mae", "ratings"])
+        if isinstance(metrics["test"].get("ranking"), dict):
+            table += _table([{"lists": "test top-k", **metrics["test"]["ranking"]}],
+                            ["lists", "k", "users", "ndcg", "recall", "precision", "map", "hit_rate"])  # fmt: skip
     out = [
         f"<h1>neucf run: {html.escape(str(metrics.get('model', '')))}</h1>",
         "<h2>Metrics</h2>",
-        _table(summary, ["part", "rmse", "mae", "ratings"]),
+        table,
         f"<p>{metrics.get('epochs', 0)} epochs (best {metrics.get('best_epoch', 0)}), "
         f"{_fmt(metrics.get('train_seconds'))} s training, {_fmt(metrics.get('seconds_per_epoch'))} s per epoch.</p>",
     ]
@@ -80,7 +86,7 @@ def _run_sections(folder: Path) -> list[str]:
     if metrics.get("history"):
         out += [
             "<h2>Per epoch</h2>",
-            _table(metrics["history"], ["epoch", "train_mse", "train_loss", "valid_rmse", "seconds"]),
+            _table(metrics["history"], ["epoch", "train_mse", "train_loss", "valid_rmse", "valid_ndcg", "seconds"]),
         ]
     out += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"]
     return out
@@ -97,11 +103,11 @@ def _comparison_sections(folder: Path) -> list[str]:
     out = [
         f"<h1>neucf comparison on {html.escape(data['split'])} folds</h1>",
         "<h2>Summary (mean and standard deviation over folds)</h2>",
-        _table(data["table"], ["model", "folds", "rmse_mean", "rmse_std", "mae_mean", "mae_std", "train_seconds"]),
+        _table(data["table"], ["model", "folds", *SUMMARY]),
     ]
     if (folder / "comparison.png").is_file():
-        out += ["<h2>Test RMSE</h2>", _image(folder / "comparison.png")]
-    out += ["<h2>Every fold</h2>", _table(data["runs"], ["model", "fold", "rmse", "mae", "epochs", "train_seconds"])]
+        out += ["<h2>Test RMSE (or NDCG@10 of lists)</h2>", _image(folder / "comparison.png")]
+    out += ["<h2>Every fold</h2>", _table(data["runs"], ["model", "fold", *FOLD])]
     return out
 
 

@@ -236,7 +236,8 @@ NUMBERS = frozenset({
     "rmse", "mae", "n", "n_fallback", "epochs", "best_epoch", "full_train_epochs", "train_seconds",
     "seconds_per_epoch", "epoch", "train_mse", "train_loss", "valid_rmse", "seconds", "k", "relevant", "users",
     "skipped", "precision", "recall", "ndcg", "map", "hit_rate", "folds", "rmse_mean", "rmse_std", "mae_mean",
-    "mae_std", "train", "valid", "test", "seed",
+    "mae_std", "train", "valid", "test", "seed", "valid_ndcg", "best_valid_ndcg", "negatives", "pairs",
+    "ndcg_mean", "recall_mean", "precision_mean", "map_mean", "hit_rate_mean",
 })  # fmt: skip
 
 

@@ -105,8 +105,8 @@ def _database_error(storage: str, exc: Exception) -> DataError:
 METRICS = ("rmse", "ndcg", "recall", "precision", "map", "hit_rate")
 
 
-def _study_record(model: str, split: dict | None, epochs: int | None, metric: str, direction: str) -> dict:
-    return {"model": model, "split": split, "epochs": epochs, "metric": metric, "direction": direction}
+def _study_record(model: str, split: dict | None, epochs: int | None, metric: str, direction: str, task: str) -> dict:
+    return {"model": model, "split": split, "epochs": epochs, "metric": metric, "direction": direction, "task": task}
 
 
 def tune(
@@ -121,6 +121,7 @@ def tune(
     out: str | Path | None = None,
     split: dict | None = None,
     metric: str = "rmse",
+    task: str = "rating",
 ) -> dict:
     """Minimise validation RMSE over ``trials`` trials in all (finished trials of an earlier,
     interrupted run of the same study count). Returns and writes the best configuration,
@@ -138,7 +139,7 @@ def tune(
         import optuna
     except ImportError:
         raise UsageError("tuning needs optuna: pip install optuna") from None
-    cls = model_class(model)
+    cls = model_class(model, task)
     try:  # a FixedTrial without values raises as soon as the space asks for one
         cls.search_space(optuna.trial.FixedTrial({}))
     except ValueError:
@@ -161,7 +162,7 @@ def tune(
     try:
         _check_tables(storage)
         return _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split,
-                     metric)  # fmt: skip
+                     metric, task)  # fmt: skip
     except SQLAlchemyError as exc:
         raise _database_error(storage, exc) from None
     except BaseException:
@@ -184,7 +185,7 @@ def _remove_if_empty(optuna, storage: str, database: Path) -> None:
             Path(f"{database}{suffix}").unlink(missing_ok=True)
 
 
-def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split, metric):
+def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, epochs, seed, out, split, metric, task):
     direction = "minimize" if metric == "rmse" else "maximize"
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -206,7 +207,7 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
             time.sleep(0.2 * (attempt + 1))
         except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for a bad database
             raise _database_error(storage, exc) from None
-    record = _study_record(model, split, epochs, metric, direction)
+    record = _study_record(model, split, epochs, metric, direction, task)
     if study.trials:
         stored = {k: study.user_attrs.get(k) for k in record}
         if stored != record:
@@ -225,7 +226,7 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         study.set_user_attr(key, value)
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     if valid is None or len(valid) == 0:
-        held = held_out_mask(len(train), TrainConfig(seed=seed))
+        held = held_out_mask(len(train), TrainConfig(seed=seed))  # the rating models' 5%
         train, valid = train.subset(~held), train.subset(held)
         log.info("no validation part: tuning against a seeded share of train (%s ratings)", f"{len(valid):,}")
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -249,7 +250,7 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
             raise _Surplus()
         params = {**cls.search_space(trial), **fixed}
         trial.set_user_attr("params", params)
-        fitted = cls(seed=seed, **params)
+        fitted = cls(seed=seed, task=task, **params)
 
         def report(stats):
             if stop:  # raised here, inside the trial, never inside Optuna's bookkeeping
@@ -334,6 +335,7 @@ def _write(study, model: str, out) -> dict:
     metric = study.user_attrs.get("metric", "rmse")
     best = {
         "model": model,
+        "task": study.user_attrs.get("task", "rating"),
         "params": best_trial.user_attrs.get("params", best_trial.params),
         "metric": metric,
         f"valid_{metric}": best_trial.value,

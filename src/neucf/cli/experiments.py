@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from ..errors import UsageError
 from ..files import check_output_dir, output_dir
 from ..models import model_class
+from ..models.base import TASKS
 from .options import (
     DataFlags,
     ForceOpt,
@@ -24,6 +26,9 @@ from .options import (
 )
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write into.")]
+#: the models ``compare`` runs unless told otherwise, per task
+DEFAULT_MODELS = {"rating": "mean,bias,mf,gmf,mlp,neumf", "ranking": "pop,ease,als,hybrid"}
+log = logging.getLogger("neucf.cli")
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name (see 'neucf models').")]
 
 
@@ -93,25 +98,34 @@ def compare_models(
     source: DataFlags = None,
     split: SplitOpt = None,
     folds: Annotated[str | None, typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
-    models: Annotated[str, typer.Option(help="Comma-separated models.")] = "mean,bias,mf,gmf,mlp,neumf",
+    models: Annotated[str | None, typer.Option(help="Comma-separated models (default: mean,bias,mf,gmf,mlp,neumf; ranking: pop,ease,als,hybrid).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="rating (RMSE and lists) or ranking (lists of the ranking models); default: rating on rated data.")] = None,
     seed: SeedOpt = 0,
     min_item_ratings: MinItemOpt = None,
     force: ForceOpt = False,
 ):  # fmt: skip
-    """Every model on every fold: a table (mean ± sd of RMSE and MAE, train time), files and a chart."""
+    """Every model on every fold: a table (mean ± sd of RMSE and MAE, or the lists' metrics;
+    train time), files and a chart. Example: neucf compare --dataset ml-100k --out cmp/"""
     from ..compare import compare, format_table, write_comparison
     from ..splits import get_splitter
 
-    names = _list(models, "--models")
+    if task is not None and task not in TASKS:
+        raise UsageError(f"--task {task!r}: choose rating or ranking")
+    names = _list(models if models is not None else DEFAULT_MODELS[task or "rating"], "--models")
     for name in names:
-        model_class(name)  # unknown names fail before any training
+        model_class(name, task)  # unknown names fail before any training
     source.check()
     splitter = get_splitter(split or source.default_split())
     fold_list = splitter.fold_list(_list(folds, "--folds"))
     if len(set(fold_list)) != len(fold_list):
         raise UsageError(f"--folds {folds!r} names a fold twice")
     check_output_dir(out, "comparison", [source.data], force)
-    result = compare(source.load(), splitter, names, folds=fold_list, seed=seed, min_item_ratings=min_item_ratings)
+    ratings = source.load()
+    if task is None and ratings.implicit:
+        task, names = "ranking", _list(models if models is not None else DEFAULT_MODELS["ranking"], "--models")
+        log.info("the data holds interactions without ratings: comparing lists (--task ranking)")
+    result = compare(ratings, splitter, names, folds=fold_list, seed=seed, min_item_ratings=min_item_ratings,
+                     task=task or "rating")  # fmt: skip
     typer.echo(format_table(result.table))
     with output_dir(out, "comparison", [source.data], force, on_commit=work_done(f"{out} was written")) as folder:
         written = write_comparison(result, folder)
@@ -129,16 +143,22 @@ def tune_model(
     model: ModelOpt = "neumf",
     trials: Annotated[int, typer.Option(min=1, help="Trials in all (an interrupted study's finished trials count).")] = 20,
     epochs: Annotated[int | None, typer.Option(min=1, help="Most epochs per trial.")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="What to optimise on the validation part: rmse (minimised) or ndcg, recall, precision, map, hit_rate of top-10 lists (maximised).")] = "rmse",
+    metric: Annotated[str | None, typer.Option("--metric", help="What to optimise on the validation part: rmse (minimised; the rating default) or ndcg (the ranking default), recall, precision, map, hit_rate of top-10 lists (maximised).")] = None,
+    task: Annotated[str, typer.Option("--task", help="rating or ranking: which of the model's forms to tune.")] = "rating",
     force: ForceOpt = False,
 ):  # fmt: skip
-    """Optuna search minimising validation RMSE; writes best.json for 'neucf train --config'."""
+    """Optuna search of a model's settings on the validation part; writes best.json for
+    'neucf train --config'. Example: neucf tune --dataset ml-100k --storage sqlite:///t.db --study-name s --out t/"""
     from ..tuning import METRICS, check_storage, tune
 
-    model_class(model)
+    if task not in TASKS:
+        raise UsageError(f"--task {task!r}: choose rating or ranking")
+    model_class(model, task)
     check_storage(storage)
-    if metric not in METRICS:
-        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    metric = metric or ("rmse" if task == "rating" else "ndcg")
+    if metric not in METRICS or (task == "ranking" and metric == "rmse"):
+        choices = [m for m in METRICS if task == "rating" or m != "rmse"]
+        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(choices)}")
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
     if epochs is not None and epochs < 1:
@@ -150,7 +170,7 @@ def tune_model(
     ratings, parts = splitting.load(source, seed)
     best = tune(
         ratings.subset(parts.train), ratings.subset(parts.valid), model, trials, storage, study_name,
-        epochs=epochs, seed=seed, out=out, split=splitting.describe(seed), metric=metric,
+        epochs=epochs, seed=seed, out=out, split=splitting.describe(seed), metric=metric, task=task,
     )  # fmt: skip
     typer.echo(
         f"best validation {metric} {best[f'valid_{metric}']:.4f} (trial {best['trial']} of {best['trials']}): "

@@ -320,10 +320,22 @@ def read_config(path: Path | None) -> tuple[str | None, dict]:
         raise UsageError(f"--config {path}: expected a JSON object with 'model' and 'params'")
     params = dict(loaded.get("params", loaded))
     params.pop("model", None)
+    params.pop("task", None)
     if "params" in loaded and "seed" in loaded:
         params["seed"] = loaded["seed"]
     model = loaded.get("model")
     return (str(model) if model is not None else None), params
+
+
+def config_task(path: Path | None) -> str | None:
+    """The task a ``--config`` (a run's config.json, a tune's best.json) was made for, if it says."""
+    if path is None:
+        return None
+    try:
+        task = json.loads(Path(path).read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None  # read_config says what is wrong with it
+    return task if task in ("rating", "ranking") else None
 
 
 def resolve_model(

@@ -36,6 +36,7 @@ from .options import (
     ForceOpt,
     SplitFlags,
     check_input,
+    config_task,
     data_options,
     model_options,
     resolve_model,
@@ -67,6 +68,7 @@ def train(
     """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: choose rating or ranking")
+    task = task or config_task(config)
     # until the data is read, a model without --task is checked as made for rating
     name, model_params, seed = resolve_model(model, config, params, seed, task or "rating")
     estimator = make_model(name, task=task, seed=seed, **model_params)  # bad parameters fail before any data is read

@@ -105,6 +105,14 @@ class EASE(RankingModel):
 
     config_class = EASEConfig
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Lambda and the dropout emphasis."""
+        return {
+            "l2": trial.suggest_float("l2", 10.0, 10_000.0, log=True),
+            "dropout": trial.suggest_categorical("dropout", [0.0, 0.25, 0.5]),
+        }
+
     def _grid(self, train) -> list[tuple[float, float]]:
         """The (lambda, dropout) pairs tried: the given ones, the unset ones from :data:`GRID`."""
         per_item = len(train) / max(len(np.unique(train.items)), 1)

@@ -163,6 +163,15 @@ class ALS(_FactorModel):
 
     config_class = ALSConfig
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Factors, L2 and confidence."""
+        return {
+            "factors": trial.suggest_int("factors", 16, 256, log=True),
+            "l2": trial.suggest_float("l2", 0.01, 100.0, log=True),
+            "confidence": trial.suggest_float("confidence", 0.0, 20.0),
+        }
+
     def _fit(self, train, valid, options):
         cfg = self.config
         device = resolve_device(options.device)
@@ -236,6 +245,15 @@ class BPR(_FactorModel):
 
     config_class = BPRConfig
     fitted_by = "gradient"
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Factors, learning rate and L2."""
+        return {
+            "factors": trial.suggest_int("factors", 16, 256, log=True),
+            "lr": trial.suggest_float("lr", 3e-4, 3e-2, log=True),
+            "l2": trial.suggest_float("l2", 1e-4, 1e-1, log=True),
+        }
 
     def _item_bias(self, items):
         return self.item_biases_[items]

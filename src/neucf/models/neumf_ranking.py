@@ -163,6 +163,16 @@ class NeuMFRanking(RankingModel):
     config_class = RankingNetworkConfig
     fitted_by = "gradient"
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Units, L2, learning rate and input dropout."""
+        return {
+            "factors": trial.suggest_int("factors", 32, 512, log=True),
+            "l2": trial.suggest_float("l2", 1e-5, 1e-2, log=True),
+            "lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True),
+            "input_dropout": trial.suggest_float("input_dropout", 0.1, 0.7),
+        }
+
     def _fit(self, train, valid, options):
         cfg = self.config
         fit_part, check = self._split_for_settings(train, valid)

@@ -57,11 +57,15 @@ MAX_ITEMS = 10_000
 
 # ---- request and response bodies --------------------------------------------------------------
 class Rating(BaseModel):
-    """One rating of a new user's history."""
+    """One item of a new user's history, with its rating or, for an interaction without one
+    (a ranking run; the only kind an implicit run takes), without."""
 
     model_config = ConfigDict(extra="forbid")
     item: str = Field(min_length=1, max_length=256, description="Raw item id, as text.")
-    rating: float = Field(strict=True, allow_inf_nan=False, description="Inside the model's rating scale (see /model).")
+    rating: float | None = Field(
+        None, strict=True, allow_inf_nan=False,
+        description="Inside the model's rating scale (see /model); leave it out for an interaction without a rating.",
+    )  # fmt: skip
 
 
 class PredictionRequest(BaseModel):
@@ -109,11 +113,13 @@ class ModelInfo(BaseModel):
     """What the server's model is and how well it did on its run's test part."""
 
     model: str
+    task: str = Field(description="rating (predictions are ratings) or ranking (they are ranking scores).")
+    implicit: bool = Field(description="Whether the model learnt from interactions without ratings.")
     config: dict[str, Any]
     metrics: dict[str, Any] = Field(description="The run's test metrics (empty when it has none).")
     users: int
     items: int
-    scale: list[float]
+    scale: list[float] | None = Field(description="The rating scale (null for interactions without ratings).")
     titles: bool
 
 
@@ -125,9 +131,10 @@ class Prediction(BaseModel):
 
 
 class Predictions(BaseModel):
-    """Predicted ratings, in the order the items were asked for."""
+    """Predicted ratings (a ranking run's: scores), in the order the items were asked for."""
 
     predictions: list[Prediction]
+    ignored: list[str] = Field(default_factory=list, description="Items of the history the model does not know.")
 
 
 class Recommended(BaseModel):
@@ -143,6 +150,9 @@ class Recommendations(BaseModel):
 
     user: str | None = Field(None, description="The user asked about (absent for a new user).")
     items: list[Recommended] = Field(description="Best first.")
+    ignored: list[str] = Field(
+        default_factory=list, description="Items of the history the model does not know: left out, not an error."
+    )
 
 
 class Item(BaseModel):
@@ -323,8 +333,9 @@ def create_app(
     def openapi() -> dict:
         # the rating scale is the model's: the schema says so, for clients and schema fuzzers
         schema = schema_of()
-        rating = schema["components"]["schemas"]["Rating"]["properties"]["rating"]
-        rating["minimum"], rating["maximum"] = (float(x) for x in service.model.scale)
+        if service.model.scale is not None:
+            rating = schema["components"]["schemas"]["Rating"]["properties"]["rating"]
+            rating["minimum"], rating["maximum"] = (float(x) for x in service.model.scale)
         return schema
 
     app.openapi = openapi
@@ -376,16 +387,17 @@ def create_app(
     @api.post("/recommendations", response_model=Recommendations, response_model_exclude_none=True,
               responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
     async def new_user_recommendations(body: RecommendationRequest):
-        """The top k for a new user given by their ratings (fold-in), leaving out what they rated."""
-        items = service.recommend_new([(r.item, r.rating) for r in body.ratings], k=body.k)
-        return {"user": None, "items": [vars(x) for x in items]}
+        """The top k for a new user given by their history (fold-in), leaving out its items; items the
+        model does not know are ignored and listed in ``ignored``."""
+        items, ignored = service.recommend_new([(r.item, r.rating) for r in body.ratings], k=body.k)
+        return {"user": None, "items": [vars(x) for x in items], "ignored": ignored}
 
     @api.post("/predictions", response_model=Predictions, responses=_NOT_FOUND, tags=["predictions"])
     async def predictions(body: PredictionRequest):
         """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's ``ratings``."""
         ratings = None if body.ratings is None else [(r.item, r.rating) for r in body.ratings]
-        values = service.predict(body.items, user=body.user, ratings=ratings)
-        return {"predictions": [{"item": i, "prediction": p} for i, p in zip(body.items, values)]}
+        values, ignored = service.predict(body.items, user=body.user, ratings=ratings)
+        return {"predictions": [{"item": i, "prediction": p} for i, p in zip(body.items, values)], "ignored": ignored}
 
     @api.get("/items", response_model=Items, response_model_exclude_none=True, tags=["items"])
     async def items(

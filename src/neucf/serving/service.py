@@ -128,15 +128,19 @@ class RecommendationService:
 
     # ---- answers ----------------------------------------------------------------------------
     def describe(self) -> dict:
-        """The model's name, parameters, test metrics, numbers of users and items, rating scale."""
+        """The model's name and task, parameters, test metrics, numbers of users and items,
+        rating scale (None for interactions without ratings)."""
         test = self.metrics.get("test") if isinstance(self.metrics.get("test"), dict) else {}
+        scale = self.model.scale
         return {
             "model": self.model.name,
+            "task": self.model.task,
+            "implicit": bool(self.model.implicit),
             "config": {"seed": self.model.seed, **self.model.get_params()},
             "metrics": {k: v for k, v in test.items() if isinstance(v, (int, float, dict)) and _finite(v)},
             "users": len(self._users),
             "items": len(self._items),
-            "scale": [float(x) for x in self.model.scale],
+            "scale": None if scale is None else [float(x) for x in scale],
             "titles": self.titles is not None,
         }
 
@@ -148,31 +152,37 @@ class RecommendationService:
             top = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
         return self._scored(*top)
 
-    def recommend_new(self, ratings: Sequence[tuple[str, float]], k: int = 10) -> list[ItemScore]:
-        """The top ``k`` of a user known only by ``ratings`` ((item, rating) pairs), folded in;
-        the items they rated are excluded."""
-        items, values = self._history(ratings)
+    def recommend_new(
+        self, ratings: Sequence[tuple[str, float | None]], k: int = 10
+    ) -> tuple[list[ItemScore], list[str]]:
+        """The top ``k`` of a user known only by their history ((item, rating) pairs, the
+        rating None for an interaction without one), folded in, the history's items excluded;
+        and the items of the history the model does not know, which were ignored (a catalogue
+        grows between trainings)."""
+        items, values, ignored = self._history(ratings)
         with self._lock:
             top = self.model.recommend_row(items, values, k=k)
-        return self._scored(*top)
+        return self._scored(*top), ignored
 
     def predict(
-        self, items: Sequence[str], user: str | None = None, ratings: Sequence[tuple[str, float]] | None = None
-    ) -> list[float]:
-        """Predicted ratings of ``items`` in their order, for a known ``user`` or for a new
-        user given by ``ratings`` (exactly one of the two)."""
+        self, items: Sequence[str], user: str | None = None, ratings: Sequence[tuple[str, float | None]] | None = None
+    ) -> tuple[list[float], list[str]]:
+        """Predicted ratings (a ranking model's: scores) of ``items`` in their order, for a
+        known ``user`` or for a new user given by their history (exactly one of the two); and
+        the history's items the model does not know, which were ignored."""
         if (user is None) == (ratings is None):
             raise InvalidRequest("give either a known user or the ratings of a new one, not both")
         u = None if user is None else self._user(user)
         index = np.array([self._item(x) for x in items], dtype=np.int64)
+        ignored: list[str] = []
         if u is not None:
             with self._lock:
                 out = self.model.predict_index(np.full(len(index), u), index)
         else:
-            rated, values = self._history(ratings)
+            rated, values, ignored = self._history(ratings)
             with self._lock:
                 out = self.model.predict_row(rated, values, index)
-        return [float(x) for x in out]
+        return [float(x) for x in out], ignored
 
     def search(self, query: str = "", limit: int = 20) -> list[dict]:
         """Items whose title (or id, when there are no titles) contains ``query``, ignoring case;
@@ -192,19 +202,37 @@ class RecommendationService:
             raise UnknownId("item", item)
         return self._items[item]
 
-    def _history(self, ratings: Sequence[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """A history as the model takes it (item indices, ratings), checked; of an item rated
-        more than once, the last rating counts (as a newer rating replaces an older one)."""
+    def _history(self, ratings: Sequence[tuple[str, float | None]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """A history as the model takes it (item indices, ratings: NaN for an interaction
+        without one), checked, and the items it holds that the model does not know (ignored);
+        of an item given more than once, the last entry counts (as a newer rating replaces an
+        older one). A rating model needs every rating; an implicit run takes none."""
         if len(ratings) > MAX_HISTORY:
             raise InvalidRequest(f"a history holds at most {MAX_HISTORY:,} ratings, got {len(ratings):,}")
-        low, high = self.model.scale
-        history = {}
+        history, ignored = {}, []
         for item, rating in ratings:
-            index = self._item(item)
-            if not (math.isfinite(rating) and low <= rating <= high):
-                raise InvalidRequest(f"item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
-            history[index] = float(rating)
-        return np.fromiter(history, np.int64, len(history)), np.fromiter(history.values(), np.float32, len(history))
+            index = self._items.get(item)
+            if index is None:
+                ignored.append(item)
+                continue
+            history[index] = self._checked_rating(item, rating)
+        items = np.fromiter(history, np.int64, len(history))
+        return items, np.fromiter(history.values(), np.float32, len(history)), list(dict.fromkeys(ignored))
+
+    def _checked_rating(self, item: str, rating: float | None) -> float:
+        model = self.model
+        if rating is None:
+            if model.task == "rating":
+                raise InvalidRequest(f"item {item!r}: the {model.name} model needs a rating for every item")
+            return math.nan
+        if model.implicit:
+            raise InvalidRequest(
+                f"item {item!r}: this model learnt from interactions without ratings; send the item without a rating"
+            )
+        low, high = model.scale
+        if not (math.isfinite(rating) and low <= rating <= high):
+            raise InvalidRequest(f"item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
+        return float(rating)
 
     def _scored(self, items: np.ndarray, predictions: np.ndarray) -> list[ItemScore]:
         return [ItemScore(self._item_keys[i], float(p), self._title(i)) for i, p in zip(items, predictions)]

@@ -2,7 +2,7 @@
 // (fold-in), or a known user's. Plain JavaScript, no build step, nothing from a CDN.
 "use strict";
 
-const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], key: sessionStorage.getItem("neucf-key") };
+const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, key: sessionStorage.getItem("neucf-key") };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -22,8 +22,21 @@ function label(item, title) {
   return title ? title : `item ${item}`;
 }
 
+function likeButton(item, title) {
+  // a model of interactions without ratings: an item is liked (picked) or not
+  const box = document.createElement("span");
+  box.className = "stars";
+  const button = Object.assign(document.createElement("button"), { type: "button", textContent: "♥ like", title: "like" });
+  button.className = "like";
+  if (state.ratings.has(item)) button.classList.add("on");
+  button.addEventListener("click", () => rate(item, title, null));
+  box.append(button);
+  return box;
+}
+
 function stars(item, title) {
   // one button per whole step of the scale (a scale of more than 10 steps gets a number box)
+  if (state.implicit) return likeButton(item, title);
   const [low, high] = state.scale;
   const box = document.createElement("span");
   box.className = "stars";
@@ -83,11 +96,12 @@ async function rate(item, title, value) {
   state.ratings.set(item, { rating: value, title });
   showRated();
   search();
-  const ratings = [...state.ratings.entries()].map(([i, r]) => ({ item: i, rating: r.rating }));
+  const ratings = [...state.ratings.entries()].map(([i, r]) => (r.rating === null ? { item: i } : { item: i, rating: r.rating }));
+  const what = state.implicit ? "like" : "rating";
   try {
     const data = await api("recommendations", { ratings, k: 10 });
-    $("message").textContent = "";
-    showRecommendations(`Recommended for you (from ${ratings.length} rating${ratings.length > 1 ? "s" : ""})`, data.items);
+    $("message").textContent = data.ignored && data.ignored.length ? `not known to the model, left out: ${data.ignored.join(", ")}` : "";
+    showRecommendations(`Recommended for you (from ${ratings.length} ${what}${ratings.length > 1 ? "s" : ""})`, data.items);
   } catch (error) {
     $("message").textContent = error.message;
   }
@@ -109,8 +123,12 @@ async function knownUser(event) {
 async function start() {
   try {
     const model = await api("model");
-    state.scale = model.scale;
-    $("model-line").textContent = `${model.model}: ${model.users.toLocaleString()} users, ${model.items.toLocaleString()} items, ratings ${model.scale[0]}–${model.scale[1]}`;
+    state.implicit = model.implicit;
+    if (model.scale) state.scale = model.scale;
+    const data = model.implicit ? "interactions (like what you would pick)" : `ratings ${model.scale[0]}–${model.scale[1]}`;
+    $("model-line").textContent = `${model.model} (${model.task}): ${model.users.toLocaleString()} users, ${model.items.toLocaleString()} items, ${data}`;
+    $("rate-title").textContent = model.implicit ? "Like a few items" : "Rate a few items";
+    $("rated-title").textContent = model.implicit ? "Your likes" : "Your ratings";
     $("key-form").hidden = true;
     search();
   } catch (error) {
