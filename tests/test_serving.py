@@ -79,7 +79,11 @@ def test_service_answers_match_the_model(service):
     raw = {model.item_ids[service._items[i]]: r for i, r in history}
     assert np.allclose(new, model.predict_new_user(raw, model.item_ids[[service._items[i] for i in items[2:]]]))
     recommended, ignored = service.recommend_new([*history, ("no-such-item", 3.0)], k=10)
-    assert len(recommended) == 10 and ignored == ["no-such-item"] and not {items[0], items[1]} & {x.item for x in recommended}
+    assert (
+        len(recommended) == 10
+        and ignored == ["no-such-item"]
+        and not {items[0], items[1]} & {x.item for x in recommended}
+    )
     library = model.recommend(None, k=10, history=raw)
     assert [x.item for x in recommended] == [str(i) for i in library["item"]]
     assert np.allclose([x.prediction for x in recommended], library["prediction"])

@@ -152,10 +152,12 @@ def format_table(table: pd.DataFrame) -> str:
     head += "".join(f"{n + '@10':>11}" for n in ranked) + f"{'train s':>10}"
     lines = [head, "-" * len(head)]
     for r in table.to_dict("records"):
-        errors = f"{r['rmse_mean']:>10.4f} ± {r['rmse_std']:.4f}{r['mae_mean']:>10.4f} ± {r['mae_std']:.4f}"
+        errors = (
+            f"{r['rmse_mean']:>10.4f} ± {r['rmse_std']:.4f}{r['mae_mean']:>10.4f} ± {r['mae_std']:.4f}" if rated else ""
+        )
         lines.append(
             f"{r['model']:<8}{r['folds']:>6}"
-            + (errors if rated else "")
+            + errors
             + "".join(f"{r[f'{n}_mean']:>11.4f}" for n in ranked)
             + f"{r['train_seconds']:>10.1f}"
         )

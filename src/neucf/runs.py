@@ -280,7 +280,7 @@ def run_part(run_dir: str | Path, part: str, model: Recommender) -> Ratings | No
     fingerprint the run recorded; None when the run has no such part."""
     run_dir = Path(run_dir)
     path = _check_fingerprint(run_dir, f"{part}.csv", read_run_config(run_dir))
-    return None if path is None else read_part_file(path, scale=tuple(model.scale))
+    return None if path is None else read_part_file(path, scale=None if model.scale is None else tuple(model.scale))
 
 
 #: above this many (user, item) pairs, ranking metrics are computed only when asked for

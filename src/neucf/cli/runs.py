@@ -150,6 +150,7 @@ def evaluate(
     relevant: Annotated[float | None, typer.Option("--relevant", help="Test ratings >= this are relevant (default: the run's, else 3/4 up the scale, 4 on 1-5).")] = None,
     ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Ranking metrics of a rating run (default: when users x items <= 10^8; ranking runs: always).")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="full (rank every unseen item; the default) or sampled (the NCF paper's: each relevant item among 99 random others; overstates quality).")] = "full",
+    negatives: Annotated[int, typer.Option("--negatives", min=1, help="With --protocol sampled: the random items each relevant item is ranked among.")] = 99,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the default output already is).")] = False,
 ):  # fmt: skip
     """RMSE and MAE of a run's model on the run's test part, and ranking metrics of its top-k lists
@@ -176,7 +177,7 @@ def evaluate(
     if fitted.task == "ranking" or wants_ranking(fitted, ranking):
         valid = run_part(run_dir, "valid", fitted)
         if protocol == "sampled":
-            out["ranking"] = sampled_ranking(fitted, test, k=k, relevant=relevant, exclude=valid)
+            out["ranking"] = sampled_ranking(fitted, test, k=k, negatives=negatives, relevant=relevant, exclude=valid)
         else:
             out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=valid)
     echo_json(out)

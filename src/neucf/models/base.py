@@ -373,7 +373,8 @@ class Recommender:
             scores = self.mean_ + self.item_bias_[items]
         else:
             scores = self._predict_folded(self._fold_in(*row), items)
-        return np.clip(np.asarray(scores, dtype=np.float32), *self.scale)
+        scores = np.asarray(scores, dtype=np.float32)
+        return np.clip(scores, *self.scale) if self.task == "rating" else scores
 
     def _history_rows(self, frame: pd.DataFrame) -> dict:
         """``{user key: (item indices, ratings)}`` from a history table; items the model does
