@@ -522,8 +522,10 @@ class StepTrainer:
     score where higher is better (NDCG@10 of the lists), the best weights restored.
 
     ``steps(epoch)`` yields each step's loss (a scalar tensor); ``validate()`` scores the
-    network as it stands. Deterministic as :class:`Trainer` is (torch's deterministic
-    kernels; the caller seeds what it draws), with the same NaN guard and progress bar.
+    network as it stands. ``decay``: an epoch that does not beat the best score multiplies
+    the learning rate by this (1: a constant rate); ``patience`` such epochs in a row stop
+    training. Deterministic as :class:`Trainer` is (torch's deterministic kernels; the caller
+    seeds what it draws), with the same NaN guard and progress bar.
 
     Example:
         >>> net = nn.Linear(2, 1)
@@ -535,10 +537,16 @@ class StepTrainer:
     """
 
     def __init__(
-        self, lr: float, epochs: int, patience: int, options: FitOptions = FitOptions(), steps_per_epoch: int = 0
+        self,
+        lr: float,
+        epochs: int,
+        patience: int,
+        options: FitOptions = FitOptions(),
+        steps_per_epoch: int = 0,
+        decay: float = 1.0,
     ):
         self.lr, self.epochs, self.patience, self.options = lr, epochs, patience, options
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch, self.decay = steps_per_epoch, decay
 
     def fit(self, net: nn.Module, steps: Callable, validate: Callable[[], float]) -> History:
         """Train ``net`` (see the class docstring); returns the history."""
@@ -585,6 +593,8 @@ class StepTrainer:
                 elif self.patience and epoch - history.best_epoch >= self.patience:
                     history.stopped_early = True
                     break
+                else:
+                    optimizer.lr *= self.decay
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()

@@ -5,8 +5,8 @@ et al. 2018) instead of the squared error of ratings.
 A user is their row of the interaction matrix (every training interaction, or rating, as a
 1), dropped out at random and normalised while training (a denoising autoencoder, as the
 rating networks' input dropout), projected by :class:`~neucf.models.layers.SparseRowProjection`
-to a tanh layer; an item is its id's vector plus the projection of its column (the users
-who have it). The GMF branch is the element-wise product of the two, weighted; the MLP
+to a tanh layer; an item is its id's vector (optionally plus the projection of its column: the users who
+have it). The GMF branch is the element-wise product of the two, weighted; the MLP
 branch their concatenation through ``layers`` dense layers (the first taken as two products,
 one per side, so a user is scored against every item at once); an item bias is added. The
 scores of a user's items are a softmax over all items, and training maximises the
@@ -58,9 +58,13 @@ class RankingNetworkConfig(RankingConfig):
         batch_size: users per step.
         epochs: most passes over the users; early stopping on validation NDCG@10.
         patience: epochs without a better validation NDCG before stopping.
+        decay: each epoch without a better validation NDCG multiplies the learning rate by this.
+        item_columns: an item is its id's vector plus the projection of its column (the users
+            who have it); else its id's vector alone (the default: as good, cheaper).
 
-    The defaults were chosen on ML-1M with RecBole's protocol (``benchmarks/topn.py``) on its
-    validation part: a wide GMF branch learns the lists, a small MLP branch costs little.
+    The defaults were chosen on ML-1M with RecBole's protocol (``benchmarks/topn.py``) by its
+    validation part's NDCG@10: a wide GMF branch learns the lists, a small MLP branch costs
+    little; L2 3e-3 of 1e-4, 1e-3, 3e-3 and 1e-2; a halved rate on each plateau.
 
     Example:
         >>> RankingNetworkConfig().factors
@@ -75,13 +79,16 @@ class RankingNetworkConfig(RankingConfig):
         default=0.5, metadata=_help("Share of input rating-vector entries dropped while training.")
     )
     input_norm: float = field(default=0.5, metadata=_help("Divide each rating vector by its count ** this (0: raw)."))
-    l2: float = field(default=1e-3, metadata=_help("Ranking NeuMF: L2 on projections and id vectors."))
+    l2: float = field(default=3e-3, metadata=_help("Ranking NeuMF: L2 on projections and id vectors."))
     lr: float = field(default=1e-3, metadata=_help("Adam learning rate."))
     batch_size: int = field(default=256, metadata=_help("Ranking NeuMF: users per step."))
     epochs: int = field(default=60, metadata=_help("Most epochs."))
-    patience: int = field(default=3, metadata=_help("Early-stopping patience in epochs (0: off)."))
+    patience: int = field(default=5, metadata=_help("Early-stopping patience in epochs (0: off)."))
+    decay: float = field(
+        default=0.5, metadata=_help("Ranking NeuMF: an epoch without a better validation NDCG multiplies lr by this.")
+    )
     item_columns: bool = field(
-        default=True,
+        default=False,
         metadata=_help("Ranking NeuMF: an item is its id's vector plus its column's projection (else the id's alone)."),
     )
 
@@ -114,6 +121,9 @@ class RankingNet(nn.Module):
         common = dict(dropout=config.input_dropout, norm=config.input_norm, init_std=0.1)
         self.user_projection = SparseRowProjection(user_rows, g + m, mode="bag", **common)
         self.item_projection = SparseRowProjection(item_rows, g + m, mode="full", ids=True, **common)
+        # the items' id vectors start small, not at 0 (as the rating networks' do): the
+        # softmax's gradient then reaches the user side from the first step
+        nn.init.normal_(self.item_projection.row_embedding, std=0.01)
         self.item_columns = config.item_columns
         self.gmf_weight = nn.Parameter(torch.ones(g))
         self.item_bias = nn.Parameter(torch.zeros(item_rows.shape[0]))
@@ -198,7 +208,7 @@ class NeuMFRanking(RankingModel):
 
         batches = -(-len(users) // cfg.batch_size)
         with seeded(self.seed, device):
-            trainer = StepTrainer(cfg.lr, cfg.epochs, cfg.patience, options, steps_per_epoch=batches)
+            trainer = StepTrainer(cfg.lr, cfg.epochs, cfg.patience, options, steps_per_epoch=batches, decay=cfg.decay)
             self.history = trainer.fit(net, steps, validate)
         if fit_part is not train:
             # settings and epochs chosen on the held-out share: the users' rows are read from
