@@ -1,9 +1,9 @@
-"""neucf: neural collaborative filtering (NeuMF, GMF, MLP) for explicit ratings.
+"""neucf: neural collaborative filtering (NeuMF, GMF, MLP) for ratings and top-N lists.
 
-Example:
+Examples:
     >>> import neucf
     >>> neucf.__version__
-    '0.3.0'
+    '0.4.0'
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

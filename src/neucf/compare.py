@@ -1,6 +1,6 @@
 """Cross-validated comparison of models: every model on every fold, one table and one chart.
 
-Example:
+Examples:
     >>> table = compare(ratings, "movielens", ["bias", "neumf"], folds=[1, 2])  # doctest: +SKIP
     >>> write_comparison(table, "compare/")                                      # doctest: +SKIP
 """
@@ -57,7 +57,7 @@ class Comparison:
 def shared_params(models: list[str], params: dict | None, task: str = "rating") -> dict[str, dict]:
     """Give each model the shared ``params`` it takes; a parameter no model takes is an error.
 
-    Example:
+    Examples:
         >>> shared_params(["bias", "mf"], {"epochs": 3})
         {'bias': {}, 'mf': {'epochs': 3}}
     """

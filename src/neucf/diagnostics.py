@@ -8,7 +8,7 @@
 
 Both return a :class:`Verdict` and draw their curves.
 
-Example:
+Examples:
     >>> verdict = overfit(ratings, model="neumf", seed=0)   # doctest: +SKIP
     >>> verdict.passed, verdict.line                        # doctest: +SKIP
     (True, 'PASS overfit: train RMSE 0.041 < 0.1 after 120 epochs ...')
@@ -55,7 +55,7 @@ def sample_users_and_items(ratings: Ratings, fraction: float, seed: int = 0) -> 
     """The seed's sampling: ratings whose user OR item is in a random ``fraction`` of each,
     then its min-3 item filter.
 
-    Example:
+    Examples:
         >>> small = sample_users_and_items(ratings, 0.01)  # doctest: +SKIP
     """
     if not 0 < fraction <= 1:

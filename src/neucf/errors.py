@@ -1,6 +1,6 @@
 """Exceptions that the command line turns into one clear line and an exit code.
 
-Example:
+Examples:
     >>> from neucf.errors import DataError
     >>> str(DataError("u.data line 3: rating 'x' is not a number"))
     "u.data line 3: rating 'x' is not a number"
@@ -39,7 +39,7 @@ class Interrupted(BaseException):
     A ``BaseException`` so that no ``except Exception`` on the way swallows it. ``written``
     says what was kept, if anything (e.g. tuning results of the finished trials).
 
-    Example:
+    Examples:
         >>> import signal
         >>> Interrupted(signal.SIGTERM).exit_code
         143
@@ -73,7 +73,7 @@ class StopSignals:
     as lost and no traceback comes from code that runs after the work (restoring handlers,
     ``atexit`` callbacks).
 
-    Example:
+    Examples:
         >>> import signal
         >>> stop = StopSignals()
         >>> stop.done("wrote runs/u1"); stop(signal.SIGTERM, None)
@@ -114,7 +114,7 @@ def signals_held():
     it happened), delivering them after it; where signals cannot be masked (not the main thread,
     or no ``pthread_sigmask``) the block runs as it is.
 
-    Example:
+    Examples:
         >>> with signals_held(): pass
     """
     import signal
@@ -136,7 +136,7 @@ def on_stop_signals(handler):
     """Call ``handler(signum, frame)`` on SIGINT and SIGTERM while the block runs, then restore
     the caller's handlers. Outside the main thread signals cannot be set: they stay as they are.
 
-    Example:
+    Examples:
         >>> import signal
         >>> with on_stop_signals(lambda signum, frame: None):
         ...     signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL

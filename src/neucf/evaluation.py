@@ -4,7 +4,7 @@ top-k lists, and (opt-in) the NCF paper's sampled protocol.
 Metric definitions are in :mod:`neucf.metrics`; this module makes the lists and the ground
 truth they are compared with.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> from neucf.models import Biases
     >>> r = Ratings.from_arrays([1, 1, 2, 2], [1, 2, 1, 2], [5.0, 3.0, 4.0, 2.0])
@@ -112,7 +112,7 @@ def sampled_ranking(
     with a negative counts against the item. Opt-in and labelled "sampled": it overstates
     quality and can reorder models against full ranking (Krichene & Rendle 2020).
 
-    Example:
+    Examples:
         >>> from neucf.datasets import Ratings
         >>> from neucf.models import Popularity
         >>> r = Ratings.from_arrays([1, 1, 2, 2, 3, 3], [1, 2, 1, 3, 2, 3], implicit=True)

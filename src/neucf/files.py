@@ -1,6 +1,6 @@
 """Files: atomic writes (a temp file in the same folder, then a rename) and data checksums.
 
-Example:
+Examples:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
     >>> with atomic_write(p, "w") as f: _ = f.write("hello")
@@ -68,7 +68,7 @@ def atomic_write(path: str | Path, mode: str = "wb", on_commit: Callable[[], Non
 def checksum(path: str | Path) -> str:
     """SHA-256 of a file, or of a folder's files (their relative names and contents, in name order).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"; _ = p.write_text("hello")
         >>> checksum(p)[:12]
@@ -112,7 +112,7 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
     that cannot be written. Refused unless ``force``: a non-empty folder that is not a
     previous neucf output of the same ``kind``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "train.csv").write_text("1,1,5")
         >>> check_output_dir(d, "split", inputs=[d / "train.csv"])
@@ -152,7 +152,7 @@ def check_output_file(out: str | Path, inputs=()) -> Path:
     a neucf output folder (a run, a split...: writing there would change or break it), or
     cannot be created (its folder missing or not writable).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> run = pathlib.Path(tempfile.mkdtemp()); mark_output(run, "run")
         >>> check_output_file(run / "test.csv")
@@ -182,7 +182,7 @@ def check_output_file(out: str | Path, inputs=()) -> Path:
 def process_alive(pid: int) -> bool:
     """Whether a process of this machine with id ``pid`` is alive.
 
-    Example:
+    Examples:
         >>> process_alive(os.getpid())
         True
     """
@@ -250,7 +250,7 @@ def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False, on_co
     ``on_commit`` runs right after, with SIGINT and SIGTERM held back until it returns (see
     :func:`atomic_write`).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
         >>> with output_dir(out, "run") as tmp: _ = (tmp / "a.txt").write_text("x")

@@ -6,7 +6,7 @@ rating model, its ranking scores for a ranking model; ``pop`` ranks by popularit
 Candidates are the items with training data that the user has not seen: their training
 items, the items of ``exclude`` (a validation part) and those of a history they brought.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> from neucf.models import Biases
     >>> model = Biases().fit(Ratings.from_arrays([1, 1, 2, 2], [1, 2, 2, 3], [5.0, 3.0, 4.0, 2.0]))
@@ -28,7 +28,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` highest scores, highest first, ties to the smaller position (a
     stable sort of what a partition keeps, not of everything).
 
-    Example:
+    Examples:
         >>> top_k(np.array([1.0, 3.0, 2.0, 3.0]), 3).tolist()
         [1, 3, 2]
     """
@@ -154,7 +154,7 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     """Each row's ``k`` highest columns (all of them where a row has fewer), highest first,
     ties to the smaller column: a partition, then a stable sort of what it keeps.
 
-    Example:
+    Examples:
         >>> top_rows(np.array([[1.0, 3.0, 2.0, 3.0]]), 2).tolist()
         [[1, 3]]
     """

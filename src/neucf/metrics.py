@@ -1,6 +1,6 @@
 """How predictions are judged.
 
-Example:
+Examples:
     >>> rmse([1, 2, 3], [1, 2, 5]), mae([1, 2, 3], [1, 2, 5])
     (1.1547005383792515, 0.6666666666666666)
 """
@@ -26,7 +26,7 @@ def default_relevance(scale: tuple[float, float]) -> float:
     """The rating from which a test item counts as relevant: three quarters up the scale
     (4 on 1-5; ratings >= 3.875, i.e. 4 and up, on 0.5-5; 5 on -10..10).
 
-    Example:
+    Examples:
         >>> default_relevance((1, 5)), default_relevance((0.5, 5))
         (4.0, 3.875)
     """
@@ -45,7 +45,7 @@ def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], k: int) -> dict
     log2(rank + 1) discounts over an ideal DCG of min(k, |relevant|) items; MAP = the sum of
     precision@rank at each hit / min(k, |relevant|).
 
-    Example:
+    Examples:
         >>> top = np.array([[1, 2, 3], [4, 5, 6]])
         >>> m = ranking_metrics(top, [np.array([2, 9]), np.array([], dtype=int)], k=3)
         >>> m["users"], m["skipped"], round(m["precision"], 4), m["recall"], m["hit_rate"]

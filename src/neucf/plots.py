@@ -3,7 +3,7 @@
 Figures are made with :class:`matplotlib.figure.Figure` directly, never through pyplot, so
 drawing one neither switches the caller's backend nor touches pyplot's global figure list.
 
-Example:
+Examples:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "curve.png"
     >>> learning_curve([{"epoch": 1, "train_mse": 1.0, "valid_rmse": 1.1}], path).suffix

@@ -1,6 +1,6 @@
 """One self-contained HTML page for a run or a comparison: settings, metrics, plots inlined.
 
-Example:
+Examples:
     >>> write_report("runs/neumf")  # doctest: +SKIP
     PosixPath('runs/neumf/report.html')
 """

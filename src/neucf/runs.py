@@ -4,7 +4,7 @@ A run folder holds ``config.json`` (data, split, model and training settings),
 ``model.pt``, ``learning_curve.png``, ``metrics.json`` and ``test.csv`` (the test part, raw
 ids), so ``neucf evaluate`` can score the model again without the original data.
 
-Example:
+Examples:
     >>> model, metrics = fit_and_score("neumf", train, valid, test, epochs=5)  # doctest: +SKIP
     >>> write_run("runs/neumf", model, metrics, config={"model": "neumf"})    # doctest: +SKIP
 """
@@ -87,7 +87,7 @@ def fit_and_score(
 def environment() -> dict:
     """The versions a run was made with (recorded in every run folder).
 
-    Example:
+    Examples:
         >>> sorted(environment())
         ['neucf', 'numpy', 'python', 'torch']
     """
@@ -103,7 +103,7 @@ def jsonable(value):
     """``value`` as strict JSON holds it: numpy numbers as Python ones, a float that is not
     finite (NaN, infinity) as None.
 
-    Example:
+    Examples:
         >>> jsonable({"a": float("nan"), "b": [np.float32(1.5)]})
         {'a': None, 'b': [1.5]}
     """
@@ -245,7 +245,7 @@ def check_numbers(data, path: Path, where: str = "") -> None:
     """Every field of ``data`` (nested objects and lists included) named in :data:`NUMBERS`
     holds a number or null (a :class:`DataError` names the first that does not).
 
-    Example:
+    Examples:
         >>> check_numbers({"test": {"rmse": "abc"}}, Path("metrics.json"))
         Traceback (most recent call last):
         ...

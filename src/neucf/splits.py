@@ -3,7 +3,7 @@
 Every function returns :class:`Split` objects whose ``train``, ``valid`` and ``test`` are
 sorted position arrays into the input; together they cover it exactly once.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> users = np.array([0, 0, 0, 1, 1, 1]); items = np.array([0, 1, 2, 0, 1, 2])
     >>> s = random_split(len(users), seed=0, fractions=(0.5, 0.0, 0.5))
@@ -27,7 +27,7 @@ PARTS = ("train", "valid", "test")
 class Split:
     """Positions of the train, validation and test ratings (``valid`` may be empty).
 
-    Example:
+    Examples:
         >>> Split(np.array([0, 1]), np.array([], dtype=np.int64), np.array([2])).sizes()
         {'train': 2, 'valid': 0, 'test': 1}
     """
@@ -70,7 +70,7 @@ def random_split(n: int, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> Split:
 def kfold_split(n: int, k: int = 5, seed: int = 0) -> list[Split]:
     """``k`` shuffled folds; split ``f`` tests fold ``f`` and trains on the rest (no validation part).
 
-    Example:
+    Examples:
         >>> [s.sizes()["test"] for s in kfold_split(10, k=3)]
         [4, 3, 3]
     """
@@ -88,7 +88,7 @@ def movielens_split(users: np.ndarray, fold: int | str) -> Split:
     test part (20,000 rows of u.data each). ``a`` / ``b`` (ua, ub): each user's 1st-10th
     (ua) or 11th-20th (ub) rating in file order is a test rating. No validation part.
 
-    Example:
+    Examples:
         >>> movielens_split(np.zeros(10, dtype=int), 1).test.tolist()
         [0, 1]
     """
@@ -117,7 +117,7 @@ def temporal_split(users: np.ndarray, timestamps: np.ndarray | None, seed: int =
     Counts per user are ``round(n * fraction)`` (half up); ties in time are broken at
     random under ``seed``.
 
-    Example:
+    Examples:
         >>> temporal_split(np.zeros(10, dtype=int), np.arange(10)).test.tolist()
         [9]
     """
@@ -155,7 +155,7 @@ def leave_last_out_split(users: np.ndarray, timestamps: np.ndarray | None) -> Sp
     time go by file order: of two at the same second, the later line is the later one. A
     user with a single interaction keeps it in train (there is nothing to rank it from).
 
-    Example:
+    Examples:
         >>> s = leave_last_out_split(np.array([0, 0, 0, 1, 1]), np.array([5, 9, 7, 1, 1]))
         >>> s.test.tolist(), s.valid.tolist(), s.train.tolist()
         ([1, 4], [2], [0, 3])
@@ -177,7 +177,7 @@ def user_ratio_split(users: np.ndarray, seed: int = 0, share: float = 0.1) -> Sp
     test part, the ``int(share * n)`` before them the validation part, the rest train
     (RecBole's default 80/10/10 for top-N benchmarks).
 
-    Example:
+    Examples:
         >>> s = user_ratio_split(np.repeat([0, 1], 10), seed=0)
         >>> s.sizes()
         {'train': 16, 'valid': 2, 'test': 2}
@@ -201,7 +201,7 @@ def coverage_split(users: np.ndarray, items: np.ndarray, seed: int = 0, fraction
     3. A user missing from a part gets one of their ratings MOVED there (never copied),
        picked so that the part it leaves keeps that item and that user.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> u = np.repeat(np.arange(3), 3); i = np.tile(np.arange(3), 3)
         >>> s = coverage_split(u, i, seed=0)
@@ -316,7 +316,7 @@ class Splitter:
         named_folds: extra fold names besides 1..folds (MovieLens' ``a`` and ``b``).
         min_item_ratings: the item filter this split needs unless told otherwise (coverage: 3).
 
-    Example:
+    Examples:
         >>> from neucf.datasets import Ratings
         >>> r = Ratings.from_arrays(np.arange(10), np.zeros(10, int), np.ones(10))
         >>> SPLITTERS["random"].split(r, fold=1, seed=0).sizes()
@@ -385,7 +385,7 @@ SPLITTERS: dict[str, Splitter] = {
 def get_splitter(name: str) -> Splitter:
     """The split registered as ``name``; a :class:`UsageError` lists the choices.
 
-    Example:
+    Examples:
         >>> get_splitter("movielens").fixed
         True
     """

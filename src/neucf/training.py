@@ -4,7 +4,7 @@
 holds how a fit runs (device, progress bar, callbacks), which never changes the numbers
 beyond the device's arithmetic and is not saved.
 
-Example:
+Examples:
     >>> cfg = TrainConfig(epochs=5, batch_size=128, seed=1)
     >>> (cfg.lr, cfg.patience)
     (0.003, 3)
@@ -50,17 +50,15 @@ class TrainConfig:
         l2: weight of the L2 penalty ``l2 * sum(W**2)`` added to the mean squared error.
             Unset (None): ``0.75 / n`` for ``n`` training ratings, so that the prior on the
             weights keeps one strength whatever the data's size (the loss is a mean over
-            ratings; a constant weight would regularise large data ever harder). 0.75 / n
-            is 1e-5 on ml-100k u1, the value measured best there before, and 9e-7 on ML-1M
-            90/10, where NeuMF reaches test RMSE 0.8321 against 0.8400 at 1e-5.
+            ratings; a constant weight would regularise large data ever harder): 1e-5 on
+            ml-100k u1, 9e-7 on ML-1M 90/10 (measurements: docs/design.md).
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
         min_steps: early stopping waits until this many optimiser steps were taken (as
             Lightning's ``min_steps``). For a network that sits on a plateau for some dozens
             of steps before it learns (``mlp``'s deep tower, whose output starts at zero) on
             small data, where an epoch is a few steps. Not a default elsewhere: on small,
-            sparse data the extra epochs let a noisy validation pick an over-fitted epoch
-            (NeuMF on ml-100k u1 sampled to 25%: 0.9987 at 100, 0.9875 without).
+            sparse data the extra epochs let a noisy validation pick an over-fitted epoch.
         steps_per_epoch: the most optimiser steps in an epoch (0: no limit). On data with
             more than ``batch_size * steps_per_epoch`` training ratings the batch grows to
             ``n / steps_per_epoch`` and Adam's learning rate by the square root of that growth
@@ -83,7 +81,7 @@ class TrainConfig:
             optimisers without state (``mf``'s SGD: 0.2); Adam would restart its moments
             there, and its first steps are the largest.
 
-    Example:
+    Examples:
         >>> TrainConfig().torch_dtype()
         torch.float32
     """
@@ -135,7 +133,7 @@ class TrainConfig:
     def l2_for(self, n_ratings: int) -> float:
         """The L2 weight used for ``n_ratings`` training ratings (see ``l2``).
 
-        Example:
+        Examples:
             >>> TrainConfig().l2_for(75_000), TrainConfig(l2=0.1).l2_for(75_000)
             (1e-05, 0.1)
         """
@@ -144,7 +142,7 @@ class TrainConfig:
     def batch_for(self, n_ratings: int) -> int:
         """The batch used on ``n_ratings`` training ratings (see ``steps_per_epoch``).
 
-        Example:
+        Examples:
             >>> cfg = TrainConfig(batch_size=8192, steps_per_epoch=32)
             >>> cfg.batch_for(75_000), cfg.batch_for(900_000)
             (8192, 28125)
@@ -158,7 +156,7 @@ class TrainConfig:
         grown by the square root of the batch's growth (see ``steps_per_epoch``); SGD's
         per-rating ``lr`` times the batch (see ``optimizer``).
 
-        Example:
+        Examples:
             >>> round(TrainConfig(batch_size=8192, lr=0.01, steps_per_epoch=32).lr_for(900_000), 4)
             0.0185
             >>> TrainConfig(batch_size=512, lr=0.005, optimizer="sgd").lr_for(900_000)
@@ -177,7 +175,7 @@ class TrainConfig:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """The device named by ``device``; ``auto`` picks CUDA when available.
 
-    Example:
+    Examples:
         >>> resolve_device("cpu").type
         'cpu'
     """
@@ -206,7 +204,7 @@ class FitOptions:
             one line per epoch.
         callbacks: called with each epoch's :class:`EpochStats` (Optuna's pruning raises from there).
 
-    Example:
+    Examples:
         >>> FitOptions().device
         'auto'
     """
@@ -221,7 +219,7 @@ class EpochStats:
     """One epoch's figures (a ranking objective's have no MSE or validation RMSE, but their
     loss and the validation NDCG@10 of the lists, ``valid_ndcg``).
 
-    Example:
+    Examples:
         >>> EpochStats(1, 1.0, 1.1, 0.9, 0.5).epoch
         1
     """
@@ -239,7 +237,7 @@ class History:
     """Per-epoch figures of a training run and where it stopped; ``full_train_epochs``: the
     epochs trained on all of train after it (``TrainConfig.full_train_share``), not in ``epochs``.
 
-    Example:
+    Examples:
         >>> h = History(epochs=[EpochStats(1, 1.0, 1.1, 0.9, 0.5)], best_epoch=1)
         >>> History.from_dict(h.to_dict()) == h
         True
@@ -272,7 +270,7 @@ class World:
     """This process's place in data-parallel training: its ``rank`` among ``size`` processes
     (1 when it trains alone). Only rank 0 writes files and shows progress.
 
-    Example:
+    Examples:
         >>> World.current()
         World(rank=0, size=1)
     """
@@ -293,7 +291,7 @@ def join_world(device: str = "auto") -> World:
     ``RANK``, ``MASTER_ADDR``...): NCCL on CUDA (one GPU per process, by ``LOCAL_RANK``), gloo
     on CPU. Without torchrun (``WORLD_SIZE`` unset or 1) the process stays alone.
 
-    Example:
+    Examples:
         >>> join_world("cpu")  # not started by torchrun
         World(rank=0, size=1)
     """
@@ -347,7 +345,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     Weight initialisation and dropout draw from torch's default generators; forking them
     keeps a fit deterministic under ``seed`` without changing the caller's random state.
 
-    Example:
+    Examples:
         >>> before = torch.rand(1); _ = torch.manual_seed(0); a = torch.rand(1)
         >>> with seeded(3, torch.device("cpu")): _ = torch.rand(1)
         >>> _ = torch.manual_seed(0); bool(torch.rand(1) == a)
@@ -370,7 +368,7 @@ class Trainer:
     batch's mean squared error, given the L2 weight ``l2``; returned together so that both
     can share one gather).
 
-    Example:
+    Examples:
         >>> from neucf.models import BiasedMFNet
         >>> net = BiasedMFNet(3, 2, factors=2, mean=3.0)
         >>> u, i, r = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), torch.tensor([3.0, 4.0, 5.0])
@@ -527,7 +525,7 @@ class StepTrainer:
     training. Deterministic as :class:`Trainer` is (torch's deterministic kernels; the caller
     seeds what it draws), with the same NaN guard and progress bar.
 
-    Example:
+    Examples:
         >>> net = nn.Linear(2, 1)
         >>> x = torch.randn(16, 2)
         >>> steps = lambda epoch: iter([((net(x) - 1.0) ** 2).mean()])
@@ -608,14 +606,14 @@ class _FunctionalOptimizer:
     ``adam`` or ``sgd``), through torch's functional forms (``torch.optim.adam.adam``,
     ``torch.optim.sgd.sgd``): the same kernels and the same numbers (tested), without
     ``torch.optim.Optimizer``'s wrappers, which import ``torch._dynamo`` on the first
-    optimizer and step. That import took 1.4-1.8 s on this project's 2-core machine, a third
-    of an ml-100k u1 NeuMF fit in a fresh process, as every command-line run is.
+    optimizer and step: more than a second of every fresh process's fit, as every
+    command-line run is (docs/design.md).
 
     Adam is fused (one kernel a parameter) where torch has that kernel for the device (CPU
     since torch 2.4, CUDA), else torch's default: an ml-100k u1 NeuMF epoch 6-7% faster
     here than with the default's per-parameter sequence of operations (alternating runs).
 
-    Example:
+    Examples:
         >>> w = nn.Parameter(torch.ones(2))
         >>> opt = _FunctionalOptimizer([w], "sgd", lr=0.5)
         >>> w.sum().backward(); opt.step(); w.tolist()
@@ -767,7 +765,7 @@ def _deterministic() -> Iterator[None]:
 
 def _set_deterministic(mode: bool, warn_only: bool) -> None:
     """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor``
-    (2.8 s on first use here, more than a whole ml-100k fit) to set a compiler flag that
+    (seconds on first use, more than a whole ml-100k fit) to set a compiler flag that
     neucf never uses; the public function where the private switch is missing."""
     switch = getattr(torch._C, "_set_deterministic_algorithms", None)
     if switch is None:

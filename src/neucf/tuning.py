@@ -3,7 +3,7 @@ so that an interrupted study resumes where it stopped.
 
 Each model class supplies its own search space (:meth:`~neucf.models.Recommender.search_space`).
 
-Example:
+Examples:
     >>> best = tune(train, valid, "neumf", trials=20, storage="sqlite:///tune.db", study_name="neumf")  # doctest: +SKIP
     >>> best["params"]  # doctest: +SKIP
 """
@@ -30,7 +30,7 @@ def check_storage(storage: str) -> None:
     """Refuse, before any work, a ``--storage`` that is not a database URL or whose SQLite
     file cannot be created.
 
-    Example:
+    Examples:
         >>> check_storage("tune.db")
         Traceback (most recent call last):
         ...

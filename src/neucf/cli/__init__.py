@@ -6,9 +6,9 @@ option groups they share. Results go to stdout, messages (the library's log) to 
 Exit codes: 0 success, 1 data error, 2 usage error, 130 interrupted; errors are one line on
 stderr.
 
-Example:
+Examples:
     >>> main(["--version"])
-    neucf 0.3.0
+    neucf 0.4.0
     0
 """
 
@@ -39,15 +39,14 @@ def keep_freed_memory() -> bool:
     """Have glibc keep freed blocks of up to 1 GiB for reuse; True where it took effect.
 
     glibc hands every freed block over its mmap threshold (at most 32 MiB by default) back
-    to the kernel, so a training step whose temporaries are hundreds of MB (ML-25M's size:
-    the input matrix's values with this step's dropout, whole-matrix products, their
-    gradients) faults them all back in, page by page, on the next step: measured there 2.2
-    million page faults and 10.7 s of kernel time in a 22 s step. Keeping them: 13.7 s a
-    step, peak memory 5.1 -> 5.8 GB. A process-wide setting, so the command line makes it
-    (every command) and the library never does; in a notebook, call this once, or start
-    Python with ``MALLOC_MMAP_THRESHOLD_=1073741824``. Elsewhere than glibc it does nothing.
+    to the kernel, so a training step whose temporaries are hundreds of MB (ML-25M's size)
+    faults them all back in, page by page, on the next step; keeping them makes such a step
+    much faster for a little more peak memory (docs/design.md). A process-wide setting, so
+    the command line makes it (every command) and the library never does; in a notebook, call
+    this once, or start Python with ``MALLOC_MMAP_THRESHOLD_=1073741824``. Elsewhere than
+    glibc it does nothing.
 
-    Example:
+    Examples:
         >>> keep_freed_memory() in (True, False)
         True
     """
@@ -69,7 +68,7 @@ def _global_options(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice, or OMP_NUM_THREADS).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):  # fmt: skip
-    """Neural collaborative filtering for explicit ratings."""
+    """Neural collaborative filtering: ratings and top-N lists. Example: neucf train --dataset ml-100k --out runs/u1"""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.getLogger("neucf").setLevel(level)
     keep_freed_memory()
@@ -88,7 +87,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
-        help="Neural collaborative filtering for explicit ratings.",
+        help="Neural collaborative filtering: ratings and top-N lists. Example: neucf train --dataset ml-100k --out runs/u1",
     )
     app.callback()(_global_options)
     data.add_commands(app)

@@ -17,7 +17,8 @@ def describe(
     source: DataFlags = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """Ratings, users, items, rating range and values, density."""
+    """Ratings (or interactions), users, items, rating range and values, density.
+    Example: neucf data describe --dataset ml-100k"""
     source.check()
     summary = source.load().describe()
     if as_json:
@@ -36,7 +37,8 @@ def split(
     seed: SeedOpt = 0,
     force: ForceOpt = False,
 ):
-    """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use."""
+    """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use.
+    Example: neucf data split --dataset ml-100k --split random --out split/"""
     source.check()
     splitting.splitter()  # the split and fold checked before any data is read
     check_output_dir(out, "split", [source.data], force)
@@ -49,7 +51,9 @@ def split(
 
 def add_commands(app: typer.Typer) -> None:
     """Register the ``data`` command group on ``app``."""
-    group = typer.Typer(no_args_is_help=True, help="Inspect and split ratings data.")
+    group = typer.Typer(
+        no_args_is_help=True, help="Inspect and split ratings data. Example: neucf data describe --dataset ml-100k"
+    )
     group.command("describe")(data_options(describe))
     group.command("split")(data_options(split_options("coverage", split_dir=False)(split)))
     app.add_typer(group, name="data")

@@ -54,7 +54,8 @@ def diagnose_overfit(
     threshold: Annotated[float, typer.Option(min=0.0, help="PASS when the final train RMSE is below this.")] = 0.1,
     force: ForceOpt = False,
 ):  # fmt: skip
-    """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL."""
+    """Can the model memorise a tiny sample? PASS/FAIL line, curve PNG; exit 0 on PASS, 1 on FAIL.
+    Example: neucf diagnose overfit --dataset ml-100k --out diag/"""
     from ..diagnostics import overfit
 
     model_class(model)
@@ -75,7 +76,8 @@ def diagnose_noise(
     margin: Annotated[float, typer.Option(min=0.0, help="How much lower the real data's validation RMSE must be.")] = 0.1,
     force: ForceOpt = False,
 ):  # fmt: skip
-    """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG."""
+    """Real data against random ratings of the same shape: PASS/FAIL line, both curves in a PNG.
+    Example: neucf diagnose noise --dataset ml-100k --out diag/"""
     from ..diagnostics import noise
 
     model_class(model)
@@ -182,7 +184,8 @@ def tune_model(
 def report(
     folder: Annotated[Path, typer.Argument(help="A run folder (neucf train) or comparison folder (neucf compare).")],
 ):
-    """Write one self-contained HTML page (settings, metrics, plots) into the folder."""
+    """Write one self-contained HTML page (settings, metrics, plots) into the folder.
+    Example: neucf report runs/u1"""
     from ..report import write_report
 
     typer.echo(f"wrote {write_report(folder)}")
@@ -191,7 +194,8 @@ def report(
 def add_commands(app: typer.Typer) -> None:
     """Register diagnose, compare, tune and report on ``app``."""
     diagnose = typer.Typer(
-        no_args_is_help=True, help="The seed's sanity checks: overfit a tiny sample, train on noise."
+        no_args_is_help=True,
+        help="The seed's sanity checks: overfit a tiny sample, train on noise. Example: neucf diagnose noise --dataset ml-100k --out d/",
     )
     diagnose.command("overfit")(data_options(diagnose_overfit))
     diagnose.command("noise")(data_options(diagnose_noise))

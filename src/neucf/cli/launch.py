@@ -30,7 +30,7 @@ ERRORS_ENV = "NEUCF_WORKER_ERRORS"
 def without_flag(argv: list[str], flag: str) -> list[str]:
     """``argv`` less ``flag`` and its value (``--flag N`` or ``--flag=N``).
 
-    Example:
+    Examples:
         >>> without_flag(["train", "--nproc-per-node", "2", "--out", "r"], "--nproc-per-node")
         ['train', '--out', 'r']
     """

@@ -345,7 +345,7 @@ def resolve_model(
     each model's own defaults (a parameter left unset keeps the model's default; the seed
     left unset is the config's, else 0; the model left unset is the task's default).
 
-    Example:
+    Examples:
         >>> resolve_model(None, None, {"factors": 8})
         ('neumf', {'factors': 8}, 0)
         >>> resolve_model(None, None, {}, task="ranking")[0]

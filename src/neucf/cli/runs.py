@@ -65,7 +65,8 @@ def train(
     nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", min=1, help="Train in this many processes on this machine (data-parallel: gloo on CPU, one GPU each on CUDA).")] = None,
     force: ForceOpt = False,
 ):  # fmt: skip
-    """Train a model on a split and write a run folder (config, model, learning curve, metrics)."""
+    """Train a model on a split and write a run folder (config, model, learning curve, metrics).
+    Example: neucf train --dataset ml-100k --out runs/u1 (lists: --task ranking)"""
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: choose rating or ranking")
     task = task or config_task(config)
@@ -203,8 +204,8 @@ def predict(
     out: Annotated[Path | None, typer.Option("--out", help="With --pairs: write user,item,prediction here (else stdout).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item the model never saw.")] = False,
 ):  # fmt: skip
-    """Predicted ratings: one pair (--user --item), or every pair of --pairs in its order;
-    users in --history are folded in from those ratings (new users, or known ones with more)."""
+    """Predicted ratings (a ranking run: scores) of one pair or of every pair of --pairs, --history
+    folding users in. Example: neucf predict runs/u1 --user 196 --item 242"""
     if (pairs is None) == (user is None or item is None) or (pairs is not None and (user or item)):
         raise UsageError("give either --pairs FILE or both --user and --item")
     if out is not None:
@@ -240,7 +241,8 @@ def recommend(
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also rank items the user already rated.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
 ):  # fmt: skip
-    """The top k items for a user (unseen by default), with predicted ratings and titles."""
+    """The top k items for a user (unseen by default), with scores and titles, or every user's.
+    Example: neucf recommend runs/u1 --user 196 -k 10"""
     if all_users:
         if user is not None or history is not None or out is None:
             raise UsageError("--all-users takes --out FILE (and -k), not --user or --history")
@@ -267,7 +269,8 @@ def recommend(
 
 
 def models():
-    """The registered models: name, task, how each is fitted, its parameters."""
+    """The registered models: name, task, how each is fitted, its parameters.
+    Example: neucf models"""
     for task in TASKS:
         for name in model_names(task):
             cls = model_class(name, task)

@@ -38,7 +38,8 @@ def serve(
     max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body in bytes (over it: 413).")] = 1_000_000,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request on stderr (its path, without the query string).")] = True,
 ):  # fmt: skip
-    """Serve a trained run: JSON API (docs at /docs) and a web page at /, until Ctrl-C."""
+    """Serve a trained run: JSON API (docs at /docs) and a web page at /, until Ctrl-C.
+    Example: neucf serve runs/u1 --port 8000"""
     try:
         import uvicorn
 

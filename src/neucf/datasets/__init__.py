@@ -1,6 +1,6 @@
 """Data in: built-in MovieLens releases, any delimited ratings file, and the ratings container.
 
-Example:
+Examples:
     >>> from neucf.datasets import load
     >>> ratings = load(data="ml-100k")          # doctest: +SKIP
     >>> ratings = load(dataset="ml-100k")       # downloads once, then cached  # doctest: +SKIP
@@ -53,7 +53,7 @@ def load(
     ``data`` may be a MovieLens folder or zip, or any delimited ratings file read with
     ``options``. ``dataset`` is fetched into ``directory`` (see :func:`data_dir`) on first use.
 
-    Example:
+    Examples:
         >>> r = load(data="ratings.csv", options=LoaderOptions(duplicates="mean"))  # doctest: +SKIP
     """
     if (data is None) == (dataset is None):

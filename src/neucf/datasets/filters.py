@@ -20,7 +20,7 @@ def filter_min_ratings(ratings: Ratings, min_item: int = 0, min_user: int = 0, u
     With ``until_stable`` both filters repeat until nothing changes (a k-core).
     The result is compacted: dropped users and items leave the id maps.
 
-    Example:
+    Examples:
         >>> r = Ratings.from_arrays([1, 2, 3, 1], ["a", "a", "a", "b"], [1, 2, 3, 4])
         >>> filter_min_ratings(r, min_item=3).item_ids.tolist()
         ['a']
@@ -51,7 +51,7 @@ def k_core(ratings: Ratings, k: int) -> Ratings:
     filter repeated until nothing changes (RecBole's ``--k-core``-style filter). Emptying the
     data is a :class:`DataError` naming ``--k-core``.
 
-    Example:
+    Examples:
         >>> r = Ratings.from_arrays([1, 1, 2, 2, 3], ["a", "b", "a", "b", "a"], implicit=True)
         >>> len(k_core(r, 2)), k_core(r, 2).user_ids.tolist()
         (4, [1, 2])
@@ -72,7 +72,7 @@ def filter_for_split(
     does, for it needs three ratings per item) unless ``min_item`` says otherwise; with ``k``,
     the k-core first (:func:`k_core`). What was applied is logged.
 
-    Example:
+    Examples:
         >>> from neucf.splits import get_splitter
         >>> r = Ratings.from_arrays([1, 2, 3, 1], ["a", "a", "a", "b"], [1, 2, 3, 4])
         >>> len(filter_for_split(r, get_splitter("coverage"))), len(filter_for_split(r, get_splitter("random")))

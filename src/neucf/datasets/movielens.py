@@ -27,7 +27,7 @@ class DatasetSpec:
         md5: GroupLens' published checksum; None for the ``latest`` sets, which change.
         url: where to download it; defaults to GroupLens (or ``$NEUCF_MOVIELENS_URL``).
 
-    Example:
+    Examples:
         >>> DATASETS["ml-100k"].filename
         'ml-100k.zip'
     """
@@ -74,7 +74,7 @@ def fetch(spec: DatasetSpec | str, directory: str | Path | None = None) -> Path:
     pooch downloads into a temporary file and renames it only after the checksum
     matches, so an interrupted or corrupted download never leaves a file behind.
 
-    Example:
+    Examples:
         >>> fetch("ml-100k")  # doctest: +SKIP
         PosixPath('/home/me/.cache/neucf/ml-100k.zip')
     """
@@ -131,7 +131,7 @@ def movielens_layout(path: str | Path) -> str | None:
     """The ratings file of the MovieLens release at ``path`` (``u.data`` for ML-100k,
     ``ratings.dat``, ``ratings.csv``), or None when ``path`` is not a release folder or zip.
 
-    Example:
+    Examples:
         >>> movielens_layout("no/such/folder") is None
         True
     """
@@ -155,7 +155,7 @@ def load_movielens(path: str | Path, options: LoaderOptions = LoaderOptions()) -
     The file layout decides the format (u.data, ratings.dat or ratings.csv); only
     ``options.duplicates`` and ``options.scale`` apply. Titles come along when present.
 
-    Example:
+    Examples:
         >>> r = load_movielens("ml-100k")  # doctest: +SKIP
         >>> len(r), r.n_users, r.n_items  # doctest: +SKIP
         (100000, 943, 1682)

@@ -28,7 +28,7 @@ class Ratings:
     With ``implicit``, the rows are interactions without ratings: ``ratings`` holds each
     one's weight (1, or a count of plays or clicks) and ``scale`` is None.
 
-    Example:
+    Examples:
         >>> r = Ratings.from_arrays(["a", "b", "a"], [10, 10, 20], [4.0, 3.0, 5.0])
         >>> (r.n_users, r.n_items, len(r), r.scale)
         (2, 2, 3, (3.0, 5.0))
@@ -209,7 +209,7 @@ def id_text(raw) -> str:
     """A raw id as text, to match ids across tables read with different types (``42`` and
     ``"42"`` are one id; ``"042"`` is another).
 
-    Example:
+    Examples:
         >>> id_text(np.int64(42)), id_text("042")
         ('42', '042')
     """
@@ -222,7 +222,7 @@ def lookup_ids(id_map: np.ndarray, raw_ids, kind: str, missing_ok: bool = False)
     when ``missing_ok``. Ids are matched as written: typed as text, ``"42"`` finds the
     integer id 42 but ``"042"`` and ``"42.0"`` do not.
 
-    Example:
+    Examples:
         >>> lookup_ids(np.array([7, 42]), ["42"], "user").tolist()
         [1]
         >>> lookup_ids(np.array([7, 42]), ["042"], "user", missing_ok=True).tolist()

@@ -81,7 +81,7 @@ class LoaderOptions:
             neucf writes have; nothing is read by position (for split and run folders,
             whose columns a user may have edited).
 
-    Example:
+    Examples:
         >>> LoaderOptions(sep=",", header=True).duplicates
         'error'
     """
@@ -135,7 +135,7 @@ def _fields(line: str, sep: str) -> list[str]:
 def separator(line: str, sep: str | None = None) -> str:
     """The field separator of ``line`` (``::``, tab, comma, space, in that order); a given one is kept.
 
-    Example:
+    Examples:
         >>> separator("1::2::5")
         '::'
     """
@@ -153,7 +153,7 @@ def sniff(first_line: str, sep: str | None = None, next_lines=(), name: str = "d
     while the following lines' rating fields are (likely: a warning says which was taken and
     that ``--header/--no-header`` overrides). A first line with any number in it is data.
 
-    Example:
+    Examples:
         >>> sniff("userId,movieId,rating,timestamp")
         (',', True)
         >>> sniff("196\\t242\\t3\\t881250949")
@@ -209,7 +209,7 @@ def byte_source(source: str | Path | bytes | Opener, name: str | None = None) ->
     """An opener of plain bytes and a name for messages, from a path (``-`` is standard
     input; pipes such as ``<(zcat f.gz)`` are read once into memory), bytes, or an opener.
 
-    Example:
+    Examples:
         >>> import gzip
         >>> opener, name = byte_source(gzip.compress(bytes([0xEF, 0xBB, 0xBF]) + b"user,item,rating"))
         >>> opener().read(4), name
@@ -253,7 +253,7 @@ def read_ratings_file(
     stream (used for members of a zip archive, which are read without extracting).
     Every problem is a :class:`DataError` whose message names the file and the line.
 
-    Example:
+    Examples:
         >>> r = read_ratings_file(b"u,i,rating\\n1,a,4\\n2,a,3.5\\n", name="x.csv")
         >>> (len(r), r.scale)
         (2, (3.5, 4.0))
@@ -479,7 +479,7 @@ def _ids(column: pd.Series) -> np.ndarray:
     """Ids as written: integers (int64, or uint64 for ids >= 2**63) when every id of the column
     is a plain integer, else text. Each column is typed on its own.
 
-    Example:
+    Examples:
         >>> _ids(pd.Series(["0042", "7"])).tolist(), _ids(pd.Series(["42", "7"])).tolist()
         (['0042', '7'], [42, 7])
         >>> _ids(pd.Series(["18446744073709551615"])).dtype
@@ -509,7 +509,7 @@ def read_table(
     a line with more or fewer fields than the header, a header naming a column twice, or a
     missing column is a :class:`DataError` naming the line.
 
-    Example:
+    Examples:
         >>> read_table(b"user,item\\n196,242\\n", ("user", "item")).values.tolist()
         [['196', '242']]
         >>> read_table(b"user,item\\n196,242,5\\n", ("user", "item"), name="pairs.csv")
@@ -571,7 +571,7 @@ def resolve_duplicates(
 ) -> Ratings:
     """Apply the duplicate (user, item) policy; ``error`` names the first repeated pair.
 
-    Example:
+    Examples:
         >>> r = Ratings.from_arrays([1, 1], [2, 2], [3.0, 5.0])
         >>> resolve_duplicates(r, "mean").ratings.tolist()
         [4.0]

@@ -1,7 +1,7 @@
 """Split folders: ``train.csv``, ``valid.csv`` (optional) and ``test.csv`` with raw ids, so any
 library can run on exactly the same split.
 
-Example:
+Examples:
     >>> ratings, split = load_split_dir("split/")  # doctest: +SKIP
     >>> write_split_dir(ratings, split, "copy/")   # doctest: +SKIP
 """
@@ -44,7 +44,7 @@ def read_part_file(path: str | Path, scale: tuple[float, float] | None = None) -
     ``user,item[,weight][,timestamp]`` for interactions), ratings inside ``scale`` when given. A file without that header is an error naming what it has,
     never read by position.
 
-    Example:
+    Examples:
         >>> read_part_file(b"user,item,timestamp\\n1,2,880000000\\n")  # doctest: +SKIP
         neucf.errors.DataError: data line 1: expected the header user,item,rating[,timestamp], ...
     """
@@ -61,7 +61,7 @@ def load_split_dir(directory: str | Path, options: LoaderOptions = PART_OPTIONS)
     ``user,item[,weight][,timestamp]``). Returns ``(ratings, split)`` with one shared id
     map, parts as written.
 
-    Example:
+    Examples:
         >>> ratings, split = load_split_dir("split/")  # doctest: +SKIP
     """
     from ..splits import Split

@@ -9,7 +9,7 @@ With ``rank=0`` the data hold biases only: no model can beat ``mean + b_u + b_i`
 noise, which makes them the test that a model contains a good bias baseline. With
 ``rank > 0`` there is an interaction to learn.
 
-Example:
+Examples:
     >>> r = generate_ratings(SyntheticSpec(n_users=50, n_items=40, n_ratings=500, rank=2), seed=0)
     >>> (len(r), r.scale)
     (500, (0.5, 4.0))
@@ -41,7 +41,7 @@ class SyntheticSpec:
         activity_sigma: sigma of the lognormal user activity (0: uniform).
         popularity: Zipf exponent of item popularity (0: uniform).
 
-    Example:
+    Examples:
         >>> SyntheticSpec().scale
         (0.5, 4.0)
     """
@@ -131,7 +131,7 @@ def _pairs(spec: SyntheticSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
 def generate_ratings(spec: SyntheticSpec = SyntheticSpec(), seed: int = 0) -> Ratings:
     """Ratings drawn from ``spec`` under ``seed`` (same seed, same ratings); ids are 1-based.
 
-    Example:
+    Examples:
         >>> a = generate_ratings(PRESETS["bias-only"], seed=3)
         >>> b = generate_ratings(PRESETS["bias-only"], seed=3)
         >>> bool((a.ratings == b.ratings).all())

@@ -11,7 +11,7 @@ baseline, ``ranking`` what ranking models share, ``torch_estimator`` the base of
 trained by gradient, ``persistence`` the model file, ``registry`` maps ``--model`` names
 (per task) to classes.
 
-Example:
+Examples:
     >>> from neucf.models import model_names
     >>> sorted(model_names("rating"))
     ['bias', 'ensemble', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']

@@ -49,7 +49,7 @@ TASKS = ("rating", "ranking")
 class NoParameters:
     """The config of a model that has no parameters.
 
-    Example:
+    Examples:
         >>> dataclasses.fields(NoParameters())
         ()
     """
@@ -88,7 +88,7 @@ class Recommender:
     often it was needed. ``seed`` seeds everything random in fitting. Other keyword arguments
     are the model's parameters; one the model does not take is an error naming those it does.
 
-    Example:
+    Examples:
         >>> from neucf.models import Biases
         >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
         >>> model = Biases().fit(r)
@@ -128,7 +128,7 @@ class Recommender:
     def parameters(cls) -> dict[str, dataclasses.Field]:
         """The parameters this model takes, by name (the fields of its config dataclasses).
 
-        Example:
+        Examples:
             >>> from neucf.models import Biases
             >>> list(Biases.parameters())
             ['reg_user', 'reg_item', 'n_iter']
@@ -421,7 +421,7 @@ class Recommender:
         ``history`` (a dict raw item -> rating), folded in; unknown items in ``history`` are
         ignored, unknown ones in ``items`` are an error.
 
-        Example:
+        Examples:
             >>> from neucf.models import Biases
             >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
             >>> Biases().fit(r).predict_new_user({1: 5.0}, [2]).shape
@@ -486,7 +486,7 @@ class Recommender:
         """The top ``k`` items for a raw user id, best first: columns item, prediction (the
         score: a predicted rating, or a ranking score) and title (see :func:`neucf.lists.recommend`).
 
-        Example:
+        Examples:
             >>> from neucf.models import Biases
             >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
             >>> Biases().fit(r).recommend(2, k=1)["item"].tolist()
@@ -499,7 +499,7 @@ class Recommender:
     def recommend_index(self, u: int, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` for a known user's dense index, as arrays (:func:`neucf.lists.recommend_index`).
 
-        Example:
+        Examples:
             >>> from neucf.models import Biases
             >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
             >>> Biases().fit(r).recommend_index(1, k=1)[0].tolist()
@@ -513,7 +513,7 @@ class Recommender:
         """The top ``k`` for a new user given as a row of item indices and ratings (NaN: an
         interaction without one), folded in (:func:`neucf.lists.recommend_row`).
 
-        Example:
+        Examples:
             >>> from neucf.models import Biases
             >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
             >>> Biases().fit(r).recommend_row([0], [5.0], k=1)[0].tolist()
@@ -526,7 +526,7 @@ class Recommender:
     def recommend_all(self, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256) -> pd.DataFrame:
         """Every known user's top ``k`` (:func:`neucf.lists.recommend_all`).
 
-        Example:
+        Examples:
             >>> from neucf.models import Biases
             >>> r = Ratings.from_arrays([1, 1, 2, 2], [1, 2, 2, 3], [5.0, 3.0, 4.0, 2.0])
             >>> Biases().fit(r).recommend_all(k=1)[["user", "item", "rank"]].values.tolist()

@@ -16,7 +16,7 @@ from .registry import register
 class GlobalMean(Recommender):
     """Predicts the mean training rating for everything.
 
-    Example:
+    Examples:
         >>> from neucf.datasets import Ratings
         >>> r = Ratings.from_arrays([1, 2], [1, 1], [2.0, 4.0])
         >>> GlobalMean().fit(r).predict([1], [1]).tolist()
@@ -46,7 +46,7 @@ class BiasConfig:
     Bayes (:func:`~neucf.models.bias_regularisation`); Surprise's fixed 15 and 10 are one
     ``--reg-user 15 --reg-item 10`` away.
 
-    Example:
+    Examples:
         >>> BiasConfig().reg_user is None
         True
     """
@@ -68,7 +68,7 @@ class BiasConfig:
 class Biases(Recommender):
     """``mean + b_u + b_i`` with regularised biases, fitted by alternating least squares.
 
-    Example:
+    Examples:
         >>> from neucf.datasets import Ratings
         >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
         >>> Biases(reg_user=0, reg_item=0).fit(r).predict([2], [1]).round(2).tolist()
@@ -124,7 +124,7 @@ class Popularity(Recommender):
     task its predictions are the item means, so that RMSE stays defined; for the ranking
     task its scores are the items' popularity (the share of users who have them).
 
-    Example:
+    Examples:
         >>> from neucf.datasets import Ratings
         >>> r = Ratings.from_arrays([1, 2, 3, 1], [7, 7, 7, 8], [2.0, 4.0, 3.0, 5.0])
         >>> model = Popularity().fit(r)

@@ -8,7 +8,7 @@ diag(X^T X)`` (what training the same linear model with input dropout ``p`` mini
 penalises a popular item's weights more. A user's scores are ``x_u B``: a new user folds in
 for free. One items x items inverse: fast up to tens of thousands of items, memory items^2.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> r = Ratings.from_arrays([1, 1, 2, 2, 3], [1, 2, 1, 2, 1], implicit=True)
     >>> model = EASE(l2=1.0, dropout=0.0).fit(r)
@@ -81,7 +81,7 @@ class EASEConfig(RankingConfig):
         dropout: the dropout-emphasis ``p`` of EDLAE (0: EASE as published); unset: chosen
             on the validation part with ``l2`` (0 or 0.5).
 
-    Example:
+    Examples:
         >>> EASEConfig(l2=500.0).dropout is None
         True
     """

@@ -25,7 +25,7 @@ class EnsembleConfig:
         members: registered model names, comma-separated; each is fitted ``seeds`` times.
         seeds: fits of each member kind, with seeds ``seed``, ``seed + 1``, ...
 
-    Example:
+    Examples:
         >>> EnsembleConfig().members
         'neumf,gmf'
     """
@@ -56,12 +56,10 @@ class Ensemble(Recommender):
     weights are non-negative least squares of the validation ratings on the members'
     validation predictions; when the validation part was held out of train here, the
     members' biases are then solved again on all of train. It costs the sum of its members'
-    fits. The defaults (NeuMF and GMF, 4 seeds each: 8 fits) reach test RMSE 0.8884 on
-    ml-100k u1 in 25 s (0.8886 in 34 s before Adam was fused and a step's first layers ran
-    once per user and item; 0.8884 in 41 s with per-pair masking, 0.8887 with torch's CSR products, 0.8890 without the last step;
-    neucf 0.2.0: 0.8888), where its members reach 0.8964-0.9009 alone.
+    fits. The defaults (NeuMF and GMF, 4 seeds each: 8 fits) are neucf's most accurate
+    rating predictions (figures: the benchmarks page).
 
-    Example:
+    Examples:
         >>> model = Ensemble(members="gmf,mf", seeds=1)
         >>> model.config.kinds()
         ['gmf', 'mf']

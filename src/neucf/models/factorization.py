@@ -7,7 +7,7 @@ trains with many threads at once (Hogwild), so one seed does not give one answer
 fold a user into BPR, and its GPU solvers are not in its PyPI wheels. ``benchmarks/topn.py``
 runs both side by side.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> r = Ratings.from_arrays([1, 1, 2, 2, 3, 3], [1, 2, 1, 2, 1, 3], implicit=True)
     >>> model = ALS(factors=2, iterations=3).fit(r)
@@ -44,7 +44,7 @@ class FactorConfig(RankingConfig):
     Attributes:
         factors: latent dimensions of each user and item.
 
-    Example:
+    Examples:
         >>> FactorConfig().factors
         64
     """
@@ -73,7 +73,7 @@ class ALSConfig(FactorConfig):
     The defaults (64 factors, ``l2`` 10, ``confidence`` 2) are the best of a small grid on ML-1M
     with RecBole's protocol (``benchmarks/topn.py``'s), chosen on its validation part.
 
-    Example:
+    Examples:
         >>> ALSConfig().iterations
         15
     """
@@ -204,7 +204,7 @@ class BPRConfig(FactorConfig):
         epochs: most passes over the interactions; early stopping on validation NDCG@10.
         patience: epochs without a better validation NDCG before stopping.
 
-    Example:
+    Examples:
         >>> BPRConfig().epochs
         100
     """
@@ -224,7 +224,7 @@ class BPRConfig(FactorConfig):
 class FactorNet(torch.nn.Module):
     """User and item factors and item biases: ``x_u . y_i + b_i`` (BPR's scorer).
 
-    Example:
+    Examples:
         >>> FactorNet(3, 4, 2, seed_std=0.01).item_factors.shape
         torch.Size([4, 2])
     """

@@ -18,7 +18,7 @@ against the items rated at or above the threshold; a seeded tenth of train when 
 has none, after which both models are fitted on all of train). On interactions without
 ratings there is nothing to like or dislike: the list is EASE's alone.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> r = Ratings.from_arrays([1, 1, 2, 2, 3, 3], [1, 2, 1, 2, 1, 3], [5.0, 4.0, 5.0, 4.0, 5.0, 1.0])
     >>> model = Hybrid(l2=1.0, dropout=0.0, like="bias").fit(r)
@@ -65,7 +65,7 @@ class HybridConfig(RankingConfig):
         mix: the share of ``pick`` that is EASE on the relevant ratings alone (its lambda
             scaled to their number per item; unset: chosen on validation from :data:`MIXES`).
 
-    Example:
+    Examples:
         >>> HybridConfig().like
         'neumf'
     """

@@ -17,9 +17,8 @@ from torch.nn import functional as F
 
 
 def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``tensor[index]`` along the first dimension: ``index_select`` is 2-3x faster than
-    advanced indexing on CPU, forward and backward (measured on ML-1M-sized batches: 4.3
-    against 14.3 ms for a (35,635 x 60) gather and its gradient).
+    """``tensor[index]`` along the first dimension: ``index_select`` is several times faster
+    than advanced indexing on CPU, forward and backward.
 
     On CUDA a tensor that gets a gradient is gathered by ``F.embedding`` instead: its
     backward sorts the indices and sums each row's gradients in a fixed order, where
@@ -36,7 +35,7 @@ def _index_types(n: int) -> tuple[type, torch.dtype]:
     """numpy's and torch's integer types for positions and counts below ``n``: 32 bits where
     they fit (half the memory of 64 at ML-25M's size), else 64.
 
-    Example:
+    Examples:
         >>> _index_types(1000)
         (<class 'numpy.int32'>, torch.int32)
     """
@@ -65,13 +64,9 @@ class _ColumnBlocks(nn.Module):
     a slice of ``D`` of about ``BLOCK_BYTES`` (rows of ``width`` 32-bit numbers).
 
     A sparse product reads one row of ``D`` per non-zero, in no useful order; once ``D``
-    outgrows the caches, nearly every read misses. Measured on this project's 2-core machine
-    (an ad-hoc timing of the four products alone, then torch's CSR products, on
-    ``benchmarks/scale.py``'s ``syn-25M`` training ratings, 60 units): NeuMF's four products
-    of a training step took 1,591 / 1,803 / 1,713 / 579 ms whole, 346 / 412 / 464 / 448 ms in
-    blocks of 2 MiB (4 MiB: 544 / 313 / 430 / 369; 1 MiB: 485 / 468 / 496 / 402); at 1M
-    ratings (one or two blocks) no difference. ``order[i]``: where the i-th regrouped entry's
-    value sits in the values given (None: in the same order).
+    outgrows the caches, nearly every read misses; in blocks of 2 MiB the reads stay in the
+    caches (docs/design.md). ``order[i]``: where the i-th regrouped entry's value sits in the
+    values given (None: in the same order).
     """
 
     def __init__(self, indptr, indices, n_cols: int, width: int, order=None, index=torch.int32):
@@ -115,15 +110,10 @@ class _ColumnBlocks(nn.Module):
         in this structure's own order already), block by block, each block's rows summed by
         ``F.embedding_bag`` (weights: the values).
 
-        Not torch's CSR product, on any device. On CPU ``embedding_bag`` is 1.5-3x faster
-        (this project's 2-core machine, the four products of a NeuMF step, forward and
-        backward; ad-hoc timings, medians): ml-100k u1 5.5 -> 2.8 ms; ML-1M 82.5 -> 43.2 ms;
-        MovieLens-shaped 5M ratings 487 -> 272 ms; 25M 3,598 -> 3,118 ms. On CUDA,
-        cuSPARSE's product sums in an order that changes from run to run, which
-        ``torch.use_deterministic_algorithms`` does not cover (on an H200: NeuMF fitted twice
-        with one seed, predictions up to 0.27 apart), where ``embedding_bag`` sums each row
-        in order (identical), at 2.4 against 1.2 ms a product there (162,000 x 59,000, 20M
-        entries, 64 columns): about 0.1 s of a 4.9 s epoch."""
+        Not torch's CSR product, on any device: on CPU ``embedding_bag`` is faster
+        (docs/design.md); on CUDA cuSPARSE's product sums in an order that changes from run
+        to run, which ``torch.use_deterministic_algorithms`` does not cover, where
+        ``embedding_bag`` sums each row in order, so one seed gives one answer."""
         gather = self.order is not None and not ordered
         out = None
         for b, (start, end) in enumerate(zip(self.edges[:-1], self.edges[1:])):
@@ -171,9 +161,8 @@ class SparseRowProjection(nn.Module):
     - ``bag``: only the batch's rows, gathered from the CSR arrays and summed with
       ``F.embedding_bag(per_sample_weights=ratings)`` (cost: the batch rows' non-zeros).
     - ``auto`` (default): ``full`` when ``batch_size`` rows drawn by rating hold, on average,
-      more than a quarter of the matrix's non-zeros (``bag``'s gather and backward cost about
-      4x more per non-zero than ``full``'s product, measured on ml-100k when that was torch's
-      CSR product; ``full`` has since become faster still); else ``bag``.
+      more than a quarter of the matrix's non-zeros (``bag``'s gather and backward cost
+      several times more per non-zero than ``full``'s product); else ``bag``.
 
     ``mask_cols`` (one column per row, or several as a (rows, m) tensor) removes entries
     (r, c) from row r's input, so that the rating being predicted never sits in its own
@@ -185,10 +174,8 @@ class SparseRowProjection(nn.Module):
     the batch's pairs distinct, as the trainer draws them), renormalising their rows. No
     per-pair search and correction, at the price of also hiding, for that step, a row's
     other entries in the batch (about 1 / steps per epoch of them, on top of ``dropout``;
-    with a batch of all the data, nothing would be left). Measured against the per-pair correction (NeuMF, this project's 2-core
-    machine): an ML-1M epoch 4.9 -> 4.0 s (medians of 4 alternating runs); test RMSE,
-    mean of model seeds, ml-100k u1 0.8961 -> 0.8959 (seeds 0-5, batches of 11% of the
-    ratings), ML-1M 0.8313 -> 0.8316 (seeds 0-2, 4%).
+    with a batch of all the data, nothing would be left): a faster epoch, the same accuracy
+    within noise (docs/design.md).
     ``dropout`` drops input entries at random while training (denoising, as in AutoRec),
     rescaling the rest by ``1/(1-p)``.
 
@@ -210,12 +197,12 @@ class SparseRowProjection(nn.Module):
     (:meth:`id_penalty`).
 
     ``W`` starts uniform with the scale that gives each output unit standard deviation
-    ``init_std`` over the matrix's rows (measured: 0.3 trains the deep MLP tower on a
-    generated rank-5 set where Keras' Glorot init, 0.03 there, leaves it constant). ``norm`` divides each row by (its number of
+    ``init_std`` over the matrix's rows, whatever the rating scale and row lengths (Keras'
+    Glorot init starts a deep tower near constant on such rows). ``norm`` divides each row by (its number of
     non-zeros) ** norm; a masked row is divided by its count without the masked entry, so
     masking gives exactly the input the row would have had without that rating.
 
-    Example:
+    Examples:
         >>> import scipy.sparse as sp
         >>> m = sp.csr_matrix(np.array([[0, 2.0], [1.0, 0]], dtype=np.float32))
         >>> proj = SparseRowProjection(m, 3)
@@ -572,7 +559,7 @@ class SparseRowProjection(nn.Module):
 class DenseBlock(nn.Sequential):
     """``n_layers`` x [Linear(units) + LeakyReLU(alpha)] (+ dropout), the seed's DenseBlock.
 
-    Example:
+    Examples:
         >>> DenseBlock(4, 8, n_layers=2)(torch.zeros(3, 4)).shape
         torch.Size([3, 8])
     """
@@ -602,7 +589,7 @@ class BiasTerms(nn.Module):
     penalty (each per-rating weight capped at 50, which only binds where the fit holds the
     biases at ~0). Left alone by the rest of the network, it converges to that fit.
 
-    Example:
+    Examples:
         >>> terms = BiasTerms(3.5, np.zeros(2), np.array([0.5, -0.5]), np.ones(2), np.ones(2), 1.0, 1.0)
         >>> terms(torch.tensor([0, 1]), torch.tensor([0, 1])).tolist()
         [4.0, 3.0]
@@ -646,7 +633,7 @@ class ScaledSigmoid(nn.Module):
 
     The seed hard-codes ``1 + 4 * sigmoid(z)``; here the scale comes from the data.
 
-    Example:
+    Examples:
         >>> ScaledSigmoid(1, 5)(torch.zeros(1)).item()
         3.0
     """

@@ -18,7 +18,7 @@ from .torch_estimator import TorchRecommender
 class MFConfig:
     """Biased MF settings; defaults are Surprise's tuned SVD on ml-100k (100 factors, reg 0.1).
 
-    Example:
+    Examples:
         >>> MFConfig().factors
         100
     """
@@ -46,7 +46,7 @@ class BiasedMFNet(nn.Module):
     (:class:`~neucf.models.layers.BiasTerms`), the biases are those instead: they start
     from the data's bias fit and keep its shrinkage.
 
-    Example:
+    Examples:
         >>> net = BiasedMFNet(4, 3, factors=2, mean=3.5)
         >>> net(torch.tensor([0]), torch.tensor([1])).shape
         torch.Size([1])
@@ -107,15 +107,14 @@ class BiasedMFNet(nn.Module):
 class MatrixFactorization(TorchRecommender):
     """Biased matrix factorisation, SVD-style: ``mean + b_u + b_i + p_u . q_i``.
 
-    Example:
+    Examples:
         >>> MatrixFactorization(factors=50, epochs=20).training.epochs
         20
     """
 
     config_class = MFConfig
     # plain SGD at 0.005 a rating, as Surprise's SVD trains (its lr_all=0.01 on half the squared
-    # error): ML-1M 90/10 0.8617 against Adam's 0.8729 and Surprise's 0.8650; u1..u5 0.9145
-    # against Adam's 0.9158 (benchmarks/quality.py). Adam did better on sparse, generated sets.
+    # error): better than Adam on MovieLens, worse on sparse generated sets (docs/design.md)
     # full_train_share: see TorchRecommender._train_on_all
     train_defaults = {"optimizer": "sgd", "lr": 0.005, "l2": 0.1, "batch_size": 512, "full_train_share": 0.2}
     can_fold_in = True

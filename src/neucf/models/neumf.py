@@ -41,22 +41,18 @@ class NetworkConfig:
             and the answer is absent at test time).
         input_norm: each rating vector is divided by (its number of ratings) ** input_norm
             before the first layer: 0 feeds raw ratings as the seed does; 0.5 (default)
-            keeps heavy and light raters' projections on one scale (measured on ml-100k
-            u1: test RMSE 0.9065 against 0.917 with raw vectors).
+            keeps heavy and light raters' projections on one scale.
         projection: how the first layer's sparse product is computed: ``auto``, ``full``
             or ``bag`` (see :class:`~neucf.models.layers.SparseRowProjection`); all exact.
         input_sample: while training, estimate each row's projection from at most this
             many of its entries (see :class:`~neucf.models.layers.SparseRowProjection`),
             so a step's cost no longer grows with the data; 0 (default) uses whole rows.
-            Off by default because it costs accuracy (ml-100k u1 NeuMF: 0.8980 at 128,
-            0.9316 at 32, against 0.8947 with whole rows).
+            Off by default because it costs accuracy.
         inputs: what a user's row (an item's column) holds. ``residuals`` (default): two
             channels side by side, the rating less the data's bias fit
             (``r - mean - b_u - b_i``, what the interaction has to explain) and a 1 for
             "rated" (which items a user chose to rate, as SVD++'s implicit term); missing
-            entries are 0 in both. ``ratings``: the seed's raw rating vectors. Measured
-            (ml-100k u1 / a generated rank-5 set, NeuMF test RMSE): ratings 0.8963 / 0.6537,
-            residuals only 0.9202 / 0.5584, both channels 0.8958 / 0.5591.
+            entries are 0 in both. ``ratings``: the seed's raw rating vectors.
         baseline: predict ``mean + b_u + b_i + f(u, i)``, the biases learnt jointly from
             the data's own bias fit (:class:`~neucf.models.layers.BiasTerms`) and the
             interaction ``f`` starting at zero, so the network starts as the bias baseline
@@ -67,16 +63,13 @@ class NetworkConfig:
             item, added to the projection of its rating vector, starting at 0. A rating
             vector is a fixed linear function of whichever ratings a user happens to have;
             the id's vector lets training correct it per user, as ``mf`` fits each user's
-            factors (a generated dense set with a strong rank-4 interaction and 100 items:
-            NeuMF test RMSE 3.34 without, 3.18 with, mf 3.22). A user folded in after
+            factors (which matters on dense data with a strong interaction). A user folded in after
             training has no id vector: their rating vector alone represents them.
         id_reg: the id vectors' penalty, per rating: the mean over a batch of
             ``id_reg * (|e_u|^2 + |e_i|^2)``, so a user's vector is held as ``mf``'s factors
-            are, by ``id_reg`` times their number of ratings. 3 measured best of 1, 3 and 10
-            (ml-100k u1..u5 NeuMF mean 0.8937 / 0.8920 / -, u1 0.9013 / 0.8966 / 0.8987,
-            the dense set 3.146 / 3.181 / 3.223; 0.8930 and 3.337 without ids).
+            are, by ``id_reg`` times their number of ratings (3: the best of 1, 3 and 10).
 
-    Example:
+    Examples:
         >>> NetworkConfig(factors=8).alpha
         0.4
     """
@@ -126,7 +119,7 @@ class MLPConfig(NetworkConfig):
         layers: dense layers in the MLP branch (seed: 5).
         dropout: dropout after each MLP layer.
 
-    Example:
+    Examples:
         >>> MLPConfig(factors=8).layers
         5
     """
@@ -155,7 +148,7 @@ class RatingVectorNet(nn.Module):
     ``mean + b_u + b_i + f(u, i)`` and the output unit starts at zero; without, the seed's
     ``low + (high - low) * sigmoid(f(u, i))``.
 
-    Example:
+    Examples:
         >>> m = sp.random(5, 4, density=0.5, format="csr", dtype=np.float32, random_state=0)
         >>> net = RatingVectorNet(m, m.T.tocsr(), (1, 5), MLPConfig(factors=3, layers=2), gmf_factors=3, mlp_factors=3)
         >>> net(torch.tensor([0, 1]), torch.tensor([2, 3])).shape
@@ -246,8 +239,7 @@ class RatingVectorNet(nn.Module):
         first channel's position among the non-zeros, -1 where absent), for
         :meth:`step_state`'s ``located``; None where a training step has no use for them (it
         masks nothing, or not batch-wide). A trainer finds them once for all its ratings,
-        instead of one search per masked pair in every step: 11% of an ML-1M step, 15% of
-        an ml-100k one (this project's 2-core machine). Found in slices of a million pairs,
+        instead of one search per masked pair in every step (a tenth of a step). Found in slices of a million pairs,
         so that the search's temporaries stay small beside the answer (int32 where the
         matrices allow: 160 MB at ML-25M's size)."""
         sides = (self.user_projection, self.item_projection)
@@ -418,7 +410,7 @@ def input_matrices(train, inputs: str, fit: BiasFit) -> tuple[sp.csr_matrix, sp.
     where residual is ``r - mean - b_u - b_i`` and rated is 1 where a rating exists, so that
     user rows are n_users x 2 n_items and item rows n_items x 2 n_users.
 
-    Example:
+    Examples:
         >>> from neucf.datasets import Ratings
         >>> r = Ratings.from_arrays([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0])
         >>> users, items = input_matrices(r, "residuals", BiasFit.of(r))
@@ -446,18 +438,10 @@ class RatingVectorModel(TorchRecommender):
     gmf: ClassVar[bool] = True
     mlp: ClassVar[bool] = True
     can_fold_in: ClassVar[bool] = True
-    # large batches: a step's first layer costs the whole matrix's non-zeros, so fewer steps
-    # make an epoch cheaper (ml-100k u1 NeuMF: 5.1 s to early stop at RMSE 0.8959, against
-    # 14.2 s and 0.8965 at 2048 / 0.003); on larger data, a fixed number of steps per epoch
-    # keeps an epoch's cost linear in the data (ML-1M NeuMF: see the README's scaling figures).
-    # Patience 2: from validation curves of 24 / 12 epochs (NeuMF, each epoch's test RMSE
-    # recorded, early stopping replayed; ml-100k u1 seeds 0-7, ML-1M seeds 0-4), patience 3 /
-    # 2 / 1 stop after 13.1 / 11.4 / 9.6 epochs on u1 at mean test RMSE 0.8990 / 0.8990 /
-    # 0.9001, and after 8.2 / 7.2 / 5.8 epochs on ML-1M at 0.8343 / 0.8343 / 0.8343. On small
-    # data an epoch is one or two steps and the start's plateau outlasts 2 epochs: early
-    # stopping waits for 50 steps (tests/test_quality.py's low-rank set, 2 steps an epoch:
-    # NeuMF 0.6749, its bias baseline, with patience 2 alone; 0.4602 with patience 3 or with
-    # the wait), which MovieLens-sized data passes within its first few epochs
+    # large batches (a step's first layer costs the whole matrix's non-zeros, so fewer steps
+    # make an epoch cheaper), a fixed number of steps per epoch on larger data (an epoch's cost
+    # linear in the data), patience 2 and a 50-step wait (small data's epochs are a few steps
+    # and the start's plateau outlasts two of them): each measured in docs/design.md
     train_defaults: ClassVar[dict] = {
         "batch_size": 8192, "lr": 0.01, "steps_per_epoch": 24, "patience": 2, "min_steps": 50
     }  # fmt: skip
@@ -552,7 +536,7 @@ class RatingVectorModel(TorchRecommender):
 class NeuMF(RatingVectorModel):
     """The seed's NeuMF: GMF and MLP branches over rating vectors, joined in one output.
 
-    Example:
+    Examples:
         >>> model = NeuMF(factors=30, layers=5, epochs=40)
         >>> (model.config.factors, model.training.epochs)
         (30, 40)
@@ -565,15 +549,14 @@ class NeuMF(RatingVectorModel):
 class GMF(RatingVectorModel):
     """The seed's ``NeuCFModel``: element-wise product of user and item projections.
 
-    Example:
+    Examples:
         >>> GMF(factors=8).config.factors
         8
     """
 
     config_class = NetworkConfig
     mlp = False
-    # patience 3: GMF's validation plateaus are longer (benchmarks/quality.py's
-    # dense-continuous set: 3.1521 with patience 3, 3.1823 with 2)
+    # patience 3: GMF's validation plateaus are longer (docs/design.md)
     train_defaults: ClassVar[dict] = {**RatingVectorModel.train_defaults, "patience": 3}
 
 
@@ -581,16 +564,13 @@ class GMF(RatingVectorModel):
 class MLP(RatingVectorModel):
     """The seed's ``EncoderMLP``: concatenated projections through dense layers.
 
-    Example:
+    Examples:
         >>> MLP(layers=3).config.layers
         3
     """
 
     config_class = MLPConfig
     gmf = False
-    # the deep tower alone starts learning slowly: at NeuMF's 8192 / 0.01 it stops at its
-    # bias baseline on ml-100k u1 (0.9537); at 4096 / 0.003 it reaches 0.9040 in 14 s. On
-    # small data an epoch is a few steps and the plateau outlasts a patience of 3 epochs:
-    # on a generated low-rank set of 12,000 ratings (3 steps an epoch) it stopped at the
-    # baseline (test RMSE 0.675) on 3 of seeds 0-5; waiting for 100 steps, none did (0.46-0.52)
+    # the deep tower alone starts learning slowly: at NeuMF's 8192 / 0.01 it stops at its bias
+    # baseline, and on small data its plateau outlasts a patience of 3 epochs (docs/design.md)
     train_defaults: ClassVar[dict] = {"batch_size": 4096, "lr": 0.003, "min_steps": 100}

@@ -12,7 +12,7 @@ one per side, so a user is scored against every item at once); an item bias is a
 scores of a user's items are a softmax over all items, and training maximises the
 likelihood of the user's own items, early stopping on validation NDCG@10.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> r = Ratings.from_arrays([1, 1, 2, 2, 3], [1, 2, 1, 2, 1], implicit=True)
     >>> model = NeuMFRanking(factors=4, mlp_factors=2, epochs=2).fit(r)
@@ -66,7 +66,7 @@ class RankingNetworkConfig(RankingConfig):
     validation part's NDCG@10: a wide GMF branch learns the lists, a small MLP branch costs
     little; L2 3e-3 of 1e-4, 1e-3, 3e-3 and 1e-2; a halved rate on each plateau.
 
-    Example:
+    Examples:
         >>> RankingNetworkConfig().factors
         256
     """
@@ -106,7 +106,7 @@ class RankingNetworkConfig(RankingConfig):
 class RankingNet(nn.Module):
     """Scores of users against every item (see the module docstring).
 
-    Example:
+    Examples:
         >>> import scipy.sparse as sp
         >>> x = sp.csr_matrix(np.eye(3, dtype=np.float32))
         >>> net = RankingNet(x, x.T.tocsr(), RankingNetworkConfig(factors=4, mlp_factors=2))

@@ -6,7 +6,7 @@ neucf version that wrote it, the model's name, task, parameters and seed, the id
 scale, the training data needed for inference, the fallback baseline, the history and the
 model's own state (:meth:`~neucf.models.Recommender._state`).
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> from neucf.models import Biases
     >>> import tempfile, os

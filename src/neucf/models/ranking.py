@@ -6,7 +6,7 @@ rated data every rating counts as one (the user chose the item), and the model a
 lists at the items a user will rate at or above its relevance threshold (``relevant``;
 three quarters up the scale unless given), which its validation measures.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> r = Ratings.from_arrays([1, 1, 2], [7, 8, 7], [5.0, 2.0, 4.0])
     >>> interactions(r).toarray().tolist()
@@ -48,7 +48,7 @@ class RankingConfig:
             validation that chooses a model's settings (and for ``hybrid``'s "will they like
             it"); unset: three quarters up the scale (4 on 1-5). Ignored on interactions.
 
-    Example:
+    Examples:
         >>> RankingConfig().relevant is None
         True
     """

@@ -9,7 +9,7 @@ it is fitted, its search space), never test a name. Packages outside neucf add m
 through the ``neucf.models`` entry-point group (each entry point names a module that
 registers its classes when imported).
 
-Example:
+Examples:
     >>> from neucf.models import registry
     >>> registry.model_class("neumf").__name__, registry.model_class("neumf", "ranking").__name__
     ('NeuMF', 'NeuMFRanking')
@@ -38,7 +38,7 @@ def register(name: str):
     """Class decorator: make a :class:`~neucf.models.Recommender` subclass available as
     ``--model name`` for each of its ``tasks``.
 
-    Example:
+    Examples:
         >>> from neucf.models import GlobalMean
         >>> @register("constant-demo")
         ... class Constant(GlobalMean):
@@ -107,7 +107,7 @@ def model_class(name: str, task: str | None = None) -> type[Recommender]:
 def make_model(name: str, task: str | None = None, **params) -> Recommender:
     """An unfitted model by its registered name and task; parameters are checked by its class.
 
-    Example:
+    Examples:
         >>> make_model("mf", factors=20).config.factors
         20
     """

@@ -20,7 +20,7 @@ from .base import BiasFit, Recommender
 def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
     """The seeded ``valid_fraction`` of n training ratings held out when no validation part is given.
 
-    Example:
+    Examples:
         >>> int(held_out_mask(1000, TrainConfig(seed=0)).sum())
         45
     """
@@ -34,7 +34,7 @@ class TorchRecommender(Recommender):
     :class:`~neucf.training.TrainConfig` by name; ``train_defaults`` are the family's own
     training defaults (a parameter left unset keeps them).
 
-    Example:
+    Examples:
         >>> from neucf.models import NeuMF
         >>> model = NeuMF(factors=16, epochs=10)
         >>> (model.config.factors, model.training.epochs)
@@ -104,10 +104,7 @@ class TorchRecommender(Recommender):
         """After early stopping on the held-out share, train the best network on all of train
         for ``full_train_share`` of its best epoch count (rounded up; see
         :class:`~neucf.training.TrainConfig`), so that the held-out ratings reach the weights
-        too. ``mf`` on ml-100k u1..u5: test RMSE 0.9137 -> 0.9119 at 0.2 (Surprise's SVD:
-        0.9120). A tenth of the best epochs more gains u1 / u2 / u3 0.0014 / 0.0018 / 0.0017
-        on all of train, 0.0002 / 0.0011 / 0 on the 95% alone: the held-out ratings help,
-        not the extra epochs."""
+        too: it is the held-out ratings that help, not the extra epochs (docs/design.md)."""
         epochs = math.ceil(self.training.full_train_share * self.history.best_epoch)
         if epochs == 0:
             return
@@ -122,9 +119,7 @@ class TorchRecommender(Recommender):
         included, the rest of the network as trained (one least-squares fit of ``mean + b_u +
         b_i`` to ``r - f(u, i)`` with the terms' own shrinkage), when early stopping held a
         share out. Held out, 5% of the ratings never reached the biases, whose estimate is
-        what a sparse user's or item's prediction rests on most: on ml-100k u1 sampled to
-        25% the bias baseline alone fitted on 95% of train is 0.0018-0.0032 worse in test
-        RMSE than on all of it (seeds 0-5), which is what NeuMF lost to it there. The
+        what a sparse user's or item's prediction rests on most (docs/design.md). The
         validation RMSE in the history is that of the network before this step. Only for
         bias terms penalised with the bias fit's shrinkage (``shrunk_biases``; not ``mf``'s
         with ``bias_prior=false``, which its L2 holds instead)."""

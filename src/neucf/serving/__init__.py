@@ -4,7 +4,7 @@ answers, no web involved) and :func:`create_app` (the FastAPI app, with a small 
 ``neucf serve RUN_DIR`` runs the app with uvicorn; the web parts need the ``serve`` extra
 (``pip install 'neucf[serve]'``); the service alone needs nothing more than neucf.
 
-Example:
+Examples:
     >>> service = RecommendationService.from_run("runs/neumf")  # doctest: +SKIP
     >>> service.recommend_user("196", k=3)                      # doctest: +SKIP
 """

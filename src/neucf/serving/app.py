@@ -13,9 +13,9 @@ history over 10,000 ratings is 422 with FastAPI's structured ``detail``; a body 
 open). Every ``GET`` route answers ``HEAD`` too.
 
 The endpoints are ``async`` and call the service in the event loop: one model call at a time
-per worker process (threads measured slower here and grew memory; see the README).
+per worker process (a pool of threads was slower and grew memory).
 
-Example:
+Examples:
     >>> from fastapi.testclient import TestClient                   # doctest: +SKIP
     >>> client = TestClient(create_app(RecommendationService.from_run("runs/neumf")))  # doctest: +SKIP
     >>> client.get("/health").json()                                  # doctest: +SKIP

@@ -9,7 +9,7 @@ be answered as asked is an :class:`InvalidRequest` (a server's 422).
 Model calls are serialised by a lock: the networks cache their input products between calls,
 and torch already uses every core inside one call.
 
-Example:
+Examples:
     >>> from neucf.datasets import Ratings
     >>> from neucf.models import Biases
     >>> r = Ratings.from_arrays([1, 1, 2], [10, 20, 10], [5.0, 3.0, 4.0], item_titles={10: "Ten", 20: "Twenty"})
@@ -64,7 +64,7 @@ class ItemScore:
 def read_titles(path: str | Path) -> dict[str, str]:
     """Titles from a CSV file with the header ``item,title[,...]`` (other columns ignored).
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "items.csv")
         >>> _ = open(path, "w").write("item,title\\n50,Star Wars (1977)\\n")

@@ -1,0 +1,247 @@
+"""Pages made at build time (run by mkdocs-gen-files): the command-line reference, from the
+typer app itself, and the benchmark tables, from ``benchmarks/results/*.json``, so that
+neither can drift from what it documents. Each table says the command that made it, the
+machine and the date."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import mkdocs_gen_files
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+# ---- the command line ----------------------------------------------------------------------------
+def cli_reference() -> str:
+    import typer
+
+    from neucf.cli import build_app
+
+    root = typer.main.get_command(build_app())
+    sections = [
+        "# Command line",
+        "",
+        "Generated from the `neucf` command itself (the text of `--help` of every command); global "
+        "options come before the command: `neucf [-v|-q] [--threads N] COMMAND ...`.",
+        "",
+    ]
+
+    def walk(command, path: list[str], parent) -> None:
+        ctx = command.context_class(command, info_name=path[-1], parent=parent, terminal_width=100, max_content_width=100)
+        sections.extend([f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""])
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*path, name], ctx)
+
+    walk(root, ["neucf"], None)
+    return "\n".join(sections) + "\n"
+
+
+# ---- the benchmarks --------------------------------------------------------------------------------
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def when(record: dict, name: str) -> str:
+    """The date a result was measured: as recorded, else the date its file was committed."""
+    if record.get("date"):
+        return record["date"]
+    try:
+        done = subprocess.run(["git", "log", "-1", "--format=%ad", "--date=short", "--", str(RESULTS / name)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=10)  # fmt: skip
+        return done.stdout.strip() or "not recorded"
+    except (OSError, subprocess.SubprocessError):
+        return "not recorded"
+
+
+def provenance(record: dict, name: str) -> str:
+    return (
+        f"`{record.get('command', 'not recorded')}` — machine: {record.get('machine', 'not recorded')}; "
+        f"date: {when(record, name)}; file: `benchmarks/results/{name}`"
+    )
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def quality_section() -> list[str]:
+    record = load("quality.json")
+    if record is None:
+        return []
+    models = list(dict.fromkeys(r["model"] for r in record["rows"]))
+    datasets = list(dict.fromkeys(r["dataset"] for r in record["rows"]))
+    by = {(r["dataset"], r["model"]): r for r in record["rows"]}
+    lines = [
+        "## Rating accuracy",
+        "",
+        "Test RMSE (train seconds) of each model on each dataset; the best per row in bold.",
+        "",
+        "| data | " + " | ".join(models) + " |",
+        "|---|" + "---:|" * len(models),
+    ]
+    for d in datasets:
+        values = {m: by[(d, m)]["rmse"] for m in models if (d, m) in by}
+        best = min(values.values())
+        cells = []
+        for m in models:
+            if (d, m) not in by:
+                cells.append("")
+                continue
+            text = f"{values[m]:.4f} ({by[(d, m)]['train_seconds']:.1f} s)"
+            cells.append(f"**{text}**" if values[m] == best else text)
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    return [*lines, "", provenance(record, "quality.json"), ""]
+
+
+def topn_section() -> list[str]:
+    record = load("topn.json")
+    if record is None:
+        return []
+    results = record["results"]
+    names = list(results)
+    rows = list(dict.fromkeys(r for n in names for r in results[n] if isinstance(results[n][r], dict)))
+    lines = [
+        "## Top-N lists",
+        "",
+        "NDCG@10 (fit seconds) of each list maker: neucf's models choose their settings on the validation "
+        "part; the peers (EASE, `implicit`'s ALS and BPR) get their best over fixed grids on the test part.",
+        "",
+        "| lists from | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for row in rows:
+        cells = [
+            f"{results[n][row]['ndcg']:.4f} ({results[n][row]['seconds']:.1f} s)" if row in results[n] else ""
+            for n in names
+        ]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    summary = record.get("ml100k_mean_ndcg") or {}
+    if summary:
+        lines += ["", "ml-100k u1..u5, mean NDCG@10:", "", "| lists from | mean |", "|---|---:|"]
+        lines += [f"| {row} | {value:.4f} |" for row, value in summary.items()]
+    speed = record.get("ml1m_speed")
+    if speed:
+        lines += [
+            "",
+            "ML-1M (RecBole's protocol), timings:",
+            "",
+            "| what | measured |",
+            "|---|---:|",
+            f"| `neucf train --task ranking`, start to exit | {speed['train_command_seconds']:.1f} s "
+            f"(test NDCG@10 {speed['train_command_ndcg']:.4f}) |",
+            f"| every user's top 10 (`neucf recommend --all-users`), start to exit | "
+            f"{speed['all_users_top10_seconds']:.1f} s |",
+            f"| fold-in and top 10 of a new user with 20 interactions, median | "
+            f"{speed['fold_in_top10_ms_median']:.1f} ms |",
+        ]
+    new = record.get("new_users_u1")
+    if new:
+        lines += [
+            "",
+            f"New users (ml-100k u1, {new['users']} users held out of training, half their ratings posted to "
+            f"`POST /recommendations`, NDCG@10 on the other half): `--task ranking` {new['neucf_ranking_ndcg']:.4f}, "
+            f"EASE folded in as `x_u B` (its best lambda) {new['ease_fold_in_best_ndcg']:.4f}.",
+        ]
+    return [*lines, "", provenance(record, "topn.json"), ""]
+
+
+def scale_section() -> list[str]:
+    record = load("scale.json")
+    if record is None:
+        return []
+    lines = [
+        "## Training cost against data size",
+        "",
+        "NeuMF (defaults): seconds per epoch, per epoch and million ratings, to early stop; peak memory; "
+        "test RMSE; Surprise's tuned SVD fit on the same split.",
+        "",
+        "| data | train ratings | s / epoch | s / epoch / M | epochs | to early stop | peak GB | RMSE | SVD fit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in record["rows"]:
+        stop = "" if r.get("capped") else f"{r['train_seconds']:.1f} s"
+        svd = "" if r.get("svd_seconds") is None else f"{r['svd_seconds']:.1f} s"
+        lines.append(
+            f"| {r['dataset']} | {r['train_ratings']:,} | {r['seconds_per_epoch']:.2f} | "
+            f"{r['seconds_per_epoch_per_million']:.2f} | {r['epochs']} | {stop} | {fmt(r.get('peak_gb'), 2)} | "
+            f"{fmt(r.get('rmse'))} | {svd} |"
+        )
+    return [*lines, "", provenance(record, "scale.json"), ""]
+
+
+def serve_section() -> list[str]:
+    lines = []
+    for name, label in (("serve.json", "one worker"), ("serve_workers2.json", "two workers")):
+        record = load(name)
+        if record is None:
+            continue
+        if not lines:
+            lines = [
+                "## Serving",
+                "",
+                "Load test of `neucf serve` on an ML-1M NeuMF run (the client on the same cores): requests a "
+                "second and latency percentiles.",
+                "",
+                "| server | concurrency | endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |",
+                "|---|---:|---|---:|---:|---:|---:|---:|",
+            ]
+        for r in record["rows"]:
+            lines.append(
+                f"| {label} | {r['concurrency']} | {r['endpoint']} | {r['per_second']:.0f} | {r['p50_ms']:.1f} | "
+                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            )
+        lines.append("")
+        lines.append(f"{label}: {provenance(record, name)}")
+        lines.append("")
+    return lines
+
+
+def foldin_section() -> list[str]:
+    record = load("foldin.json")
+    if record is None:
+        return []
+    lines = [
+        "## New users (fold-in) for ratings",
+        "",
+        "Users removed from ml-100k, folded in from half of their ratings; RMSE on the other half, against "
+        "the same model trained with that half.",
+        "",
+        "| model | folded-in RMSE | trained-with RMSE | gap |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in record["quality"]:
+        gap = r["rmse_folded_in"] - r["rmse_trained_with_history"]
+        lines.append(f"| {r['model']} | {r['rmse_folded_in']:.4f} | {r['rmse_trained_with_history']:.4f} | {gap:.4f} |")
+    return [*lines, "", provenance(record, "foldin.json"), ""]
+
+
+def benchmarks_page() -> str:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Every figure on this page is read from a results file under `benchmarks/results/` when the site "
+        "is built; each table says the command that made it, the machine and the date. The scripts under "
+        "`benchmarks/` print the same tables and write those files. Timings were taken on the machine named; "
+        "the machines differ between dates, so compare only figures of one table.",
+        "",
+    ]
+    for section in (quality_section, topn_section, scale_section, foldin_section, serve_section):
+        parts.extend(section())
+    return "\n".join(parts) + "\n"
+
+
+with mkdocs_gen_files.open("reference/cli.md", "w") as page:
+    page.write(cli_reference())
+with mkdocs_gen_files.open("benchmarks.md", "w") as page:
+    page.write(benchmarks_page())
+with mkdocs_gen_files.open("changelog.md", "w") as page:
+    page.write((ROOT / "CHANGELOG.md").read_text())
