@@ -1,7 +1,7 @@
 """Pages made at build time (run by mkdocs-gen-files): the command-line reference, from the
-typer app itself, and the benchmark tables, from ``benchmarks/results/*.json``, so that
-neither can drift from what it documents. Each table says the command that made it, the
-machine and the date."""
+typer app itself, and the benchmark tables and the measurements behind the defaults, from
+``benchmarks/results/*.json``, so that none can drift from what it documents. Each table says
+the command that made it, the machine and the date."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def cli_reference() -> str:
     ]
 
     def walk(command, path: list[str], parent) -> None:
-        ctx = command.context_class(command, info_name=path[-1], parent=parent, terminal_width=100, max_content_width=100)
+        ctx = command.context_class(
+            command, info_name=path[-1], parent=parent, terminal_width=100, max_content_width=100
+        )
         sections.extend([f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""])
         for name, sub in sorted(getattr(command, "commands", {}).items()):
             walk(sub, [*path, name], ctx)
@@ -239,6 +241,28 @@ def benchmarks_page() -> str:
     return "\n".join(parts) + "\n"
 
 
+def design_page() -> str:
+    """Why the defaults are what they are, from ``benchmarks/results/decisions.json``: each
+    section's measurements with how and when they were made."""
+    record = load("decisions.json") or {"sections": []}
+    parts = [
+        "# Why the defaults are what they are",
+        "",
+        "The measurements behind neucf's defaults, read from `benchmarks/results/decisions.json`; each "
+        "section says how and when they were made (on the project's 2-core CPU machine, while the choice "
+        "was made). The released code's figures are on the [benchmarks page](benchmarks.md); what changed "
+        'when is in the [changelog](changelog.md). Test RMSE unless said otherwise; "u1" is ml-100k\'s u1 '
+        'fold, "ML-1M" a seeded random 90/10 split of ML-1M.',
+        "",
+    ]
+    for section in record["sections"]:
+        parts += [f"## {section['title']}", "", *[f"- {item}" for item in section["items"]], ""]
+        parts += [f"*Measured: {section['how']}; {section['date']}.*", ""]
+    return "\n".join(parts) + "\n"
+
+
+with mkdocs_gen_files.open("design.md", "w") as page:
+    page.write(design_page())
 with mkdocs_gen_files.open("reference/cli.md", "w") as page:
     page.write(cli_reference())
 with mkdocs_gen_files.open("benchmarks.md", "w") as page:

@@ -51,7 +51,7 @@ class TrainConfig:
             Unset (None): ``0.75 / n`` for ``n`` training ratings, so that the prior on the
             weights keeps one strength whatever the data's size (the loss is a mean over
             ratings; a constant weight would regularise large data ever harder): 1e-5 on
-            ml-100k u1, 9e-7 on ML-1M 90/10 (measurements: docs/design.md).
+            ml-100k u1, 9e-7 on ML-1M 90/10 (measurements: the documentation's "Why the defaults").
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
         min_steps: early stopping waits until this many optimiser steps were taken (as
@@ -607,7 +607,7 @@ class _FunctionalOptimizer:
     ``torch.optim.sgd.sgd``): the same kernels and the same numbers (tested), without
     ``torch.optim.Optimizer``'s wrappers, which import ``torch._dynamo`` on the first
     optimizer and step: more than a second of every fresh process's fit, as every
-    command-line run is (docs/design.md).
+    command-line run is ("Why the defaults" in the documentation).
 
     Adam is fused (one kernel a parameter) where torch has that kernel for the device (CPU
     since torch 2.4, CUDA), else torch's default: an ml-100k u1 NeuMF epoch 6-7% faster

@@ -41,7 +41,7 @@ def keep_freed_memory() -> bool:
     glibc hands every freed block over its mmap threshold (at most 32 MiB by default) back
     to the kernel, so a training step whose temporaries are hundreds of MB (ML-25M's size)
     faults them all back in, page by page, on the next step; keeping them makes such a step
-    much faster for a little more peak memory (docs/design.md). A process-wide setting, so
+    much faster for a little more peak memory ("Why the defaults" in the documentation). A process-wide setting, so
     the command line makes it (every command) and the library never does; in a notebook, call
     this once, or start Python with ``MALLOC_MMAP_THRESHOLD_=1073741824``. Elsewhere than
     glibc it does nothing.

@@ -27,7 +27,7 @@ def bias_regularisation(train: Ratings, n_rounds: int = 5) -> tuple[float, float
     sigma^2 is the residual variance after the biases, and tau^2 the variance of the raw
     per-user (per-item) residual means less their sampling variance sigma^2 / n. The two
     are refined together over ``n_rounds`` fits. This replaces a fixed constant (Surprise's
-    15 and 10), which over-shrinks biases on sparse data (docs/design.md).
+    15 and 10), which over-shrinks biases on sparse data ("Why the defaults" in the documentation).
 
     Examples:
         >>> from neucf.datasets.synthetic import SyntheticSpec, generate_ratings

@@ -65,7 +65,7 @@ class _ColumnBlocks(nn.Module):
 
     A sparse product reads one row of ``D`` per non-zero, in no useful order; once ``D``
     outgrows the caches, nearly every read misses; in blocks of 2 MiB the reads stay in the
-    caches (docs/design.md). ``order[i]``: where the i-th regrouped entry's value sits in the
+    caches ("Why the defaults" in the documentation). ``order[i]``: where the i-th regrouped entry's value sits in the
     values given (None: in the same order).
     """
 
@@ -111,7 +111,7 @@ class _ColumnBlocks(nn.Module):
         ``F.embedding_bag`` (weights: the values).
 
         Not torch's CSR product, on any device: on CPU ``embedding_bag`` is faster
-        (docs/design.md); on CUDA cuSPARSE's product sums in an order that changes from run
+        ("Why the defaults" in the documentation); on CUDA cuSPARSE's product sums in an order that changes from run
         to run, which ``torch.use_deterministic_algorithms`` does not cover, where
         ``embedding_bag`` sums each row in order, so one seed gives one answer."""
         gather = self.order is not None and not ordered
@@ -175,7 +175,7 @@ class SparseRowProjection(nn.Module):
     per-pair search and correction, at the price of also hiding, for that step, a row's
     other entries in the batch (about 1 / steps per epoch of them, on top of ``dropout``;
     with a batch of all the data, nothing would be left): a faster epoch, the same accuracy
-    within noise (docs/design.md).
+    within noise ("Why the defaults" in the documentation).
     ``dropout`` drops input entries at random while training (denoising, as in AutoRec),
     rescaling the rest by ``1/(1-p)``.
 

@@ -114,7 +114,7 @@ class MatrixFactorization(TorchRecommender):
 
     config_class = MFConfig
     # plain SGD at 0.005 a rating, as Surprise's SVD trains (its lr_all=0.01 on half the squared
-    # error): better than Adam on MovieLens, worse on sparse generated sets (docs/design.md)
+    # error): better than Adam on MovieLens, worse on sparse generated sets ("Why the defaults" in the documentation)
     # full_train_share: see TorchRecommender._train_on_all
     train_defaults = {"optimizer": "sgd", "lr": 0.005, "l2": 0.1, "batch_size": 512, "full_train_share": 0.2}
     can_fold_in = True

@@ -441,7 +441,7 @@ class RatingVectorModel(TorchRecommender):
     # large batches (a step's first layer costs the whole matrix's non-zeros, so fewer steps
     # make an epoch cheaper), a fixed number of steps per epoch on larger data (an epoch's cost
     # linear in the data), patience 2 and a 50-step wait (small data's epochs are a few steps
-    # and the start's plateau outlasts two of them): each measured in docs/design.md
+    # and the start's plateau outlasts two of them): each measured in "Why the defaults" (the documentation)
     train_defaults: ClassVar[dict] = {
         "batch_size": 8192, "lr": 0.01, "steps_per_epoch": 24, "patience": 2, "min_steps": 50
     }  # fmt: skip
@@ -556,7 +556,7 @@ class GMF(RatingVectorModel):
 
     config_class = NetworkConfig
     mlp = False
-    # patience 3: GMF's validation plateaus are longer (docs/design.md)
+    # patience 3: GMF's validation plateaus are longer ("Why the defaults" in the documentation)
     train_defaults: ClassVar[dict] = {**RatingVectorModel.train_defaults, "patience": 3}
 
 
@@ -572,5 +572,5 @@ class MLP(RatingVectorModel):
     config_class = MLPConfig
     gmf = False
     # the deep tower alone starts learning slowly: at NeuMF's 8192 / 0.01 it stops at its bias
-    # baseline, and on small data its plateau outlasts a patience of 3 epochs (docs/design.md)
+    # baseline, and on small data its plateau outlasts a patience of 3 epochs ("Why the defaults" in the documentation)
     train_defaults: ClassVar[dict] = {"batch_size": 4096, "lr": 0.003, "min_steps": 100}

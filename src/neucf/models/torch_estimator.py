@@ -104,7 +104,7 @@ class TorchRecommender(Recommender):
         """After early stopping on the held-out share, train the best network on all of train
         for ``full_train_share`` of its best epoch count (rounded up; see
         :class:`~neucf.training.TrainConfig`), so that the held-out ratings reach the weights
-        too: it is the held-out ratings that help, not the extra epochs (docs/design.md)."""
+        too: it is the held-out ratings that help, not the extra epochs ("Why the defaults" in the documentation)."""
         epochs = math.ceil(self.training.full_train_share * self.history.best_epoch)
         if epochs == 0:
             return
@@ -119,7 +119,7 @@ class TorchRecommender(Recommender):
         included, the rest of the network as trained (one least-squares fit of ``mean + b_u +
         b_i`` to ``r - f(u, i)`` with the terms' own shrinkage), when early stopping held a
         share out. Held out, 5% of the ratings never reached the biases, whose estimate is
-        what a sparse user's or item's prediction rests on most (docs/design.md). The
+        what a sparse user's or item's prediction rests on most ("Why the defaults" in the documentation). The
         validation RMSE in the history is that of the network before this step. Only for
         bias terms penalised with the bias fit's shrinkage (``shrunk_biases``; not ``mf``'s
         with ``bias_prior=false``, which its L2 holds instead)."""
