@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from neucf.datasets import Ratings, load, read_ratings_file, write_split_dir
 from neucf.datasets.filters import k_core
 from neucf.datasets.synthetic import PRESETS, generate_ratings
-from neucf.evaluation import evaluate_ranking
+from neucf.evaluation import evaluate_ranking, lists_metrics
 from neucf.metrics import default_relevance, ranking_metrics
 from neucf.models import make_model
 from neucf.runs import write_json
@@ -119,23 +119,10 @@ def lists_ndcg(scores_of, train: Ratings, valid: Ratings | None, test: Ratings, 
     seen = sp.csr_matrix((np.ones(len(train)), (train.users, train.items)), shape=(n_users, n_items))
     if valid is not None and len(valid):
         seen = seen + sp.csr_matrix((np.ones(len(valid)), (valid.users, valid.items)), shape=(n_users, n_items))
-    unknown = np.bincount(train.items, minlength=n_items) == 0
     mask = np.ones(len(test), bool) if threshold is None else test.ratings >= threshold
-    by_user: dict[int, list[int]] = {}
-    for u, i in zip(test.users[mask], test.items[mask]):
-        by_user.setdefault(int(u), []).append(int(i))
-    users = np.array(sorted(by_user))
-    tops = []
-    for start in range(0, len(users), 1024):
-        batch = users[start : start + 1024]
-        scores = np.array(scores_of(batch), dtype=np.float64)
-        scores[:, unknown] = -np.inf
-        rows = seen[batch].tocoo()
-        scores[rows.row, rows.col] = -np.inf
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
-        values = np.take_along_axis(scores, top, axis=1)
-        tops.append(np.take_along_axis(top, np.argsort(-values, axis=1, kind="stable"), axis=1))
-    result = ranking_metrics(np.concatenate(tops), [np.array(by_user[u]) for u in users], k)
+    users, items = test.users[mask].astype(np.int64), test.items[mask].astype(np.int64)
+    listable = np.bincount(train.items, minlength=n_items) > 0  # lists are over the training items
+    result = lists_metrics(scores_of, seen.tocsr(), users, items, k, listable)
     return {"ndcg": result["ndcg"], "recall": result["recall"]}
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from neucf.cli import main
 from neucf.datasets import Ratings
 
 ML100K = os.environ.get("NEUCF_ML100K")
@@ -62,3 +63,16 @@ def write_ratings(path: Path, ratings: Ratings, sep=",", header=True) -> Path:
     frame = ratings.to_frame()
     frame.to_csv(path, sep=sep, header=header, index=False)
     return path
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line(err: str) -> bool:
+    """Whether ``err`` ends with the one ``error: `` line, with no traceback."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    return len(lines) == 1 and err.strip().endswith(lines[0]) and "Traceback" not in err and "unexpected" not in err

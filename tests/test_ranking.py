@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import synthetic_ratings, write_ratings
+from conftest import one_line, run, synthetic_ratings, write_ratings
 from neucf.cli import main
 from neucf.datasets import Ratings, k_core, read_ratings_file
 from neucf.errors import DataError, UsageError
@@ -160,15 +160,6 @@ def test_reading_interactions(tmp_path):
 
 
 # ---- implicit files through every command -------------------------------------------------------
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line(err: str) -> bool:
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    return len(lines) == 1 and "Traceback" not in err and "unexpected" not in err
 
 
 @pytest.fixture(scope="module")

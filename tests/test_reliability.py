@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import synthetic_ratings, write_ratings
-from neucf.cli import main
+from conftest import run, synthetic_ratings, write_ratings
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,8 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def one_line(err: str) -> bool:
+    """Stricter than conftest's: the error line is all that is printed."""
     return err.count("\n") == 1 and err.startswith("error: ") and "unexpected" not in err and "Traceback" not in err
 
 

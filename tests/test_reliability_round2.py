@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import synthetic_ratings, write_ratings
+from conftest import one_line, run, synthetic_ratings, write_ratings
 from neucf.cli import main
 from neucf.errors import DataError, StopSignals, on_stop_signals
 from neucf.files import output_dir, output_kind
@@ -36,17 +36,6 @@ def run_dir(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "gmf"
     assert main(["train", "--data", str(data / "small.csv"), "--model", "gmf", "--epochs", "2", "--out", str(out)]) == 0
     return out
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line(err: str) -> bool:
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    return len(lines) == 1 and err.strip().endswith(lines[0]) and "Traceback" not in err and "unexpected" not in err
 
 
 def snapshot(folder: Path) -> dict:

@@ -21,8 +21,44 @@ import pandas as pd
 from .datasets import Ratings
 from .datasets.ratings import id_text, lookup_ids
 from .errors import DataError, UsageError
-from .lists import recommend_all
+from .lists import recommend_all, top_rows
 from .metrics import default_relevance, mae, ranking_metrics, rmse
+
+
+def lists_metrics(
+    score_users, seen, users: np.ndarray, items: np.ndarray, k: int = 10, listable: np.ndarray | None = None
+) -> dict:
+    """Ranking metrics of top-``k`` lists given by index: ``score_users(batch)`` scores a batch
+    of user indices against every item (a (len(batch), n_items) array); a user's ``seen``
+    items (a users x items sparse matrix) are never listed, nor items outside ``listable`` (a
+    mask; default: the items some user has seen); ``users``/``items``: the relevant (user,
+    item) pairs. What the ranking models' validation and the benchmarks' peers are scored
+    with (full ranking, as :func:`evaluate_ranking`).
+
+    Examples:
+        >>> import scipy.sparse as sp
+        >>> seen = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 1, 1, 0]], dtype=np.float32))
+        >>> scores = lambda batch: np.tile([3.0, 2.0, 1.0, 0.0], (len(batch), 1))
+        >>> lists_metrics(scores, seen, np.array([0, 1]), np.array([1, 3]), k=1)["ndcg"]
+        0.5
+    """
+    if len(users) == 0:
+        return {"ndcg": float("nan"), "recall": float("nan"), "users": 0}
+    order = np.argsort(users, kind="stable")
+    users, items = users[order], items[order]
+    who, starts = np.unique(users, return_index=True)
+    relevant = np.split(items, starts[1:])
+    unknown = ~listable if listable is not None else np.asarray(seen.sum(0)).ravel() == 0
+    tops = []
+    for start in range(0, len(who), 1024):
+        batch = who[start : start + 1024]
+        scores = np.array(score_users(batch), dtype=np.float64)
+        scores[:, unknown] = -np.inf
+        rows = seen[batch].tocoo()
+        scores[rows.row, rows.col] = -np.inf
+        top = top_rows(scores, k)
+        tops.append(np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1))
+    return ranking_metrics(np.concatenate(tops), relevant, k)
 
 
 def rating_metrics(model, ratings: Ratings) -> dict:

@@ -22,8 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..datasets import Ratings
-from ..lists import top_rows
-from ..metrics import default_relevance, ranking_metrics
+from ..metrics import default_relevance
 from .base import Recommender
 
 #: the share of train held out to choose settings when a split has no validation part
@@ -93,21 +92,6 @@ class RankingModel(Recommender):
         """NDCG@``k`` of the lists ``score_users(users) -> (len(users), n_items)`` makes for
         ``valid``'s users, their ``seen`` items (a users x items matrix) excluded, against
         their relevant ``valid`` items (full ranking over the items with training data)."""
-        users, items = self._relevant_pairs(valid)
-        if len(users) == 0:
-            return float("nan")
-        order = np.argsort(users, kind="stable")
-        users, items = users[order], items[order]
-        who, starts = np.unique(users, return_index=True)
-        relevant = np.split(items, starts[1:])
-        unknown = np.asarray(seen.sum(0)).ravel() == 0
-        tops = []
-        for start in range(0, len(who), 1024):
-            batch = who[start : start + 1024]
-            scores = np.array(score_users(batch), dtype=np.float64)
-            scores[:, unknown] = -np.inf
-            rows = seen[batch].tocoo()
-            scores[rows.row, rows.col] = -np.inf
-            top = top_rows(scores, k)
-            tops.append(np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1))
-        return float(ranking_metrics(np.concatenate(tops), relevant, k)["ndcg"])
+        from ..evaluation import lists_metrics
+
+        return float(lists_metrics(score_users, seen, *self._relevant_pairs(valid), k)["ndcg"])
