@@ -144,9 +144,7 @@ class EASE(RankingModel):
     @property
     def _x(self) -> sp.csr_matrix:
         if getattr(self, "_inputs", None) is None:
-            users, items, _ = self.train_
-            ones = np.ones(len(users), np.float32)
-            self._inputs = sp.csr_matrix((ones, (users, items)), shape=(len(self.user_ids), len(self.item_ids)))
+            self._inputs = self._training_interactions()
         return self._inputs
 
     def _score_users(self, users, items):

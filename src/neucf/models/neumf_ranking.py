@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -254,7 +253,4 @@ class NeuMFRanking(RankingModel):
         return {"weights": self.net.state_dict()}
 
     def _restore(self, state, device):
-        users, items, _ = self.train_
-        ones = np.ones(len(users), np.float32)
-        matrix = sp.csr_matrix((ones, (users, items)), shape=(len(self.user_ids), len(self.item_ids)))
-        self.net = self._rebuild(matrix, state["weights"]).to(resolve_device(device))
+        self.net = self._rebuild(self._training_interactions(), state["weights"]).to(resolve_device(device))

@@ -73,6 +73,12 @@ class RankingModel(Recommender):
         own = getattr(self.config, "relevant", None)
         return float(own) if own is not None else default_relevance(self.scale)
 
+    def _training_interactions(self) -> sp.csr_matrix:
+        """The users x items matrix of the interactions the model was fitted on (1 each)."""
+        users, items, _ = self.train_
+        ones = np.ones(len(users), np.float32)
+        return sp.csr_matrix((ones, (users, items)), shape=(len(self.user_ids), len(self.item_ids)))
+
     def _split_for_settings(self, train: Ratings, valid: Ratings | None) -> tuple[Ratings, Ratings]:
         """The training and validation parts that choose the model's settings: ``valid`` when
         given, else a seeded :data:`HELD_OUT` share of ``train`` (the model is then fitted on
