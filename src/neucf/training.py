@@ -35,7 +35,13 @@ from .errors import TrainingError, UsageError
 log = logging.getLogger(__name__)
 
 
-def _help(text: str) -> dict:
+def help_metadata(text: str) -> dict:
+    """A configuration field's ``metadata``: the help line the command line shows for it.
+
+    Examples:
+        >>> help_metadata("Dropout on the inputs.")
+        {'help': 'Dropout on the inputs.'}
+    """
     return {"help": text}
 
 
@@ -86,24 +92,29 @@ class TrainConfig:
         torch.float32
     """
 
-    epochs: int = field(default=60, metadata=_help("Most epochs."))
-    batch_size: int = field(default=2048, metadata=_help("Ratings per step."))
-    lr: float = field(default=3e-3, metadata=_help("Adam learning rate."))
-    l2: float | None = field(default=None, metadata=_help("L2 weight (unset: 0.75 / number of training ratings)."))
-    patience: int = field(default=3, metadata=_help("Early-stopping patience in epochs (0: off)."))
-    min_steps: int = field(default=0, metadata=_help("Early stopping waits for this many optimiser steps."))
-    steps_per_epoch: int = field(
-        default=0, metadata=_help("Most steps per epoch; larger data grow the batch and lr (sqrt) instead (0: off).")
+    epochs: int = field(default=60, metadata=help_metadata("Most epochs."))
+    batch_size: int = field(default=2048, metadata=help_metadata("Ratings per step."))
+    lr: float = field(default=3e-3, metadata=help_metadata("Adam learning rate."))
+    l2: float | None = field(
+        default=None, metadata=help_metadata("L2 weight (unset: 0.75 / number of training ratings).")
     )
-    optimizer: str = field(default="adam", metadata=_help("adam or sgd."))
+    patience: int = field(default=3, metadata=help_metadata("Early-stopping patience in epochs (0: off)."))
+    min_steps: int = field(default=0, metadata=help_metadata("Early stopping waits for this many optimiser steps."))
+    steps_per_epoch: int = field(
+        default=0,
+        metadata=help_metadata("Most steps per epoch; larger data grow the batch and lr (sqrt) instead (0: off)."),
+    )
+    optimizer: str = field(default="adam", metadata=help_metadata("adam or sgd."))
     seed: int = 0
-    dtype: str = field(default="float32", metadata=_help("float32 or float64."))
+    dtype: str = field(default="float32", metadata=help_metadata("float32 or float64."))
     valid_fraction: float = field(
-        default=0.05, metadata=_help("Share of train held out when a split has no validation part.")
+        default=0.05, metadata=help_metadata("Share of train held out when a split has no validation part.")
     )
     full_train_share: float = field(
         default=0.0,
-        metadata=_help("After early stopping on a held-out share: this share of the best epochs more on all of train."),
+        metadata=help_metadata(
+            "After early stopping on a held-out share: this share of the best epochs more on all of train."
+        ),
     )
 
     def __post_init__(self):

@@ -26,15 +26,11 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import UsageError
-from ..training import StepTrainer, _FunctionalOptimizer, resolve_device, seeded
+from ..training import StepTrainer, _FunctionalOptimizer, help_metadata, resolve_device, seeded
 from .ranking import RankingConfig, RankingModel, interactions
 from .registry import register
 
 log = logging.getLogger(__name__)
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass
@@ -49,7 +45,7 @@ class FactorConfig(RankingConfig):
         64
     """
 
-    factors: int = field(default=64, metadata=_help("ALS/BPR: latent factors per user and item."))
+    factors: int = field(default=64, metadata=help_metadata("ALS/BPR: latent factors per user and item."))
 
     def __post_init__(self):
         if self.factors < 1:
@@ -78,9 +74,11 @@ class ALSConfig(FactorConfig):
         15
     """
 
-    l2: float = field(default=10.0, metadata=_help("ALS: L2 penalty on the factors (BPR: per triple)."))
-    confidence: float = field(default=2.0, metadata=_help("ALS: an interaction's confidence is 1 + this x its weight."))
-    iterations: int = field(default=15, metadata=_help("ALS: alternating sweeps."))
+    l2: float = field(default=10.0, metadata=help_metadata("ALS: L2 penalty on the factors (BPR: per triple)."))
+    confidence: float = field(
+        default=2.0, metadata=help_metadata("ALS: an interaction's confidence is 1 + this x its weight.")
+    )
+    iterations: int = field(default=15, metadata=help_metadata("ALS: alternating sweeps."))
 
     def __post_init__(self):
         super().__post_init__()
@@ -209,11 +207,11 @@ class BPRConfig(FactorConfig):
         100
     """
 
-    l2: float = field(default=0.01, metadata=_help("ALS: L2 penalty on the factors (BPR: per triple)."))
-    lr: float = field(default=0.003, metadata=_help("BPR: Adam learning rate."))
-    batch_size: int = field(default=8192, metadata=_help("BPR: triples per step."))
-    epochs: int = field(default=100, metadata=_help("BPR: most epochs."))
-    patience: int = field(default=5, metadata=_help("BPR: early-stopping patience in epochs."))
+    l2: float = field(default=0.01, metadata=help_metadata("ALS: L2 penalty on the factors (BPR: per triple)."))
+    lr: float = field(default=0.003, metadata=help_metadata("BPR: Adam learning rate."))
+    batch_size: int = field(default=8192, metadata=help_metadata("BPR: triples per step."))
+    epochs: int = field(default=100, metadata=help_metadata("BPR: most epochs."))
+    patience: int = field(default=5, metadata=help_metadata("BPR: early-stopping patience in epochs."))
 
     def __post_init__(self):
         super().__post_init__()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UsageError
+from ..training import help_metadata
 from .ease import EASE, check_item_count, solve
 from .persistence import from_payload, payload
 from .ranking import RankingConfig, RankingModel, interactions
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 SLOPES = (0.7, 1.0, 1.4)
 #: the shares of ``pick`` tried for EASE on the relevant ratings alone
 MIXES = (0.0, 0.3)
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass
@@ -70,18 +67,22 @@ class HybridConfig(RankingConfig):
         'neumf'
     """
 
-    l2: float | None = field(default=None, metadata=_help("EASE: L2 penalty lambda (unset: chosen on validation)."))
+    l2: float | None = field(
+        default=None, metadata=help_metadata("EASE: L2 penalty lambda (unset: chosen on validation).")
+    )
     dropout: float | None = field(
-        default=None, metadata=_help("EASE: dropout emphasis p in [0, 1) (EDLAE; unset: chosen on validation).")
+        default=None, metadata=help_metadata("EASE: dropout emphasis p in [0, 1) (EDLAE; unset: chosen on validation).")
     )
     like: str = field(
-        default="neumf", metadata=_help("Hybrid: the rating model that says whether a user will like an item.")
+        default="neumf", metadata=help_metadata("Hybrid: the rating model that says whether a user will like an item.")
     )
     slope: float | None = field(
-        default=None, metadata=_help("Hybrid: slope of the like weight, in quarters of the scale (unset: chosen).")
+        default=None,
+        metadata=help_metadata("Hybrid: slope of the like weight, in quarters of the scale (unset: chosen)."),
     )
     mix: float | None = field(
-        default=None, metadata=_help("Hybrid: share of EASE on the relevant ratings alone in 'pick' (unset: chosen).")
+        default=None,
+        metadata=help_metadata("Hybrid: share of EASE on the relevant ratings alone in 'pick' (unset: chosen)."),
     )
 
     def __post_init__(self):

@@ -18,14 +18,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UsageError
+from ..training import help_metadata
 from .base import BiasFit
 from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection, _index_types, _take
 from .registry import register
 from .torch_estimator import TorchRecommender
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass
@@ -74,27 +71,35 @@ class NetworkConfig:
         0.4
     """
 
-    factors: int = field(default=30, metadata=_help("Units per projection / MLP layer (seed 30)."))
-    alpha: float = field(default=0.4, metadata=_help("LeakyReLU slope (seed 0.4)."))
+    factors: int = field(default=30, metadata=help_metadata("Units per projection / MLP layer (seed 30)."))
+    alpha: float = field(default=0.4, metadata=help_metadata("LeakyReLU slope (seed 0.4)."))
     input_dropout: float = field(
-        default=0.3, metadata=_help("Share of input rating-vector entries dropped while training.")
+        default=0.3, metadata=help_metadata("Share of input rating-vector entries dropped while training.")
     )
-    mask_target: bool = field(default=True, metadata=_help("Hide r_ui from its own input while training."))
-    input_norm: float = field(default=0.5, metadata=_help("Divide each rating vector by its count ** this (0: raw)."))
-    projection: str = field(default="auto", metadata=_help("First-layer product: auto, full or bag (all exact)."))
+    mask_target: bool = field(default=True, metadata=help_metadata("Hide r_ui from its own input while training."))
+    input_norm: float = field(
+        default=0.5, metadata=help_metadata("Divide each rating vector by its count ** this (0: raw).")
+    )
+    projection: str = field(
+        default="auto", metadata=help_metadata("First-layer product: auto, full or bag (all exact).")
+    )
     inputs: str = field(
-        default="residuals", metadata=_help("Input vectors: residuals (rating - biases, plus rated/not) or ratings.")
+        default="residuals",
+        metadata=help_metadata("Input vectors: residuals (rating - biases, plus rated/not) or ratings."),
     )
     input_sample: int = field(
-        default=0, metadata=_help("While training, project each row from at most this many sampled entries (0: all).")
+        default=0,
+        metadata=help_metadata("While training, project each row from at most this many sampled entries (0: all)."),
     )
     baseline: bool = field(
-        default=True, metadata=_help("Predict mean + b_u + b_i + f(u, i) (false: the seed's scaled sigmoid of f).")
+        default=True,
+        metadata=help_metadata("Predict mean + b_u + b_i + f(u, i) (false: the seed's scaled sigmoid of f)."),
     )
     ids: bool = field(
-        default=True, metadata=_help("Add a learnt vector per user and item id to the first layer (original NeuMF).")
+        default=True,
+        metadata=help_metadata("Add a learnt vector per user and item id to the first layer (original NeuMF)."),
     )
-    id_reg: float = field(default=3.0, metadata=_help("Penalty on the id vectors, per rating."))
+    id_reg: float = field(default=3.0, metadata=help_metadata("Penalty on the id vectors, per rating."))
 
     def __post_init__(self):
         if self.inputs not in ("residuals", "ratings"):
@@ -124,8 +129,8 @@ class MLPConfig(NetworkConfig):
         5
     """
 
-    layers: int = field(default=5, metadata=_help("Dense layers in the MLP branch (seed 5)."))
-    dropout: float = field(default=0.0, metadata=_help("Dropout after each MLP layer."))
+    layers: int = field(default=5, metadata=help_metadata("Dense layers in the MLP branch (seed 5)."))
+    dropout: float = field(default=0.0, metadata=help_metadata("Dropout after each MLP layer."))
 
     def __post_init__(self):
         super().__post_init__()

@@ -30,14 +30,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UsageError
-from ..training import StepTrainer, resolve_device, seeded
+from ..training import StepTrainer, help_metadata, resolve_device, seeded
 from .layers import DenseBlock, SparseRowProjection
 from .ranking import RankingConfig, RankingModel, interactions
 from .registry import register
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass
@@ -70,25 +66,30 @@ class RankingNetworkConfig(RankingConfig):
         256
     """
 
-    factors: int = field(default=256, metadata=_help("Units per projection / MLP layer (seed 30)."))
-    mlp_factors: int = field(default=8, metadata=_help("Ranking NeuMF: units of the MLP branch (0: GMF only)."))
-    layers: int = field(default=1, metadata=_help("Dense layers in the MLP branch (seed 5)."))
-    alpha: float = field(default=0.4, metadata=_help("LeakyReLU slope (seed 0.4)."))
+    factors: int = field(default=256, metadata=help_metadata("Units per projection / MLP layer (seed 30)."))
+    mlp_factors: int = field(default=8, metadata=help_metadata("Ranking NeuMF: units of the MLP branch (0: GMF only)."))
+    layers: int = field(default=1, metadata=help_metadata("Dense layers in the MLP branch (seed 5)."))
+    alpha: float = field(default=0.4, metadata=help_metadata("LeakyReLU slope (seed 0.4)."))
     input_dropout: float = field(
-        default=0.5, metadata=_help("Share of input rating-vector entries dropped while training.")
+        default=0.5, metadata=help_metadata("Share of input rating-vector entries dropped while training.")
     )
-    input_norm: float = field(default=0.5, metadata=_help("Divide each rating vector by its count ** this (0: raw)."))
-    l2: float = field(default=3e-3, metadata=_help("Ranking NeuMF: L2 on projections and id vectors."))
-    lr: float = field(default=1e-3, metadata=_help("Adam learning rate."))
-    batch_size: int = field(default=256, metadata=_help("Ranking NeuMF: users per step."))
-    epochs: int = field(default=60, metadata=_help("Most epochs."))
-    patience: int = field(default=5, metadata=_help("Early-stopping patience in epochs (0: off)."))
+    input_norm: float = field(
+        default=0.5, metadata=help_metadata("Divide each rating vector by its count ** this (0: raw).")
+    )
+    l2: float = field(default=3e-3, metadata=help_metadata("Ranking NeuMF: L2 on projections and id vectors."))
+    lr: float = field(default=1e-3, metadata=help_metadata("Adam learning rate."))
+    batch_size: int = field(default=256, metadata=help_metadata("Ranking NeuMF: users per step."))
+    epochs: int = field(default=60, metadata=help_metadata("Most epochs."))
+    patience: int = field(default=5, metadata=help_metadata("Early-stopping patience in epochs (0: off)."))
     decay: float = field(
-        default=0.5, metadata=_help("Ranking NeuMF: an epoch without a better validation NDCG multiplies lr by this.")
+        default=0.5,
+        metadata=help_metadata("Ranking NeuMF: an epoch without a better validation NDCG multiplies lr by this."),
     )
     item_columns: bool = field(
         default=False,
-        metadata=_help("Ranking NeuMF: an item is its id's vector plus its column's projection (else the id's alone)."),
+        metadata=help_metadata(
+            "Ranking NeuMF: an item is its id's vector plus its column's projection (else the id's alone)."
+        ),
     )
 
     def __post_init__(self):
