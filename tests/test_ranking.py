@@ -298,6 +298,8 @@ def test_ranking_on_rated_data_keeps_its_threshold_and_both_models(tmp_path, cap
     code, out, _ = run(capsys, "train", "--data", data, "--task", "ranking", "--model", "neumf", "--epochs", "3",
                        "--out", tmp_path / "neural")  # fmt: skip
     assert code == 0 and json.loads((tmp_path / "neural" / "config.json").read_text())["params"]["factors"] == 256
+    code, out, err = run(capsys, "evaluate", tmp_path / "neural")  # read back as the ranking neumf
+    assert code == 0 and json.loads(out)["ranking"]["relevant"] == 4, err  # 3/4 up the scale: no --relevant here
 
 
 def test_every_ranking_model_round_trips(groups, tmp_path):

@@ -170,8 +170,11 @@ def read_run_config(run_dir: str | Path) -> dict:
         params = config.get("params", {})
         if not isinstance(params, dict):
             raise UsageError("params is not a JSON object")
+        task = config.get("task")
+        if task is not None and not isinstance(task, str):
+            raise UsageError(f"task {task!r} is not a task name")
         seed = config.get("seed", 0)
-        model_class(name)(seed=seed, **params)  # the class checks names, types and ranges
+        model_class(name, task)(seed=seed, **params)  # the class checks names, types and ranges
     except UsageError as exc:
         raise DataError(f"{path}: damaged ({exc}); train the run again") from None
     files = config.get("files")
