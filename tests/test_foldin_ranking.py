@@ -105,6 +105,22 @@ def test_fold_in_of_a_known_users_own_row_equals_the_trained_user(name, parts):
     assert abs(shift.mean()) < (0.1 if learns_biases else 1e-5)
 
 
+def test_autorec_folds_a_newcomer_in_from_their_ratings(parts):
+    model = fitted("autorec", parts)
+    items = np.flatnonzero(model.known_items)[:12]
+
+    def folded(rating):
+        history = pd.DataFrame({"user": "newcomer", "item": model.item_ids[items], "rating": rating})
+        return model.predict(["newcomer"] * len(items), model.item_ids[items], history=history)
+
+    # the decoder vector is a ridge fit to the user's ratings: it follows them
+    assert folded(5.0).mean() > folded(3.0).mean() + 0.5 > folded(1.0).mean() + 1.0
+    mixed = np.where(np.arange(len(items)) % 2 == 0, 5.0, 1.0)
+    history = pd.DataFrame({"user": "newcomer", "item": model.item_ids[items], "rating": mixed})
+    pred = model.predict(["newcomer"] * len(items), model.item_ids[items], history=history)
+    assert np.sqrt(np.mean((pred - mixed) ** 2)) < np.std(mixed)
+
+
 @pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
 @pytest.mark.parametrize("ids", [False, True])
 def test_a_networks_fold_in_of_a_known_users_row_is_exactly_their_trained_representation(name, ids, parts):
@@ -282,8 +298,8 @@ def test_compare_and_tune_rank(tmp_path, capsys):
 
 def test_every_registered_model_says_whether_it_folds_in():
     assert {name: model_class(name).can_fold_in for name in model_names("rating")} == {
-        "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True, "neumf": True,
-        "ensemble": True}  # fmt: skip
+        "autorec": True, "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True,
+        "neumf": True, "ensemble": True}  # fmt: skip
     assert {name: model_class(name, "ranking").can_fold_in for name in model_names("ranking")} == {
         "pop": True, "ease": True, "als": True, "bpr": True, "hybrid": True, "neumf": True}  # fmt: skip
 

@@ -41,7 +41,7 @@ def test_on_bias_only_data_a_network_is_as_good_as_the_bias_baseline(name):
     assert abs(neural - bias) < 0.005, (neural, bias)
 
 
-@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("name", [*NEURAL, "autorec"])
 def test_on_low_rank_data_a_network_beats_the_bias_baseline_clearly(name):
     train, valid, test = LOW_RANK
     bias = test_rmse(Biases().fit(train, valid), test)
@@ -60,7 +60,7 @@ def test_the_seed_faithful_network_is_still_available():
 @given(
     scale=st.sampled_from([(0.5, 4.0), (1.0, 5.0), (-10.0, 10.0), (0.0, 1.0)]),
     step=st.sampled_from([0.0, 0.5]),
-    name=st.sampled_from([*NEURAL, "mf", "bias"]),
+    name=st.sampled_from([*NEURAL, "mf", "bias", "autorec"]),
     seed=st.integers(0, 100),
 )
 def test_predictions_stay_inside_the_rating_scale(scale, step, name, seed):
@@ -77,7 +77,7 @@ def test_predictions_stay_inside_the_rating_scale(scale, step, name, seed):
     assert pred.min() >= low and pred.max() <= high
 
 
-@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("name", [*NEURAL, "autorec"])
 def test_the_same_seed_gives_the_same_numbers(name):
     train, valid, _ = BIAS_ONLY
 
@@ -132,3 +132,32 @@ def test_an_ensemble_names_bad_members():
         make_model("ensemble", members="ensemble")
     with pytest.raises(UsageError):
         make_model("ensemble", members="neumf,nosuch")
+    with pytest.raises(UsageError, match="name:key=value"):
+        make_model("ensemble", members="gmf:factors")
+    with pytest.raises(UsageError, match="does not take bogus"):
+        make_model("ensemble", members="gmf:bogus=1")
+    with pytest.raises(UsageError, match="factors must be a whole number"):
+        make_model("ensemble", members="gmf:factors=many")
+
+
+def test_an_ensembles_members_take_their_own_parameters():
+    train, valid, _ = LOW_RANK
+    config = make_model("ensemble", members=" gmf:factors=3:ids=false:epochs=2 , bias").config
+    assert config.specs() == [("gmf", {"factors": 3, "ids": False, "epochs": 2}), ("bias", {})]
+    model = make_model("ensemble", members="gmf:factors=3:epochs=2,gmf:factors=5:epochs=2", seeds=2).fit(train, valid)
+    assert [(m.config.factors, m.seed) for m in model.members_] == [(3, 0), (3, 1), (5, 0), (5, 1)]
+
+
+def test_mf_chooses_its_l2_weight_on_validation():
+    train, valid, _ = LOW_RANK
+    fast = dict(epochs=8, patience=3)
+    chosen = make_model("mf", **fast).fit(train, valid)
+    assert chosen.training.l2 in chosen.l2_candidates
+    # each candidate fitted alone: the one kept is the best on validation
+    scores = {
+        l2: make_model("mf", l2=l2, **fast).fit(train, valid).history.best_valid_rmse for l2 in chosen.l2_candidates
+    }
+    assert chosen.training.l2 == min(scores, key=scores.get)
+    assert chosen.history.best_valid_rmse == pytest.approx(min(scores.values()))
+    # a given l2 is used as it is: no search
+    assert make_model("mf", l2=0.07, **fast).fit(train, valid).training.l2 == 0.07

@@ -527,8 +527,10 @@ class Trainer:
 
 class StepTrainer:
     """Fits a network whose training is a loss per step that it computes itself (a ranking
-    objective: a softmax over items, BPR's pairs), with Adam, early stopping on a validation
-    score where higher is better (NDCG@10 of the lists), the best weights restored.
+    objective: a softmax over items, BPR's pairs; an autoencoder's batches of item columns),
+    with Adam, early stopping on a validation score, the best weights restored. ``metric``:
+    ``"ndcg@10"`` (the lists' NDCG@10, higher is better) or ``"rmse"`` (lower is better; the
+    epochs then record it as their validation RMSE).
 
     ``steps(epoch)`` yields each step's loss (a scalar tensor); ``validate()`` scores the
     network as it stands. ``decay``: an epoch that does not beat the best score multiplies
@@ -553,9 +555,12 @@ class StepTrainer:
         options: FitOptions = FitOptions(),
         steps_per_epoch: int = 0,
         decay: float = 1.0,
+        metric: str = "ndcg@10",
     ):
+        if metric not in ("ndcg@10", "rmse"):
+            raise UsageError(f"metric must be ndcg@10 or rmse, not {metric!r}")
         self.lr, self.epochs, self.patience, self.options = lr, epochs, patience, options
-        self.steps_per_epoch, self.decay = steps_per_epoch, decay
+        self.steps_per_epoch, self.decay, self.metric = steps_per_epoch, decay, metric
 
     def fit(self, net: nn.Module, steps: Callable, validate: Callable[[], float]) -> History:
         """Train ``net`` (see the class docstring); returns the history."""
@@ -566,6 +571,7 @@ class StepTrainer:
         optimizer = _FunctionalOptimizer(net.parameters(), "adam", self.lr)
         history, start = History(), time.perf_counter()
         best, best_state = -math.inf, None
+        sign = -1.0 if self.metric == "rmse" else 1.0  # scores are compared as higher-is-better
         with _progress(self.options, max(self.steps_per_epoch, 1)) as bar:
             for epoch in range(1, self.epochs + 1):
                 net.train()
@@ -588,16 +594,20 @@ class StepTrainer:
                 net.eval()
                 with torch.no_grad():
                     score = float(validate())
-                stats = EpochStats(epoch, float("nan"), mean, float("nan"), time.perf_counter() - t0, score)
+                seconds = time.perf_counter() - t0
+                if self.metric == "rmse":
+                    stats = EpochStats(epoch, float("nan"), mean, score, seconds)
+                else:
+                    stats = EpochStats(epoch, float("nan"), mean, float("nan"), seconds, score)
                 history.epochs.append(stats)
                 if bar is not None:
-                    bar.set_postfix_str(f"loss {mean:.4f} | valid ndcg@10 {score:.4f}", refresh=True)
+                    bar.set_postfix_str(f"loss {mean:.4f} | valid {self.metric} {score:.4f}", refresh=True)
                 if self.options.progress:
-                    log.info("epoch %d: loss %.4f, valid NDCG@10 %.4f (%.2f s)", epoch, mean, score, stats.seconds)
+                    log.info("epoch %d: loss %.4f, valid %s %.4f (%.2f s)", epoch, mean, self.metric, score, seconds)
                 for callback in self.options.callbacks:
                     callback(stats)
-                if score > best:
-                    best, history.best_epoch = score, epoch
+                if sign * score > best:
+                    best, history.best_epoch = sign * score, epoch
                     best_state = copy.deepcopy(net.state_dict())
                 elif self.patience and epoch - history.best_epoch >= self.patience:
                     history.stopped_early = True
@@ -607,7 +617,11 @@ class StepTrainer:
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
-        history.best_valid_ndcg = best if best_state is not None else float("nan")
+        found = sign * best if best_state is not None else float("nan")
+        if self.metric == "rmse":
+            history.best_valid_rmse = found
+        else:
+            history.best_valid_ndcg = found
         history.seconds = time.perf_counter() - start
         return history
 

@@ -93,6 +93,36 @@ PRESETS: dict[str, SyntheticSpec] = {
         activity_sigma=0.5,
         popularity=0.5,
     ),
+    # most items rated 1-3 times (8,000 items, 60k ratings, steep popularity), whole stars
+    # 1..5: the sparse shape where item factors have next to nothing to learn from
+    "long-tail": SyntheticSpec(
+        n_users=3000,
+        n_items=8000,
+        n_ratings=60_000,
+        rank=4,
+        mean=3.6,
+        factor_std=0.6,
+        noise_std=0.8,
+        scale=(1.0, 5.0),
+        step=1.0,
+        popularity=1.3,
+    ),
+    # few items, each user's row dense (40 items, 3,000 users rating ~30 of them), whole stars
+    "few-items": SyntheticSpec(
+        n_users=3000,
+        n_items=40,
+        n_ratings=90_000,
+        rank=3,
+        mean=3.4,
+        factor_std=0.7,
+        noise_std=0.7,
+        scale=(1.0, 5.0),
+        step=1.0,
+        activity_sigma=0.3,
+        popularity=0.3,
+    ),
+    # half stars 0.5..4 with a rank-3 interaction at ~30 ratings a user
+    "half-star": SyntheticSpec(n_users=2500, n_items=1500, n_ratings=75_000, rank=3, factor_std=0.6, noise_std=0.6),
 }
 
 

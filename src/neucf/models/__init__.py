@@ -5,20 +5,21 @@ One family per module: ``neumf`` (NeuMF, GMF, MLP as siblings over shared parts)
 ``neumf_ranking`` (NeuMF made to rank: a ranking objective over interaction rows), ``mf``
 (biased MF), ``baselines`` (mean, biases, popularity), ``ease`` (EASE and its dropout-
 regularised form), ``factorization`` (implicit ALS and BPR), ``hybrid`` (the recommended
-ranking configuration: will they pick it, will they like it), ``ensemble`` (a weighted
-average of fitted models); ``base`` is the estimator every model is, ``biases`` the bias
-baseline, ``ranking`` what ranking models share, ``torch_estimator`` the base of models
-trained by gradient, ``persistence`` the model file, ``registry`` maps ``--model`` names
-(per task) to classes.
+ranking configuration: will they pick it, will they like it), ``autorec`` (item-based
+AutoRec), ``ensemble`` (a weighted average of fitted models); ``base`` is the estimator
+every model is, ``biases`` the bias baseline, ``ranking`` what ranking models share,
+``torch_estimator`` the base of models trained by gradient, ``persistence`` the model file,
+``registry`` maps ``--model`` names (per task) to classes.
 
 Examples:
     >>> from neucf.models import model_names
     >>> sorted(model_names("rating"))
-    ['bias', 'ensemble', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']
+    ['autorec', 'bias', 'ensemble', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']
     >>> sorted(model_names("ranking"))
     ['als', 'bpr', 'ease', 'hybrid', 'neumf', 'pop']
 """
 
+from .autorec import AutoRec, AutoRecConfig, AutoRecNet
 from .base import BiasFit, NoParameters, Recommender, bias_regularisation, fit_biases
 from .baselines import BiasConfig, Biases, GlobalMean, Popularity
 from .ease import EASE, EASEConfig
@@ -39,6 +40,9 @@ __all__ = [
     "GMF",
     "MLP",
     "ALSConfig",
+    "AutoRec",
+    "AutoRecConfig",
+    "AutoRecNet",
     "BPRConfig",
     "BiasConfig",
     "BiasFit",

@@ -17,34 +17,68 @@ from .registry import make_model, model_class, register
 from .torch_estimator import TorchRecommender, held_out_mask
 
 
+def _value(text: str):
+    """A member parameter's value from its text: true/false, a whole number, a number, else text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 @dataclass
 class EnsembleConfig:
     """Which models an ensemble averages.
 
     Attributes:
-        members: registered model names, comma-separated; each is fitted ``seeds`` times.
-        seeds: fits of each member kind, with seeds ``seed``, ``seed + 1``, ...
+        members: comma-separated member specifications, each a registered model name with
+            optional parameters after colons (``gmf:factors=100``, ``neumf:factors=64:ids=false``);
+            each is fitted ``seeds`` times, with its own defaults for what is not given.
+        seeds: fits of each member, with seeds ``seed``, ``seed + 1``, ...
+
+    The default, GMF at 100 and 200 units, NeuMF at 64 and item-based AutoRec, two seeds
+    each (8 fits): the networks larger than their single defaults (a little more accurate
+    alone, at two to three times the cost), and AutoRec, less accurate alone but wrong in
+    other places, which is what a blend gains from ("Why the defaults" in the documentation
+    has the measurements).
 
     Examples:
-        >>> EnsembleConfig().members
-        'neumf,gmf'
+        >>> EnsembleConfig(members="gmf:factors=64,mf").specs()
+        [('gmf', {'factors': 64}), ('mf', {})]
     """
 
-    members: str = field(default="neumf,gmf", metadata={"help": "Models an ensemble averages (comma-separated)."})
-    seeds: int = field(default=4, metadata={"help": "Fits of each ensemble member, with consecutive seeds."})
+    members: str = field(
+        default="gmf:factors=100,gmf:factors=200,neumf:factors=64,autorec",
+        metadata={"help": "Models an ensemble averages: name[:param=value...], comma-separated."},
+    )
+    seeds: int = field(default=2, metadata={"help": "Fits of each ensemble member, with consecutive seeds."})
 
     def __post_init__(self):
         if self.seeds < 1:
             raise UsageError(f"seeds must be >= 1, got {self.seeds}")
-        kinds = self.kinds()
-        if not kinds or "ensemble" in kinds:
-            raise UsageError("members must name one or more models other than ensemble, e.g. neumf,gmf")
-        for kind in kinds:
-            model_class(kind)  # an unknown name is a UsageError naming the known ones
+        specs = self.specs()
+        if not specs or any(kind == "ensemble" for kind, _ in specs):
+            raise UsageError("members must name one or more models other than ensemble, e.g. neumf,gmf:factors=64")
+        for kind, params in specs:
+            # an unknown name or parameter is a UsageError naming the known ones
+            model_class(kind).check_params(params)
 
-    def kinds(self) -> list[str]:
-        """The member model names."""
-        return [k.strip() for k in self.members.split(",") if k.strip()]
+    def specs(self) -> list[tuple[str, dict]]:
+        """Each member's model name and its parameters."""
+        out = []
+        for spec in filter(None, (s.strip() for s in self.members.split(","))):
+            kind, *settings = spec.split(":")
+            params = {}
+            for setting in settings:
+                key, sep, value = setting.partition("=")
+                if not sep or not key.strip():
+                    raise UsageError(f"member {spec!r}: write its parameters as name:key=value, e.g. gmf:factors=64")
+                params[key.strip()] = _value(value.strip())
+            out.append((kind.strip(), params))
+        return out
 
 
 @register("ensemble")
@@ -56,12 +90,12 @@ class Ensemble(Recommender):
     weights are non-negative least squares of the validation ratings on the members'
     validation predictions; when the validation part was held out of train here, the
     members' biases are then solved again on all of train. It costs the sum of its members'
-    fits. The defaults (NeuMF and GMF, 4 seeds each: 8 fits) are neucf's most accurate
-    rating predictions (figures: the benchmarks page).
+    fits. Its defaults (see :class:`EnsembleConfig`) are neucf's most accurate rating
+    predictions (figures: the benchmarks page).
 
     Examples:
-        >>> model = Ensemble(members="gmf,mf", seeds=1)
-        >>> model.config.kinds()
+        >>> model = Ensemble(members="gmf:factors=16,mf", seeds=1)
+        >>> [kind for kind, _ in model.config.specs()]
         ['gmf', 'mf']
     """
 
@@ -76,9 +110,9 @@ class Ensemble(Recommender):
             everything = (train.users, train.items, train.ratings)
             train, valid = train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
         self.members_ = []
-        for kind in self.config.kinds():
+        for kind, params in self.config.specs():
             for k in range(self.config.seeds):
-                member = make_model(kind, seed=self.seed + k, unknown=self.unknown)
+                member = make_model(kind, seed=self.seed + k, unknown=self.unknown, **params)
                 member.fit(train, valid, device=options.device, progress=options.progress)
                 self.members_.append(member)
         with warnings.catch_warnings():  # importing scipy.optimize adds a process-wide filter

@@ -93,12 +93,18 @@ class TorchRecommender(Recommender):
         self.inputs_ = fit_arrays
         device = resolve_device(options.device)
         with seeded(cfg.seed, device):
-            self.net = self._build(self._input_ratings())
-            self.history = Trainer(cfg, options).fit(self.net, fit_arrays, valid_arrays)
+            self._train(fit_arrays, valid_arrays, options)
             if self.held_out_ is not None:
                 self._train_on_all(arrays, options)
                 self._refit_biases(arrays)
         self.net.to("cpu")
+
+    def _train(self, fit_arrays, valid_arrays, options: FitOptions) -> None:
+        """Build the network and train it on ``fit_arrays``, stopping early on
+        ``valid_arrays`` (sets ``net`` and ``history``; models that search a setting on
+        validation override it)."""
+        self.net = self._build(self._input_ratings())
+        self.history = Trainer(self.training, options).fit(self.net, fit_arrays, valid_arrays)
 
     def _train_on_all(self, arrays, options: FitOptions) -> None:
         """After early stopping on the held-out share, train the best network on all of train
