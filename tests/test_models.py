@@ -516,6 +516,52 @@ def test_the_trainers_optimizer_gives_torch_optims_numbers(kind):
     assert not torch.equal(ours[0], steps(lambda params: training._FunctionalOptimizer(params, kind, lr=0.0))[0])
 
 
+def test_weight_averaging_keeps_the_moving_average_of_the_iterates(monkeypatch):
+    from neucf.models import BiasedMFNet
+
+    torch.manual_seed(0)
+    net = BiasedMFNet(4, 3, factors=2, mean=3.0)
+    average = [p.detach().clone() for p in net.parameters()]
+    step = training._FunctionalOptimizer.step
+
+    def recording(self):
+        step(self)
+        for a, p in zip(average, net.parameters()):
+            a.mul_(0.6).add_(0.4 * p.detach())
+
+    monkeypatch.setattr(training._FunctionalOptimizer, "step", recording)
+    u, i, r = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([0, 1, 0, 2, 2, 1]), torch.tensor([3.0, 4, 5, 1, 2, 5])
+    # without validation the epoch of lowest training loss is kept: the one epoch, as its average
+    training.Trainer(training.TrainConfig(epochs=1, batch_size=2, lr=0.1, average=0.6)).fit(net, (u, i, r))
+    for a, p in zip(average, net.parameters()):
+        torch.testing.assert_close(p.detach(), a)
+    with pytest.raises(UsageError, match="average must be in"):
+        training.TrainConfig(average=1.0)
+
+
+def test_a_step_trainer_can_stop_on_validation_rmse():
+    net = torch.nn.Linear(1, 1)
+    scores = iter([3.0, 2.0, 4.0, 5.0, 1.0])
+    steps = lambda epoch: iter([net.weight.sum() * 0.0 + 1.0])
+    history = training.StepTrainer(lr=0.1, epochs=5, patience=2, metric="rmse").fit(net, steps, lambda: next(scores))
+    assert (history.best_epoch, history.best_valid_rmse, len(history.epochs)) == (2, 2.0, 4)
+    assert [e.valid_rmse for e in history.epochs] == [3.0, 2.0, 4.0, 5.0]
+    with pytest.raises(UsageError, match="metric must be"):
+        training.StepTrainer(lr=0.1, epochs=1, patience=0, metric="mae")
+
+
+def test_autorec_takes_only_the_training_settings_it_uses(parts, tmp_path):
+    with pytest.raises(UsageError, match="does not take average"):
+        make_model("autorec", average=0.9)
+    train, valid, test = parts
+    model = make_model("autorec", hidden=8, epochs=3, reg=10.0).fit(train, valid)
+    assert "optimizer" not in model.get_params() and model.get_params()["reg"] == 10.0
+    again = Recommender.load(model.save(tmp_path / "autorec.pt"))
+    np.testing.assert_array_equal(
+        again.predict_index(test.users, test.items), model.predict_index(test.users, test.items)
+    )
+
+
 def test_a_fit_does_not_import_dynamo():
     # torch.optim.Optimizer's wrappers import it: 1.4-1.8 s of a fresh process's fit here
     code = (

@@ -104,9 +104,20 @@ class AutoRecNet(nn.Module):
         return torch.sigmoid(self.encoder(self.dense(items)))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Predictions for (user, item) pairs, each item encoded once, 1,024 items at a time
+        (so that every pair of a test set can be asked at once)."""
         unique, where = np.unique(items.cpu().numpy(), return_inverse=True)
-        h = self.encode(unique)[torch.from_numpy(where.reshape(-1)).to(users.device)]
-        return (h * self.decoder.weight[users]).sum(1) + self.decoder.bias[users]
+        where = torch.from_numpy(where.reshape(-1)).to(users.device)
+        parts = []
+        for start in range(0, len(unique), 1024):
+            pairs = torch.nonzero((where >= start) & (where < start + 1024)).squeeze(1)
+            h = self.encode(unique[start : start + 1024])[where[pairs] - start]
+            u = users[pairs]
+            parts.append((pairs, (h * self.decoder.weight[u]).sum(1) + self.decoder.bias[u]))
+        out = torch.empty(len(users), dtype=self.decoder.weight.dtype, device=users.device)
+        for pairs, values in parts:
+            out[pairs] = values
+        return out
 
     def penalty(self) -> torch.Tensor:
         """The squared weights (biases excluded)."""
@@ -133,6 +144,20 @@ class AutoRec(TorchRecommender):
     can_fold_in: ClassVar[bool] = True
     # 256 items a step at Adam's 0.003; patience 10: its validation RMSE creeps down for tens of epochs
     train_defaults: ClassVar[dict] = {"batch_size": 256, "lr": 0.003, "epochs": 300, "patience": 10}
+
+    #: training settings its batches of item columns have no use for: not taken, not saved
+    unused_training: ClassVar[frozenset] = frozenset(
+        {"optimizer", "steps_per_epoch", "min_steps", "average", "full_train_share"}
+    )
+
+    @classmethod
+    def parameters(cls):
+        """Its own parameters and the training ones it uses."""
+        return {k: f for k, f in super().parameters().items() if k not in cls.unused_training}
+
+    def get_params(self) -> dict:
+        """As :meth:`TorchRecommender.get_params`, without the training settings it does not use."""
+        return {k: v for k, v in super().get_params().items() if k not in self.unused_training}
 
     def _l2(self, n: int) -> float:
         return self.training.l2 if self.training.l2 is not None else self.config.reg / (2 * max(n, 1))
@@ -165,7 +190,7 @@ class AutoRec(TorchRecommender):
         check = valid_arrays if len(valid_arrays[0]) else tuple(a[:100_000] for a in fit_arrays)
 
         def validate():
-            pred = np.clip(self._network_predictions(check[0], check[1]), *self.scale)
+            pred = np.clip(self._predict_index(check[0], check[1]), *self.scale)
             return float(np.sqrt(np.mean((pred - check[2]) ** 2)))
 
         batches = -(-len(rated) // cfg.batch_size)
@@ -173,21 +198,9 @@ class AutoRec(TorchRecommender):
         self.history = trainer.fit(net, steps, validate)
 
     @torch.no_grad()
-    def _network_predictions(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The network's predictions, each item encoded once (chunks of 1,024 items)."""
-        net = self.net
-        out = np.empty(len(users), np.float32)
-        unique, where = np.unique(items, return_inverse=True)
-        where = where.reshape(-1)
-        for start in range(0, len(unique), 1024):
-            chunk = np.flatnonzero((where >= start) & (where < start + 1024))
-            h = net.encode(unique[start : start + 1024])[torch.from_numpy(where[chunk] - start)]
-            u = torch.from_numpy(users[chunk].astype(np.int64))
-            out[chunk] = ((h * net.decoder.weight[u]).sum(1) + net.decoder.bias[u]).float().numpy()
-        return out
-
     def _predict_index(self, users, items):
-        return self._network_predictions(np.asarray(users), np.asarray(items))
+        u, i = (torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (users, items))
+        return self.net(u, i).float().numpy()
 
     @torch.no_grad()
     def _fold_in(self, items, ratings):
