@@ -58,6 +58,7 @@ class TrainConfig:
             weights keeps one strength whatever the data's size (the loss is a mean over
             ratings; a constant weight would regularise large data ever harder): 1e-5 on
             ml-100k u1, 9e-7 on ML-1M 90/10 (measurements: the documentation's "Why the defaults").
+            ``autorec`` and ``mf`` read an unset weight their own way (their docstrings).
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
         min_steps: early stopping waits until this many optimiser steps were taken (as
@@ -100,7 +101,10 @@ class TrainConfig:
     batch_size: int = field(default=2048, metadata=help_metadata("Ratings per step."))
     lr: float = field(default=3e-3, metadata=help_metadata("Adam learning rate."))
     l2: float | None = field(
-        default=None, metadata=help_metadata("L2 weight (unset: 0.75 / number of training ratings).")
+        default=None,
+        metadata=help_metadata(
+            "L2 weight (unset: from the data: 0.75 / n ratings; autorec reg / 2n; mf searched on validation)."
+        ),
     )
     patience: int = field(default=3, metadata=help_metadata("Early-stopping patience in epochs (0: off)."))
     min_steps: int = field(default=0, metadata=help_metadata("Early stopping waits for this many optimiser steps."))

@@ -113,6 +113,9 @@ class BiasedMFNet(nn.Module):
 class MatrixFactorization(TorchRecommender):
     """Biased matrix factorisation, SVD-style: ``mean + b_u + b_i + p_u . q_i``.
 
+    Trained by SGD as Surprise's SVD is. Its per-rating L2 weight, unless given (``l2``), is
+    chosen on the validation share among :attr:`l2_candidates` (three fits).
+
     Examples:
         >>> MatrixFactorization(factors=50, epochs=20).training.epochs
         20
