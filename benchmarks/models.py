@@ -30,6 +30,7 @@ from pathlib import Path
 
 from neucf.compare import shared_params
 from neucf.datasets import LoaderOptions, filter_for_split, load
+from neucf.models.base import parse_setting
 from neucf.runs import fit_and_score, write_json
 from neucf.splits import get_splitter, movielens_split, random_split
 
@@ -175,13 +176,6 @@ def surprise_ratio(ratings) -> dict | None:
     }
 
 
-def _param(text: str):
-    key, value = text.split("=")
-    if value.lower() in ("true", "false"):
-        return key, value.lower() == "true"
-    return key, float(value) if any(c in value for c in ".e") else int(value)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ml100k", type=Path, default=os.environ.get("NEUCF_ML100K", "../shared/datasets/ml-100k"))
@@ -203,7 +197,7 @@ def main() -> None:
         args.splits, args.folds = "movielens", "1"
     out = args.out or HERE / "results" / ("models_quick.json" if args.quick else "models.json")
     ratings = load(data=args.ml100k)
-    params = dict(_param(p) for p in args.params.split(",") if p)
+    params = dict(parse_setting(p) for p in args.params.split(",") if p)
     rows = run(
         ratings,
         [m for m in args.models.split(",") if m],

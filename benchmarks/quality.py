@@ -46,6 +46,7 @@ import numpy as np
 from neucf.compare import shared_params
 from neucf.datasets import LoaderOptions, filter_for_split, load
 from neucf.datasets.synthetic import PRESETS, generate_ratings
+from neucf.models.base import parse_setting
 from neucf.runs import fit_and_score, write_json
 from neucf.splits import get_splitter, random_split
 
@@ -82,19 +83,6 @@ def dataset(name: str, seed: int, ml100k: Path, ml1m: Path):
     if share:
         train = _sampled(train, int(share) / 100, seed)
     return train, valid, test
-
-
-def _param(text: str):
-    key, value = text.split("=")
-    if value.lower() in ("true", "false"):
-        return key, value.lower() == "true"
-    try:
-        return key, int(value)
-    except ValueError:
-        try:
-            return key, float(value)
-        except ValueError:
-            return key, value
 
 
 SURPRISE = {
@@ -200,7 +188,7 @@ def main() -> None:
     args = parser.parse_args()
     names = QUICK if args.quick else args.datasets.split(",")
     models = (args.models or ("bias,mf,neumf" if args.quick else "bias,mf,gmf,mlp,neumf")).split(",")
-    params = dict(_param(p) for p in args.params.split(",") if p)
+    params = dict(parse_setting(p) for p in args.params.split(",") if p)
     per_model = shared_params([m for m in models if m not in SURPRISE], params)
     rows = []
     for name in names:

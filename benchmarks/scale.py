@@ -41,10 +41,9 @@ ALL = ["u1", "ml1m", "syn-1M", "syn-5M", "syn-25M"]
 
 
 def _param(text: str) -> tuple[str, object]:
-    sys.path.insert(0, str(HERE))
-    from quality import _param as parse
+    from neucf.models.base import parse_setting  # neucf (and torch) only where a run needs them
 
-    return parse(text)
+    return parse_setting(text)
 
 
 def movielens_shaped(n_ratings: int):

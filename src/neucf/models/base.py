@@ -39,7 +39,7 @@ from .biases import BiasFit, bias_regularisation, fit_biases
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BiasFit", "NoParameters", "Recommender", "bias_regularisation", "fit_biases"]
+__all__ = ["BiasFit", "NoParameters", "Recommender", "bias_regularisation", "fit_biases", "parse_setting"]
 
 #: what a model can be made for: predicting ratings, or ranking items for top-N lists
 TASKS = ("rating", "ranking")
@@ -53,6 +53,29 @@ class NoParameters:
         >>> dataclasses.fields(NoParameters())
         ()
     """
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """A ``key=value`` setting as written on a command line or in a member list, its value
+    read as true/false, a whole number, a number, else text (a model's :meth:`Recommender.
+    check_params` then checks it against the parameter's type).
+
+    Examples:
+        >>> parse_setting("factors=64"), parse_setting("ids=false"), parse_setting("lr=1e-3")
+        (('factors', 64), ('ids', False), ('lr', 0.001))
+    """
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise UsageError(f"{text!r}: write a setting as key=value, e.g. factors=64")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
 
 
 def _typed(name: str, value, kind):

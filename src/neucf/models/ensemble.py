@@ -11,22 +11,10 @@ import torch
 
 from ..errors import UsageError
 from ..training import TrainConfig
-from .base import Recommender
+from .base import Recommender, parse_setting
 from .persistence import from_payload, payload
 from .registry import make_model, model_class, register
 from .torch_estimator import TorchRecommender, held_out_mask
-
-
-def _value(text: str):
-    """A member parameter's value from its text: true/false, a whole number, a number, else text."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 @dataclass
@@ -71,12 +59,12 @@ class EnsembleConfig:
         out = []
         for spec in filter(None, (s.strip() for s in self.members.split(","))):
             kind, *settings = spec.split(":")
-            params = {}
-            for setting in settings:
-                key, sep, value = setting.partition("=")
-                if not sep or not key.strip():
-                    raise UsageError(f"member {spec!r}: write its parameters as name:key=value, e.g. gmf:factors=64")
-                params[key.strip()] = _value(value.strip())
+            try:
+                params = dict(parse_setting(setting) for setting in settings)
+            except UsageError:
+                raise UsageError(
+                    f"member {spec!r}: write its parameters as name:key=value, e.g. gmf:factors=64"
+                ) from None
             out.append((kind.strip(), params))
         return out
 
