@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import UsageError
 from ..training import StepTrainer, help_metadata
 from .registry import register
-from .torch_estimator import TorchRecommender
+from .torch_estimator import TorchRecommender, ridge_with_bias
 
 
 @dataclass
@@ -90,14 +90,8 @@ class AutoRecNet(nn.Module):
 
     def dense(self, items: np.ndarray) -> torch.Tensor:
         """The items' columns as a dense (len(items), n_users) tensor."""
-        block = self.columns[items]
-        dtype = self.encoder.weight.dtype
-        out = torch.zeros(block.shape, dtype=dtype)
-        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-        out[torch.from_numpy(rows), torch.from_numpy(block.indices.astype(np.int64))] = torch.from_numpy(block.data).to(
-            dtype
-        )
-        return out.to(self.encoder.weight.device)
+        weight = self.encoder.weight
+        return torch.from_numpy(self.columns[items].toarray()).to(device=weight.device, dtype=weight.dtype)
 
     def encode(self, items: np.ndarray) -> torch.Tensor:
         """The items' encodings (len(items), hidden)."""
@@ -108,15 +102,12 @@ class AutoRecNet(nn.Module):
         (so that every pair of a test set can be asked at once)."""
         unique, where = np.unique(items.cpu().numpy(), return_inverse=True)
         where = torch.from_numpy(where.reshape(-1)).to(users.device)
-        parts = []
+        out = torch.empty(len(users), dtype=self.decoder.weight.dtype, device=users.device)
         for start in range(0, len(unique), 1024):
             pairs = torch.nonzero((where >= start) & (where < start + 1024)).squeeze(1)
             h = self.encode(unique[start : start + 1024])[where[pairs] - start]
             u = users[pairs]
-            parts.append((pairs, (h * self.decoder.weight[u]).sum(1) + self.decoder.bias[u]))
-        out = torch.empty(len(users), dtype=self.decoder.weight.dtype, device=users.device)
-        for pairs, values in parts:
-            out[pairs] = values
+            out[pairs] = (h * self.decoder.weight[u]).sum(1) + self.decoder.bias[u]
         return out
 
     def penalty(self) -> torch.Tensor:
@@ -145,19 +136,10 @@ class AutoRec(TorchRecommender):
     # 256 items a step at Adam's 0.003; patience 10: its validation RMSE creeps down for tens of epochs
     train_defaults: ClassVar[dict] = {"batch_size": 256, "lr": 0.003, "epochs": 300, "patience": 10}
 
-    #: training settings its batches of item columns have no use for: not taken, not saved
-    unused_training: ClassVar[frozenset] = frozenset(
+    # its batches of item columns train by their own loop (Adam, no averaging, no full-train pass)
+    unused_training: ClassVar[frozenset[str]] = frozenset(
         {"optimizer", "steps_per_epoch", "min_steps", "average", "full_train_share"}
     )
-
-    @classmethod
-    def parameters(cls):
-        """Its own parameters and the training ones it uses."""
-        return {k: f for k, f in super().parameters().items() if k not in cls.unused_training}
-
-    def get_params(self) -> dict:
-        """As :meth:`TorchRecommender.get_params`, without the training settings it does not use."""
-        return {k: v for k, v in super().get_params().items() if k not in self.unused_training}
 
     def _l2(self, n: int) -> float:
         return self.training.l2 if self.training.l2 is not None else self.config.reg / (2 * max(n, 1))
@@ -169,8 +151,7 @@ class AutoRec(TorchRecommender):
     def _train(self, fit_arrays, valid_arrays, options) -> None:
         cfg = self.training
         self.net = net = self._build(self._input_ratings()).to(dtype=cfg.torch_dtype())
-        columns = net.columns
-        rated = np.flatnonzero(np.diff(columns.indptr) > 0)
+        rated = np.flatnonzero(np.diff(net.columns.indptr) > 0)
         l2 = self._l2(len(fit_arrays[0]))
         shift = 1.0 - self.scale[0]  # targets are ratings; inputs are ratings + shift
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -206,18 +187,13 @@ class AutoRec(TorchRecommender):
     def _fold_in(self, items, ratings):
         """The user's decoder vector and bias: ridge regression of their ratings on the
         items' encodings, with the training's L2 weight per rating (the bias unpenalised)."""
-        h = self.net.encode(np.asarray(items, dtype=np.int64)).double()
-        x = torch.cat([h, torch.ones(len(h), 1, dtype=torch.float64)], dim=1)
-        y = torch.as_tensor(ratings, dtype=torch.float64)
-        shrink = torch.full((x.shape[1],), len(h) * self._l2(len(self.inputs_[0])), dtype=torch.float64)
-        shrink[-1] = 1e-6
-        solution = torch.linalg.solve(x.T @ x + torch.diag(shrink), x.T @ y)
-        return solution
+        h = self.net.encode(np.asarray(items, dtype=np.int64))
+        return ridge_with_bias(h, torch.as_tensor(ratings), self._l2(len(self.inputs_[0])), bias_reg=1e-6)
 
     @torch.no_grad()
     def _predict_folded(self, state, items):
-        h = self.net.encode(np.asarray(items, dtype=np.int64)).double()
-        return (h @ state[:-1] + state[-1]).float().numpy()
+        w, b = state
+        return (self.net.encode(np.asarray(items, dtype=np.int64)).double() @ w + b).float().numpy()
 
     @classmethod
     def search_space(cls, trial) -> dict:

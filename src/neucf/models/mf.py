@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..training import resolve_device, seeded
 from .layers import BiasTerms
 from .registry import register
-from .torch_estimator import TorchRecommender
+from .torch_estimator import TorchRecommender, ridge_with_bias
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +166,8 @@ class MatrixFactorization(TorchRecommender):
         q = net.item_factors.weight[torch.from_numpy(np.asarray(items, dtype=np.int64))].double()
         b_i = net.baseline.item_bias[torch.from_numpy(np.asarray(items, dtype=np.int64))].double()
         y = torch.as_tensor(ratings, dtype=torch.float64) - float(net.mean) - b_i
-        x = torch.cat([q, torch.ones(len(q), 1, dtype=torch.float64)], dim=1)
-        shrink = torch.full((x.shape[1],), len(q) * self.training.l2_for(len(self.inputs_[0])), dtype=torch.float64)
-        if net.shrunk_biases:
-            shrink[-1] = net.baseline.reg_user
-        gram = x.T @ x + torch.diag(shrink)
-        solution = torch.linalg.solve(gram, x.T @ y)
-        return solution[:-1], float(solution[-1])
+        l2 = self.training.l2_for(len(self.inputs_[0]))
+        return ridge_with_bias(q, y, l2, net.baseline.reg_user if net.shrunk_biases else None)
 
     @torch.no_grad()
     def _predict_folded(self, state, items) -> np.ndarray:

@@ -27,6 +27,27 @@ def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
     return np.random.default_rng(cfg.seed).random(n) < cfg.valid_fraction
 
 
+def ridge_with_bias(
+    features: torch.Tensor, targets: torch.Tensor, l2: float, bias_reg: float | None = None
+) -> tuple[torch.Tensor, float]:
+    """``(w, b)`` minimising ``|y - X w - b|^2 + n l2 |w|^2 + bias_reg b^2`` for ``n`` rows
+    (``bias_reg`` None: ``n l2`` as for ``w``), in float64: how a model fits a new user's
+    vector and bias against fixed item vectors (one ALS half-step).
+
+    Examples:
+        >>> x = torch.tensor([[1.0], [2.0], [3.0]])
+        >>> w, b = ridge_with_bias(x, 2 * x[:, 0] + 1, l2=0.0, bias_reg=0.0)
+        >>> round(float(w[0]), 6), round(b, 6)
+        (2.0, 1.0)
+    """
+    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    shrink = torch.full((x.shape[1],), len(features) * l2, dtype=torch.float64)
+    if bias_reg is not None:
+        shrink[-1] = bias_reg
+    solution = torch.linalg.solve(x.T @ x + torch.diag(shrink), x.T @ targets.double())
+    return solution[:-1], float(solution[-1])
+
+
 class TorchRecommender(Recommender):
     """A model whose network is trained by :class:`~neucf.training.Trainer`.
 
@@ -43,12 +64,17 @@ class TorchRecommender(Recommender):
 
     fitted_by: ClassVar[str] = "gradient"
     train_defaults: ClassVar[dict] = {}
+    #: :class:`~neucf.training.TrainConfig` settings a model's training has no use for: not
+    #: taken as parameters, not saved
+    unused_training: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def parameters(cls) -> dict[str, dataclasses.Field]:
-        """Architecture parameters, then training parameters (``seed`` is the model's own argument)."""
+        """Architecture parameters, then the training parameters it uses (``seed`` is the
+        model's own argument)."""
         own = super().parameters()
-        training = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "seed"}
+        skip = {"seed", *cls.unused_training}
+        training = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in skip}
         return {**own, **training}
 
     @classmethod
@@ -72,8 +98,7 @@ class TorchRecommender(Recommender):
 
     def get_params(self) -> dict:
         """Architecture and training parameters (without the seed, which is saved apart)."""
-        training = dataclasses.asdict(self.training)
-        training.pop("seed")
+        training = {k: v for k, v in dataclasses.asdict(self.training).items() if k in self.parameters()}
         return {**dataclasses.asdict(self.config), **training}
 
     def _build(self, train: Ratings) -> torch.nn.Module:
