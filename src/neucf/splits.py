@@ -67,6 +67,18 @@ def random_split(n: int, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> Split:
     return Split.from_parts(_assign(n, _check_fractions(fractions), np.random.default_rng(seed)))
 
 
+def held_out_mask(n: int, seed: int = 0, share: float = 0.05) -> np.ndarray:
+    """Which of ``n`` training ratings a model holds out for itself when it is given no
+    validation part: each independently with probability ``share``, under ``seed`` (the
+    rating models' 5% for early stopping, the ranking models' 10% for their settings).
+
+    Examples:
+        >>> int(held_out_mask(1000, seed=0).sum())
+        45
+    """
+    return np.random.default_rng(seed).random(n) < share
+
+
 def kfold_split(n: int, k: int = 5, seed: int = 0) -> list[Split]:
     """``k`` shuffled folds; split ``f`` tests fold ``f`` and trains on the rest (no validation part).
 

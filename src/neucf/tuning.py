@@ -19,9 +19,8 @@ from .datasets import Ratings
 from .errors import DataError, Interrupted, UsageError, on_stop_signals
 from .files import atomic_write, mark_output
 from .models import model_class
-from .models.torch_estimator import held_out_mask
 from .runs import write_json
-from .training import TrainConfig
+from .splits import held_out_mask
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +225,7 @@ def _tune(optuna, cls, train, valid, model, trials, storage, study_name, fixed, 
         study.set_user_attr(key, value)
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     if valid is None or len(valid) == 0:
-        held = held_out_mask(len(train), TrainConfig(seed=seed))  # the rating models' 5%
+        held = held_out_mask(len(train), seed)  # the rating models' 5%
         train, valid = train.subset(~held), train.subset(held)
         log.info("no validation part: tuning against a seeded share of train (%s ratings)", f"{len(valid):,}")
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..training import TrainConfig
+from ..splits import held_out_mask
 from .base import Recommender, parse_setting
 from .persistence import from_payload, payload
 from .registry import make_model, model_class, register
-from .torch_estimator import TorchRecommender, held_out_mask
+from .torch_estimator import TorchRecommender
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Ensemble(Recommender):
     def _fit(self, train, valid, options):
         everything = None
         if valid is None or len(valid) == 0:
-            held = held_out_mask(len(train), TrainConfig(seed=self.seed))
+            held = held_out_mask(len(train), self.seed)
             everything = (train.users, train.items, train.ratings)
             train, valid = train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
         self.members_ = []

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from ..datasets import Ratings
 from ..metrics import default_relevance
+from ..splits import held_out_mask
 from .base import Recommender
 
 #: the share of train held out to choose settings when a split has no validation part
@@ -85,7 +86,7 @@ class RankingModel(Recommender):
         all of train with the settings chosen)."""
         if valid is not None and len(valid):
             return train, valid
-        held = np.random.default_rng(self.seed).random(len(train)) < HELD_OUT
+        held = held_out_mask(len(train), self.seed, HELD_OUT)
         return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
 
     def _relevant_pairs(self, valid: Ratings) -> tuple[np.ndarray, np.ndarray]:

@@ -13,18 +13,9 @@ import numpy as np
 import torch
 
 from ..datasets import Ratings
+from ..splits import held_out_mask
 from ..training import FitOptions, TrainConfig, Trainer, predict_batches, resolve_device, seeded
 from .base import BiasFit, Recommender
-
-
-def held_out_mask(n: int, cfg: TrainConfig) -> np.ndarray:
-    """The seeded ``valid_fraction`` of n training ratings held out when no validation part is given.
-
-    Examples:
-        >>> int(held_out_mask(1000, TrainConfig(seed=0)).sum())
-        45
-    """
-    return np.random.default_rng(cfg.seed).random(n) < cfg.valid_fraction
 
 
 def ridge_with_bias(
@@ -111,7 +102,7 @@ class TorchRecommender(Recommender):
             self.held_out_ = None
             fit_arrays, valid_arrays = arrays, (valid.users, valid.items, valid.ratings)
         else:
-            self.held_out_ = held_out_mask(len(train), cfg)
+            self.held_out_ = held_out_mask(len(train), cfg.seed, cfg.valid_fraction)
             fit_arrays = tuple(a[~self.held_out_] for a in arrays)
             valid_arrays = tuple(a[self.held_out_] for a in arrays)
         # the network reads its inputs from the matrix it is trained on (held-out ratings excluded)
