@@ -15,6 +15,7 @@ from neucf.errors import DataError, TrainingError, UsageError
 from neucf.models import (
     GMF,
     MLP,
+    BiasFit,
     Biases,
     GlobalMean,
     MatrixFactorization,
@@ -465,12 +466,21 @@ def test_nan_loss_stops_with_a_clear_message(parts):
         MatrixFactorization(lr=1e30, init_std=1e10, **FAST).fit(train, valid)
 
 
-def test_training_without_validation_holds_out_part_of_train(parts):
+def test_training_without_validation_holds_out_part_of_train(parts, tmp_path):
     train, _, _ = parts
     model = GMF(factors=4, **FAST).fit(train)
     assert model.held_out_validation
-    assert len(model.inputs_[0]) < len(train)
     assert np.isfinite(model.history.best_valid_rmse)
+    # a network that masks each target reads the held-out ratings as inputs, but its input
+    # biases (and so validation's baseline) are fitted without them
+    assert len(model.inputs_[0]) == len(train)
+    kept = train.subset(np.flatnonzero(~model.held_out_))
+    assert model.input_biases_.user_bias == pytest.approx(BiasFit.of(kept).user_bias)
+    # one that does not mask would read a held-out rating when predicting it: it reads the rest
+    unmasked = GMF(factors=4, mask_target=False, **FAST).fit(train)
+    assert len(unmasked.inputs_[0]) == len(kept)
+    model.save(tmp_path / "gmf.pt")
+    assert len(GMF.load(tmp_path / "gmf.pt").inputs_[0]) == len(train)
 
 
 def test_progress_logs_the_seed_status_figures(parts, caplog):

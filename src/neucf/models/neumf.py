@@ -454,6 +454,12 @@ class RatingVectorModel(TorchRecommender):
         "batch_size": 8192, "lr": 0.01, "steps_per_epoch": 24, "patience": 1, "min_steps": 50, "average": 0.97
     }  # fmt: skip
 
+    @property
+    def reads_held_out(self) -> bool:
+        """A network that masks each target (``mask_target``) reads every training rating,
+        the held-out share's too, as input."""
+        return self.config.mask_target
+
     @torch.no_grad()
     def _fold_in(self, items: np.ndarray, ratings: np.ndarray):
         """The user's first-layer representation and their bias (one least-squares half-step

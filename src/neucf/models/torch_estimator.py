@@ -105,8 +105,7 @@ class TorchRecommender(Recommender):
             self.held_out_ = held_out_mask(len(train), cfg.seed, cfg.valid_fraction)
             fit_arrays = tuple(a[~self.held_out_] for a in arrays)
             valid_arrays = tuple(a[self.held_out_] for a in arrays)
-        # the network reads its inputs from the matrix it is trained on (held-out ratings excluded)
-        self.inputs_ = fit_arrays
+        self.inputs_ = self._inputs_of(arrays)
         device = resolve_device(options.device)
         with seeded(cfg.seed, device):
             self._train(fit_arrays, valid_arrays, options)
@@ -114,6 +113,23 @@ class TorchRecommender(Recommender):
                 self._train_on_all(arrays, options)
                 self._refit_biases(arrays)
         self.net.to("cpu")
+
+    def _inputs_of(self, arrays) -> tuple:
+        """The ratings the network reads as its input from train's ``arrays``: all of them where
+        the model hides each target from its own input (:attr:`reads_held_out`), else those
+        left after the held-out share."""
+        if self.held_out_ is None or self.reads_held_out:
+            return arrays
+        return tuple(a[~self.held_out_] for a in arrays)
+
+    @property
+    def reads_held_out(self) -> bool:
+        """Whether the network may read the held-out share's ratings as inputs while they
+        judge it (False here; the rating-vector networks that mask each target say True): a
+        network that never sees a rating in the input that predicts it can read every
+        training rating, and validation then judges it as its training steps were, and
+        test pairs as well."""
+        return False
 
     def _train(self, fit_arrays, valid_arrays, options: FitOptions) -> None:
         """Build the network and train it on ``fit_arrays``, stopping early on
@@ -166,7 +182,7 @@ class TorchRecommender(Recommender):
         return pred.to(torch.float32).cpu().numpy()
 
     def _model_inputs(self):
-        """The ratings the network reads (training ratings less the held-out share)."""
+        """The ratings the network reads (see :meth:`_inputs_of`)."""
         return self.inputs_
 
     @property
@@ -175,9 +191,12 @@ class TorchRecommender(Recommender):
         return self.held_out_ is not None
 
     def _input_bias_fit(self, inputs: Ratings) -> BiasFit:
-        """The bias fit of the network's input ratings: the one :meth:`fit` made for the
-        fallback when they are the very ratings it was made from (all of train: a validation
-        part was given), else their own."""
+        """The bias fit of the network's input ratings less the held-out share (which
+        validation judges, so they stay out of the biases it is judged with): the one
+        :meth:`fit` made for the fallback when they are the very ratings it was made from
+        (all of train: a validation part was given), else their own."""
+        if getattr(self, "held_out_", None) is not None and self.reads_held_out:
+            inputs = inputs.subset(np.flatnonzero(~self.held_out_))
         fit, fitted_on = getattr(self, "bias_fit_", None), getattr(self, "train_", ())
         same = len(fitted_on) == 3 and all(
             a is b for a, b in zip((inputs.users, inputs.items, inputs.ratings), fitted_on)
@@ -196,7 +215,7 @@ class TorchRecommender(Recommender):
 
     def _restore(self, state, device: str):
         self.held_out_ = None if state["held_out"] is None else state["held_out"].numpy()
-        self.inputs_ = self.train_ if self.held_out_ is None else tuple(a[~self.held_out_] for a in self.train_)
+        self.inputs_ = self._inputs_of(self.train_)
         self.net = self._build(self._input_ratings())
         self.net.to(dtype=self.training.torch_dtype())
         self.net.load_state_dict(state["weights"])
