@@ -261,6 +261,8 @@ def test_tune_interrupted_writes_the_finished_trials(data, tmp_path):
         (["train", "--model", "gmf", "--epochs", "0", "--out", "{tmp}/x"], 2, "epochs"),
         (["train", "--model", "gmf", "--patience", "-1", "--out", "{tmp}/x"], 2, "patience"),
         (["train", "--model", "gmf", "--alpha", "nan", "--out", "{tmp}/x"], 2, "alpha"),
+        (["train", "--model", "gmf", "--l2-scale", "-1", "--out", "{tmp}/x"], 2, "l2_scale must be >= 0"),
+        (["train", "--model", "mf", "--l2-scale", "1", "--out", "{tmp}/x"], 2, "does not take l2_scale"),
         (["train", "--model", "gmf", "--config", "{list_config}", "--out", "{tmp}/x"], 2, "--config"),
         (["train", "--model", "gmf", "--config", "{str_config}", "--out", "{tmp}/x"], 2, "must be a whole number"),
         (["train", "--split", "coverage", "--min-item-ratings", "100000", "--out", "{tmp}/x"], 1, "no rating is left"),

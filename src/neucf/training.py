@@ -54,11 +54,15 @@ class TrainConfig:
         batch_size: ratings per Adam step.
         lr: Adam's learning rate.
         l2: weight of the L2 penalty ``l2 * sum(W**2)`` added to the mean squared error.
-            Unset (None): ``0.75 / n`` for ``n`` training ratings, so that the prior on the
-            weights keeps one strength whatever the data's size (the loss is a mean over
-            ratings; a constant weight would regularise large data ever harder): 1e-5 on
-            ml-100k u1, 9e-7 on ML-1M 90/10 (measurements: the documentation's "Why the defaults").
+            Unset (None): ``l2_scale / n`` for ``n`` training ratings, so that the prior on
+            the weights keeps one strength whatever the data's size (the loss is a mean over
+            ratings; a constant weight would regularise large data ever harder).
             ``autorec`` and ``mf`` read an unset weight their own way (their docstrings).
+        l2_scale: the unset ``l2``'s strength, ``l2 = l2_scale / n``: 0.75 by default (1e-5
+            on ml-100k u1), 3 for NeuMF and GMF (4e-5 on u1, 3.5e-6 on ML-1M 90/10), whose
+            nearly linear projections take a stronger prior; ``mlp``'s tower, which starts
+            learning slowly, stays at its bias baseline under it (measurements: the
+            documentation's "Why the defaults").
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
         min_steps: early stopping waits until this many optimiser steps were taken (as
@@ -103,8 +107,11 @@ class TrainConfig:
     l2: float | None = field(
         default=None,
         metadata=help_metadata(
-            "L2 weight (unset: from the data: 0.75 / n ratings; autorec reg / 2n; mf searched on validation)."
+            "L2 weight (unset: from the data: l2_scale / n ratings; autorec reg / 2n; mf searched on validation)."
         ),
+    )
+    l2_scale: float = field(
+        default=0.75, metadata=help_metadata("With --l2 unset, the L2 weight is this / n training ratings.")
     )
     patience: int = field(default=3, metadata=help_metadata("Early-stopping patience in epochs (0: off)."))
     min_steps: int = field(default=0, metadata=help_metadata("Early stopping waits for this many optimiser steps."))
@@ -138,6 +145,8 @@ class TrainConfig:
             raise UsageError(f"learning rate must be a positive number, got {self.lr}")
         if self.l2 is not None and not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise UsageError(f"l2 must be >= 0, got {self.l2}")
+        if not (self.l2_scale >= 0 and math.isfinite(self.l2_scale)):
+            raise UsageError(f"l2_scale must be >= 0, got {self.l2_scale}")
         if self.steps_per_epoch < 0:
             raise UsageError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
         if self.patience < 0:
@@ -162,7 +171,7 @@ class TrainConfig:
             >>> TrainConfig().l2_for(75_000), TrainConfig(l2=0.1).l2_for(75_000)
             (1e-05, 0.1)
         """
-        return 0.75 / max(n_ratings, 1) if self.l2 is None else self.l2
+        return self.l2_scale / max(n_ratings, 1) if self.l2 is None else self.l2
 
     def batch_for(self, n_ratings: int) -> int:
         """The batch used on ``n_ratings`` training ratings (see ``steps_per_epoch``).

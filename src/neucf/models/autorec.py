@@ -136,9 +136,10 @@ class AutoRec(TorchRecommender):
     # 256 items a step at Adam's 0.003; patience 10: its validation RMSE creeps down for tens of epochs
     train_defaults: ClassVar[dict] = {"batch_size": 256, "lr": 0.003, "epochs": 300, "patience": 10}
 
-    # its batches of item columns train by their own loop (Adam, no averaging, no full-train pass)
+    # its batches of item columns train by their own loop (Adam, no averaging, no full-train
+    # pass), and an unset l2 is its reg / 2n
     unused_training: ClassVar[frozenset[str]] = frozenset(
-        {"optimizer", "steps_per_epoch", "min_steps", "average", "full_train_share"}
+        {"optimizer", "steps_per_epoch", "min_steps", "average", "full_train_share", "l2_scale"}
     )
 
     def _l2(self, n: int) -> float:

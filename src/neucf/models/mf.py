@@ -131,6 +131,8 @@ class MatrixFactorization(TorchRecommender):
         "optimizer": "sgd", "lr": 0.005, "l2": None, "batch_size": 512, "full_train_share": 0.2, "patience": 10
     }  # fmt: skip
     can_fold_in = True
+    # an unset l2 is searched (l2_candidates), not scaled by the data's size
+    unused_training: ClassVar[frozenset[str]] = frozenset({"l2_scale"})
     #: the per-rating L2 weights tried on validation when ``l2`` is unset (Surprise's tuned
     #: 0.1 on ml-100k, half and twice it); the best is kept and saved as the model's ``l2``
     l2_candidates: ClassVar[tuple[float, ...]] = (0.1, 0.05, 0.2)
