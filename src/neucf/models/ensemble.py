@@ -27,11 +27,11 @@ class EnsembleConfig:
             each is fitted ``seeds`` times, with its own defaults for what is not given.
         seeds: fits of each member, with seeds ``seed``, ``seed + 1``, ...
 
-    The default, GMF at 100 and 200 units, NeuMF at 64 and item-based AutoRec, two seeds
-    each (8 fits): the networks larger than their single defaults (a little more accurate
-    alone, at two to three times the cost), and AutoRec, less accurate alone but wrong in
-    other places, which is what a blend gains from ("Why the defaults" in the documentation
-    has the measurements).
+    The default, GMF at 100 and 200 units and item-based AutoRec, two seeds each (6 fits):
+    networks larger than GMF's single default (a little more accurate alone, at one and a
+    half to two times the cost), and AutoRec, less accurate alone but wrong in other places,
+    which is what a blend gains from; a NeuMF member adds nothing to them ("Why the defaults"
+    in the documentation has the measurements).
 
     Examples:
         >>> EnsembleConfig(members="gmf:factors=64,mf").specs()
@@ -39,7 +39,7 @@ class EnsembleConfig:
     """
 
     members: str = field(
-        default="gmf:factors=100,gmf:factors=200,neumf:factors=64,autorec",
+        default="gmf:factors=100,gmf:factors=200,autorec",
         metadata={"help": "Models an ensemble averages: name[:param=value...], comma-separated."},
     )
     seeds: int = field(default=2, metadata={"help": "Fits of each ensemble member, with consecutive seeds."})
