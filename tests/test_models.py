@@ -15,8 +15,8 @@ from neucf.errors import DataError, TrainingError, UsageError
 from neucf.models import (
     GMF,
     MLP,
-    BiasFit,
     Biases,
+    BiasFit,
     GlobalMean,
     MatrixFactorization,
     MLPConfig,
@@ -480,7 +480,16 @@ def test_training_without_validation_holds_out_part_of_train(parts, tmp_path):
     unmasked = GMF(factors=4, mask_target=False, **FAST).fit(train)
     assert len(unmasked.inputs_[0]) == len(kept)
     model.save(tmp_path / "gmf.pt")
-    assert len(GMF.load(tmp_path / "gmf.pt").inputs_[0]) == len(train)
+    loaded = GMF.load(tmp_path / "gmf.pt")
+    assert len(loaded.inputs_[0]) == len(train)
+    np.testing.assert_array_equal(
+        loaded.predict_index(train.users, train.items), model.predict_index(train.users, train.items)
+    )
+    # a file of neucf 0.5 (no such record): its network read train less the held-out share
+    state = model._state()
+    del state["inputs_held_out"]
+    loaded._restore(state, "cpu")
+    assert len(loaded.inputs_[0]) == len(kept)
 
 
 def test_progress_logs_the_seed_status_figures(parts, caplog):

@@ -74,9 +74,7 @@ class NetworkConfig:
     """
 
     factors: int = field(default=30, metadata=help_metadata("Units per projection / MLP layer (seed 30)."))
-    alpha: float = field(
-        default=0.8, metadata=help_metadata("LeakyReLU slope after the input projections (seed 0.4).")
-    )
+    alpha: float = field(default=0.8, metadata=help_metadata("LeakyReLU slope after the input projections (seed 0.4)."))
     input_dropout: float = field(
         default=0.3, metadata=help_metadata("Share of input rating-vector entries dropped while training.")
     )

@@ -105,6 +105,7 @@ class TorchRecommender(Recommender):
             self.held_out_ = held_out_mask(len(train), cfg.seed, cfg.valid_fraction)
             fit_arrays = tuple(a[~self.held_out_] for a in arrays)
             valid_arrays = tuple(a[self.held_out_] for a in arrays)
+        self.inputs_held_out_ = self.reads_held_out
         self.inputs_ = self._inputs_of(arrays)
         device = resolve_device(options.device)
         with seeded(cfg.seed, device):
@@ -116,9 +117,9 @@ class TorchRecommender(Recommender):
 
     def _inputs_of(self, arrays) -> tuple:
         """The ratings the network reads as its input from train's ``arrays``: all of them where
-        the model hides each target from its own input (:attr:`reads_held_out`), else those
-        left after the held-out share."""
-        if self.held_out_ is None or self.reads_held_out:
+        the model hides each target from its own input (:attr:`reads_held_out` when fitted),
+        else those left after the held-out share."""
+        if self.held_out_ is None or self.inputs_held_out_:
             return arrays
         return tuple(a[~self.held_out_] for a in arrays)
 
@@ -195,7 +196,7 @@ class TorchRecommender(Recommender):
         validation judges, so they stay out of the biases it is judged with): the one
         :meth:`fit` made for the fallback when they are the very ratings it was made from
         (all of train: a validation part was given), else their own."""
-        if getattr(self, "held_out_", None) is not None and self.reads_held_out:
+        if getattr(self, "held_out_", None) is not None and getattr(self, "inputs_held_out_", False):
             inputs = inputs.subset(np.flatnonzero(~self.held_out_))
         fit, fitted_on = getattr(self, "bias_fit_", None), getattr(self, "train_", ())
         same = len(fitted_on) == 3 and all(
@@ -211,10 +212,12 @@ class TorchRecommender(Recommender):
 
     def _state(self):
         held = None if self.held_out_ is None else torch.from_numpy(self.held_out_)
-        return {"weights": self.net.state_dict(), "held_out": held}
+        return {"weights": self.net.state_dict(), "held_out": held, "inputs_held_out": self.inputs_held_out_}
 
     def _restore(self, state, device: str):
         self.held_out_ = None if state["held_out"] is None else state["held_out"].numpy()
+        # files of neucf 0.5 and earlier: their networks read train less the held-out share
+        self.inputs_held_out_ = state.get("inputs_held_out", False)
         self.inputs_ = self._inputs_of(self.train_)
         self.net = self._build(self._input_ratings())
         self.net.to(dtype=self.training.torch_dtype())
