@@ -452,12 +452,12 @@ class RatingVectorModel(TorchRecommender):
     # make an epoch cheaper), a fixed number of steps per epoch on larger data (an epoch's cost
     # linear in the data), a moving average of the weights over about 30 steps (validated and
     # kept: the iterates of so large a rate scatter around the optimum), whose smooth
-    # validation curve lets patience be 1, a 50-step wait (small data's epochs are a few
-    # steps and the start's plateau outlasts them), and a stronger L2 prior than the default
-    # for the nearly linear projections: each measured in "Why the defaults" (the
-    # documentation)
+    # validation curve lets patience be 1, a stronger L2 prior than the default for the
+    # nearly linear projections, and a 150-step wait (small data's epochs are a few steps, and
+    # the start's plateau, longer under that prior, outlasts them): each measured in "Why the
+    # defaults" (the documentation)
     train_defaults: ClassVar[dict] = {
-        "batch_size": 8192, "lr": 0.01, "steps_per_epoch": 24, "patience": 1, "min_steps": 50, "average": 0.97,
+        "batch_size": 8192, "lr": 0.01, "steps_per_epoch": 24, "patience": 1, "min_steps": 150, "average": 0.97,
         "l2_scale": 3.0,
     }  # fmt: skip
 
