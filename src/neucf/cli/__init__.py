@@ -8,7 +8,7 @@ stderr.
 
 Examples:
     >>> main(["--version"])
-    neucf 0.5.0
+    neucf 0.6.0
     0
 """
 
