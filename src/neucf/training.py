@@ -58,11 +58,10 @@ class TrainConfig:
             the weights keeps one strength whatever the data's size (the loss is a mean over
             ratings; a constant weight would regularise large data ever harder).
             ``autorec`` and ``mf`` read an unset weight their own way (their docstrings).
-        l2_scale: the unset ``l2``'s strength, ``l2 = l2_scale / n``: 0.75 by default (1e-5
-            on ml-100k u1), 3 for NeuMF and GMF (4e-5 on u1, 3.5e-6 on ML-1M 90/10), whose
-            nearly linear projections take a stronger prior; ``mlp``'s tower, which starts
-            learning slowly, stays at its bias baseline under it (measurements: the
-            documentation's "Why the defaults").
+        l2_scale: the unset ``l2``'s strength, ``l2 = l2_scale / n``: 0.75 by default, 3 for
+            NeuMF and GMF, whose nearly linear projections take a stronger prior (``mlp``'s
+            tower, which starts learning slowly, stays at its bias baseline under it;
+            measurements: the documentation's "Why the defaults").
         patience: stop after this many epochs without a better validation RMSE, then restore
             the best weights. 0 disables early stopping.
         min_steps: early stopping waits until this many optimiser steps were taken (as
