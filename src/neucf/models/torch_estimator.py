@@ -105,8 +105,9 @@ class TorchRecommender(Recommender):
             self.held_out_ = held_out_mask(len(train), cfg.seed, cfg.valid_fraction)
             fit_arrays = tuple(a[~self.held_out_] for a in arrays)
             valid_arrays = tuple(a[self.held_out_] for a in arrays)
+        # the ratings the network reads as input (see reads_held_out)
         self.inputs_held_out_ = self.reads_held_out
-        self.inputs_ = self._inputs_of(arrays)
+        self.inputs_ = arrays if self.inputs_held_out_ else fit_arrays
         device = resolve_device(options.device)
         with seeded(cfg.seed, device):
             self._train(fit_arrays, valid_arrays, options)
@@ -114,14 +115,6 @@ class TorchRecommender(Recommender):
                 self._train_on_all(arrays, options)
                 self._refit_biases(arrays)
         self.net.to("cpu")
-
-    def _inputs_of(self, arrays) -> tuple:
-        """The ratings the network reads as its input from train's ``arrays``: all of them where
-        the model hides each target from its own input (:attr:`reads_held_out` when fitted),
-        else those left after the held-out share."""
-        if self.held_out_ is None or self.inputs_held_out_:
-            return arrays
-        return tuple(a[~self.held_out_] for a in arrays)
 
     @property
     def reads_held_out(self) -> bool:
@@ -183,7 +176,8 @@ class TorchRecommender(Recommender):
         return pred.to(torch.float32).cpu().numpy()
 
     def _model_inputs(self):
-        """The ratings the network reads (see :meth:`_inputs_of`)."""
+        """The ratings the network reads: all of train where it reads the held-out share
+        (:attr:`reads_held_out` when fitted), else train less that share."""
         return self.inputs_
 
     @property
@@ -218,7 +212,8 @@ class TorchRecommender(Recommender):
         self.held_out_ = None if state["held_out"] is None else state["held_out"].numpy()
         # files of neucf 0.5 and earlier: their networks read train less the held-out share
         self.inputs_held_out_ = state.get("inputs_held_out", False)
-        self.inputs_ = self._inputs_of(self.train_)
+        reads_all = self.held_out_ is None or self.inputs_held_out_
+        self.inputs_ = self.train_ if reads_all else tuple(a[~self.held_out_] for a in self.train_)
         self.net = self._build(self._input_ratings())
         self.net.to(dtype=self.training.torch_dtype())
         self.net.load_state_dict(state["weights"])
