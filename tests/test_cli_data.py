@@ -1,6 +1,8 @@
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,6 +30,9 @@ def test_describe_json(ratings_file, capsys):
 )
 def test_split_writes_csvs_that_cover_the_data(ratings_file, tmp_path, capsys, split, parts):
     out = tmp_path / "split"
+    if split == "movielens":  # MovieLens 100k's own folds: for its u.data only
+        (tmp_path / "ml").mkdir()
+        ratings_file = Path(shutil.copy(ratings_file, tmp_path / "ml" / "u.data"))
     assert main(["data", "split", "--data", str(ratings_file), "--split", split, "--out", str(out), "--seed", "3"]) == 0
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert len(files) == parts and "train.csv" in files and "test.csv" in files

@@ -313,8 +313,8 @@ def test_every_ranking_model_round_trips(groups, tmp_path):
 
 
 def test_ease_refuses_an_item_count_its_matrices_cannot_hold(groups, monkeypatch):
-    from neucf.models import ease
+    from neucf.models import memory
 
-    monkeypatch.setattr(ease, "memory_bytes", lambda: 24 * 10 * 10 * 2)  # room for 10 items
+    monkeypatch.setattr(memory, "memory_bytes", lambda: 24 * 10 * 10 * 2)  # room for 10 items
     with pytest.raises(UsageError, match=r"12 items take .* allow at most 10 items.*--model als or --model neumf"):
         EASE().fit(groups)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import one_line, run, synthetic_ratings, write_ratings
+from conftest import one_line, rewrite_config, run, synthetic_ratings, write_ratings
 from neucf.cli import main
 from neucf.errors import DataError, StopSignals, on_stop_signals
 from neucf.files import output_dir, output_kind
@@ -140,7 +140,7 @@ def test_an_edited_or_copied_run_file_is_found(run_dir, data, tmp_path, capsys):
     (copy / "test.csv").rename(copy / "valid.csv")
     config = json.loads((copy / "config.json").read_text())
     del config["files"]["valid.csv"], config["files"]["test.csv"]
-    (copy / "config.json").write_text(json.dumps(config))
+    rewrite_config(copy, config)
     code, _, err = run(capsys, "recommend", copy, "--all-users", "--out", tmp_path / "recs.csv")
     assert code == 1 and one_line(err) and "valid.csv: not written by this run" in err
 
@@ -178,7 +178,7 @@ def test_report_checks_what_it_reads(run_dir, tmp_path, capsys, edit, message):
     shutil.copytree(run_dir, copy)
     config, metrics = (json.loads((copy / f).read_text()) for f in ("config.json", "metrics.json"))
     edit(config, metrics)
-    (copy / "config.json").write_text(json.dumps(config))
+    rewrite_config(copy, config)
     (copy / "metrics.json").write_text(json.dumps(metrics))
     code, _, err = run(capsys, "report", copy)
     assert code == 1 and one_line(err) and message in err, err

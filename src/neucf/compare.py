@@ -17,7 +17,8 @@ import pandas as pd
 from .datasets import Ratings, filter_for_split
 from .errors import UsageError
 from .files import atomic_write
-from .models import model_class
+from .models import make_model, model_class
+from .models.base import parse_spec
 from .runs import fit_and_score, write_json
 from .splits import Splitter, get_splitter
 
@@ -55,18 +56,43 @@ class Comparison:
 
 
 def shared_params(models: list[str], params: dict | None, task: str = "rating") -> dict[str, dict]:
-    """Give each model the shared ``params`` it takes; a parameter no model takes is an error.
+    """Each model's parameters: those of its specification (``name:key=value...``, see
+    :func:`~neucf.models.base.parse_spec`) over the shared ``params`` it takes; a shared
+    parameter no model takes is an error.
 
     Examples:
-        >>> shared_params(["bias", "mf"], {"epochs": 3})
-        {'bias': {}, 'mf': {'epochs': 3}}
+        >>> shared_params(["bias", "mf:factors=8"], {"epochs": 3})
+        {'bias': {}, 'mf:factors=8': {'epochs': 3, 'factors': 8}}
     """
     params = params or {}
-    accepted = {name: model_class(name, task).parameters() for name in models}
+    specs = {spec: parse_spec(spec) for spec in models}
+    accepted = {spec: model_class(name, task).parameters() for spec, (name, _) in specs.items()}
     unused = [k for k in params if not any(k in names for names in accepted.values())]
     if unused:
         raise UsageError(f"no model among {', '.join(models)} takes {', '.join(unused)}")
-    return {name: {k: v for k, v in params.items() if k in names} for name, names in accepted.items()}
+    return {spec: {**{k: v for k, v in params.items() if k in accepted[spec]}, **specs[spec][1]} for spec in models}
+
+
+def check_models(models: list[str], task: str | None = None) -> None:
+    """Refuse, before any data is read, a model named twice or one that does not exist or does
+    not take its parameters (``name:key=value...``).
+
+    Examples:
+        >>> check_models(["ease", "ease"], "ranking")
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: --models names ease twice; name each once (two settings of one model: ease:key=value,ease:key=other)
+    """
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise UsageError(
+            f"--models names {twice[0]} twice; name each once (two settings of one model: "
+            f"{parse_spec(twice[0])[0]}:key=value,{parse_spec(twice[0])[0]}:key=other)"
+        )
+    for spec in models:
+        name, params = parse_spec(spec)
+        cls = model_class(name, task)
+        cls(task=task if task in cls.tasks else None, **params)  # the class checks names, types and ranges
 
 
 def compare(
@@ -81,15 +107,20 @@ def compare(
 ) -> Comparison:
     """Run every model on every fold of ``split`` (progress with the time left is logged).
 
-    ``params`` are shared parameters: each model gets those it takes (e.g. ``epochs`` goes to
-    the models trained by gradient, not to the closed-form baselines). ``task``: ``rating``
-    (RMSE, MAE and the lists' metrics) or ``ranking`` (the models made for lists, judged by
-    their lists alone).
+    ``models`` are registered names, each optionally with its own parameters
+    (``ease:l2=100``); ``params`` are shared parameters: each model gets those it takes (e.g.
+    ``epochs`` goes to the models trained by gradient, not to the closed-form baselines).
+    ``task``: ``rating`` (RMSE, MAE and the lists' metrics) or ``ranking`` (the models made
+    for lists, judged by their lists alone). Every model is checked first (named once, its
+    parameters valid, its fit inside this machine's memory), before any is fitted.
     """
     splitter = get_splitter(split) if isinstance(split, str) else split
     folds = splitter.fold_list(folds)
+    check_models(models, task)
     per_model = shared_params(models, params, task)
     ratings = filter_for_split(ratings, splitter, min_item_ratings)
+    for model in models:
+        make_model(parse_spec(model)[0], task=task, seed=seed, **per_model[model]).check_size(ratings)
     rows, total, done, start = [], len(folds) * len(models), 0, time.perf_counter()
     for fold in folds:
         parts = splitter.split(ratings, fold=fold, seed=seed)
@@ -98,7 +129,7 @@ def compare(
             elapsed = time.perf_counter() - start
             eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
             log.info("[%d/%d] %s on %s fold %s%s", done + 1, total, model, splitter.name, fold, eta)
-            _, m = fit_and_score(model, train, valid, test, seed=seed, task=task, **per_model[model])
+            _, m = fit_and_score(parse_spec(model)[0], train, valid, test, seed=seed, task=task, **per_model[model])
             ranking = {name: m["test"]["ranking"][name] for name in RANKING if "ranking" in m["test"]}
             errors = {"rmse": m["test"]["rmse"], "mae": m["test"]["mae"]} if task == "rating" else {}
             rows.append({

@@ -85,12 +85,24 @@ class StopSignals:
         self.written: str | None = None
         self.finished = False
         self.late: int | None = None
+        self._said = False
 
     def __call__(self, signum, frame):
         if self.finished or self.written is not None:
             self.late = signum
             return
         raise Interrupted(signum)
+
+    def say_late(self) -> None:
+        """Say, once, on stderr that a signal came after the work was done (if one came)."""
+        import signal
+        import sys
+
+        if self.late is None or self._said:
+            return
+        self._said = True
+        what = "interrupted" if self.late == signal.SIGINT else "terminated"
+        print(f"{what} after the work was done: {self.written or 'the command had finished'}", file=sys.stderr)
 
     def done(self, written: str | None = None) -> None:
         """The work is complete (``written`` says what it wrote, if anything): later signals are noted."""

@@ -44,7 +44,7 @@ def atomic_write(path: str | Path, mode: str = "wb", on_commit: Callable[[], Non
     """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it.
 
     The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
-    the owner-only ones of a temp file. ``on_commit`` runs right after the rename, with
+    the owner-only ones of a temp file; text is written as UTF-8, whatever the locale. ``on_commit`` runs right after the rename, with
     SIGINT and SIGTERM held back until it returns (:func:`~neucf.errors.signals_held`): the
     command line uses it to note that the output is complete, so that a signal arriving then
     never reports a written file as lost.
@@ -54,7 +54,7 @@ def atomic_write(path: str | Path, mode: str = "wb", on_commit: Callable[[], Non
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as handle:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
         with signals_held():
             os.replace(tmp, path)
@@ -90,12 +90,84 @@ def checksum(path: str | Path) -> str:
 MARKER = ".neucf-output"
 
 
+#: the files of an output folder whose SHA-256 its marker records, when the folder has them:
+#: a run's ``config.json`` records its other files' (see :func:`neucf.runs.read_run_config`)
+MARKED = ("config.json",)
+
+
+def _marker_lines(folder: Path) -> list[str]:
+    try:
+        return (Path(folder) / MARKER).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
 def output_kind(folder: Path) -> str | None:
     """The kind of neucf output ``folder`` holds (``run``, ``split``, ...), or None."""
+    lines = _marker_lines(folder)
+    return (lines[0].strip() or None) if lines else None
+
+
+def marked_checksums(folder: Path) -> dict[str, str]:
+    """The SHA-256 of the files of :data:`MARKED` that ``folder``'s marker records (folders
+    written before neucf 0.7 record none).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+        >>> with output_dir(out, "run") as tmp: _ = (tmp / "config.json").write_text("{}")
+        >>> marked_checksums(out)["config.json"][:12]
+        '44136fa355b3'
+    """
+    found = {}
+    for line in _marker_lines(folder)[1:]:
+        name, _, digest = line.strip().partition(" ")
+        if name in MARKED and len(digest) == 64:
+            found[name] = digest
+    return found
+
+
+def enclosing_output(path: str | Path) -> tuple[Path, str] | None:
+    """The nearest folder above ``path`` (its own folder, or one further up, links resolved)
+    that is a neucf output, with its kind; None when there is none.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp()); mark_output(run, "run")
+        >>> enclosing_output(run / "sub" / "x.csv") == (run.resolve(), "run"), enclosing_output(run)
+        (True, None)
+    """
+    for folder in Path(path).resolve().parents:
+        kind = output_kind(folder)
+        if kind is not None:
+            return folder, kind
+    return None
+
+
+def refuse_inside_output(path: str | Path, what: str) -> None:
+    """Refuse (:class:`~neucf.errors.UsageError`) a new output ``path`` inside a neucf output
+    folder: writing there would change that folder, and writing the folder again would
+    delete it. ``what`` names the output in the message (``--out runs/u1/sub``)."""
+    found = enclosing_output(path)
+    if found is not None:
+        folder, kind = found
+        raise UsageError(
+            f"{what} is inside the neucf {kind} folder {folder}: writing there would change the {kind} "
+            f"(and writing the {kind} again would delete it); write it outside that folder"
+        )
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (links, hard links included); False when either is missing.
+
+    Examples:
+        >>> same_file(__file__, __file__), same_file(__file__, "no/such/file")
+        (True, False)
+    """
     try:
-        return (Path(folder) / MARKER).read_text().strip() or None
+        return os.path.samefile(a, b)
     except OSError:
-        return None
+        return False
 
 
 def mark_output(folder: str | Path, kind: str) -> None:
@@ -108,9 +180,10 @@ def mark_output(folder: str | Path, kind: str) -> None:
 def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False) -> Path:
     """Refuse, before any work, an ``--out`` that cannot or must not be written.
 
-    Refused always: a path that is a file, one that holds (or is) an input, one in a folder
-    that cannot be written. Refused unless ``force``: a non-empty folder that is not a
-    previous neucf output of the same ``kind``.
+    Refused always: a path that is a file, a link (the folder is replaced whole: the link
+    would become a folder), one inside another neucf output folder, one that holds (or is) an
+    input, one in a folder that cannot be written. Refused unless ``force``: a non-empty
+    folder that is not a previous neucf output of the same ``kind``.
 
     Examples:
         >>> import tempfile, pathlib
@@ -121,8 +194,14 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
         neucf.errors.UsageError: --out ... holds the input ...train.csv: writing there would destroy it; choose another folder
     """
     out = Path(out)
+    if out.is_symlink():
+        raise UsageError(
+            f"--out {out} is a link to {os.readlink(out)}: writing would replace the link with a folder; "
+            f"give the folder itself ({out.resolve()})"
+        )
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder; choose another path")
+    refuse_inside_output(out, f"--out {out}")
     target = out.resolve()
     for given in inputs:
         if given is None:
@@ -148,9 +227,10 @@ def check_output_dir(out: str | Path, kind: str, inputs=(), force: bool = False)
 
 
 def check_output_file(out: str | Path, inputs=()) -> Path:
-    """Refuse, before any work, an output file that is a folder, is one of the inputs, lies in
-    a neucf output folder (a run, a split...: writing there would change or break it), or
-    cannot be created (its folder missing or not writable).
+    """Refuse, before any work, an output file that is a folder, is one of the inputs (the same
+    file by any name: links and hard links too), lies in a neucf output folder (a run, a
+    split...: writing there would change or break it), or cannot be created (its folder
+    missing or not writable).
 
     Examples:
         >>> import tempfile, pathlib
@@ -158,21 +238,15 @@ def check_output_file(out: str | Path, inputs=()) -> Path:
         >>> check_output_file(run / "test.csv")
         Traceback (most recent call last):
         ...
-        neucf.errors.UsageError: --out ...test.csv is inside the neucf run folder ...: writing there would change the run; write it outside that folder
+        neucf.errors.UsageError: --out ...test.csv is inside the neucf run folder ...: writing there would change the run (and writing the run again would delete it); write it outside that folder
     """
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
-    folder = out.resolve().parent
-    kind = output_kind(folder)
-    if kind is not None:
-        raise UsageError(
-            f"--out {out} is inside the neucf {kind} folder {folder}: writing there would change the {kind}; "
-            "write it outside that folder"
-        )
+    refuse_inside_output(out, f"--out {out}")
     for given in inputs:
-        if given is not None and Path(given).exists() and Path(given).resolve() == out.resolve():
-            raise UsageError(f"--out {out} is an input: writing there would destroy it; choose another file")
+        if given is not None and (same_file(given, out) or Path(given).resolve() == out.resolve()):
+            raise UsageError(f"--out {out} is an input ({given}): writing there would destroy it; choose another file")
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: cannot create it in {parent} (no such writable folder)")
@@ -240,7 +314,8 @@ def _exchange(a: Path, b: Path) -> bool:
 @contextmanager
 def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False, on_commit: Callable[[], None] | None = None):
     """Write a whole output folder atomically: yield a temporary sibling to fill, then mark it
-    complete and put it in place of ``out`` (the old folder is kept until then). On any error
+    complete (the marker records the SHA-256 of its :data:`MARKED` files, so that an edit to
+    them is found) and put it in place of ``out`` (the old folder is kept until then). On any error
     or signal the temporary folder is removed and ``out`` is left as it was.
 
     Where Linux can exchange two folders in one step (``renameat2``), the new folder and the
@@ -264,7 +339,8 @@ def output_dir(out: str | Path, kind: str, inputs=(), force: bool = False, on_co
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-        (tmp / MARKER).write_text(kind + "\n")
+        marked = [f"{name} {checksum(tmp / name)}" for name in MARKED if (tmp / name).is_file()]
+        (tmp / MARKER).write_text("\n".join([kind, *marked]) + "\n")
         with signals_held():
             if out.exists() and _exchange(tmp, out):
                 pass  # tmp now holds the old folder, removed below

@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import time
@@ -23,9 +24,11 @@ import torch
 from . import __version__
 from .datasets import Ratings, read_part_file
 from .errors import DataError, UsageError
-from .files import atomic_write, checksum, recover_output
+from .files import MARKER, atomic_write, checksum, marked_checksums, output_dir, recover_output
 from .models import Recommender, make_model, model_class
 from .plots import learning_curve
+
+log = logging.getLogger(__name__)
 
 
 def fit_and_score(
@@ -132,37 +135,72 @@ FINGERPRINTED = ("model.pt", "test.csv", "valid.csv")
 
 def write_run(
     out: str | Path, model: Recommender, metrics: dict, config: dict, test: Ratings | None = None,
-    valid: Ratings | None = None,
+    valid: Ratings | None = None, *, inputs=(), force: bool = False, on_commit=None,
 ) -> Path:  # fmt: skip
-    """Write a run folder (see the module docstring); ``valid.csv`` keeps the validation part,
-    which recommendations exclude as they exclude the training ratings. ``config.json``
-    records the SHA-256 of ``model.pt``, ``test.csv`` and ``valid.csv`` under ``files``
-    (see :func:`read_run`)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.pt")
-    write_json(out / "metrics.json", metrics)
-    learning_curve(
-        metrics["history"],
-        out / "learning_curve.png",
-        title=f"{model.name} learning curve",
-        best_epoch=metrics.get("best_epoch") or None,
-    )
-    if test is not None:
-        test.write_csv(out / "test.csv")
-    if valid is not None and len(valid):
-        valid.write_csv(out / "valid.csv")
-    files = {name: checksum(out / name) for name in FINGERPRINTED if (out / name).is_file()}
-    write_json(out / "config.json", {**config, "files": files})
-    return out
+    """Write a run folder (see the module docstring), whole or not at all
+    (:func:`~neucf.files.output_dir`, whose ``inputs``, ``force`` and ``on_commit`` these
+    are); ``valid.csv`` keeps the validation part, which recommendations exclude as they
+    exclude the training ratings. ``config.json`` records the SHA-256 of ``model.pt``,
+    ``test.csv`` and ``valid.csv`` under ``files``, and the folder's marker that of
+    ``config.json`` (see :func:`read_run`)."""
+    with output_dir(out, "run", inputs, force, on_commit=on_commit) as folder:
+        model.save(folder / "model.pt")
+        write_json(folder / "metrics.json", metrics)
+        learning_curve(
+            metrics["history"],
+            folder / "learning_curve.png",
+            title=f"{model.name} learning curve",
+            best_epoch=metrics.get("best_epoch") or None,
+        )
+        if test is not None:
+            test.write_csv(folder / "test.csv")
+        if valid is not None and len(valid):
+            valid.write_csv(folder / "valid.csv")
+        files = {name: checksum(folder / name) for name in FINGERPRINTED if (folder / name).is_file()}
+        write_json(folder / "config.json", {**config, "files": files})
+    return Path(out)
 
 
-def read_run_config(run_dir: str | Path) -> dict:
-    """A run's ``config.json``, checked: its model is a registered one whose parameters are
-    valid, and it records the fingerprints of the run's files (a :class:`DataError` says
-    what is wrong and to retrain)."""
+def recorded_inputs(run_dir: str | Path) -> list[Path]:
+    """The files a run was made from, as its ``config.json`` records them: the data file or
+    folder and the split folder (absolute, links resolved; runs written before 0.7 record the
+    data's path as it was given). Outputs made from the run must not overwrite them.
+
+    Examples:
+        >>> recorded_inputs("no/such/run")
+        []
+    """
+    try:
+        config = read_json(Path(run_dir) / "config.json")
+    except DataError:
+        return []  # reading the run says what is wrong with it
+    found = []
+    for part, keys in (("source", ("path", "data")), ("split", ("path", "split_dir"))):
+        entry = config.get(part)
+        if isinstance(entry, dict):
+            found += [Path(entry[k]) for k in keys if isinstance(entry.get(k), str) and entry[k] != "-"]
+    return found
+
+
+def read_run_config(run_dir: str | Path, warn: bool = True) -> dict:
+    """A run's ``config.json``, checked: it is the one the run wrote (its SHA-256 is the one the
+    run's marker file records; runs written before 0.7 record none: ``warn`` says so), its
+    model is a registered one whose parameters are valid, and it records the fingerprints of
+    the run's files (a :class:`DataError` says what is wrong and to retrain)."""
     path = Path(run_dir) / "config.json"
     config = read_json(path)
+    recorded = marked_checksums(run_dir).get("config.json")
+    if recorded is None:
+        if warn:
+            log.warning(
+                "%s: written before neucf 0.7, which does not fingerprint config.json (an edit to it goes unseen); "
+                "train the run again to have it checked", path,
+            )  # fmt: skip
+    elif checksum(path) != recorded:
+        raise DataError(
+            f"{path}: changed since the run wrote it (its SHA-256 differs from the one {MARKER} records); "
+            "restore it or train the run again"
+        )
     name = config.get("model")
     try:
         if not isinstance(name, str):
@@ -282,8 +320,15 @@ def run_part(run_dir: str | Path, part: str, model: Recommender) -> Ratings | No
     (a header naming every column, ratings inside the model's scale) and checked against the
     fingerprint the run recorded; None when the run has no such part."""
     run_dir = Path(run_dir)
-    path = _check_fingerprint(run_dir, f"{part}.csv", read_run_config(run_dir))
-    return None if path is None else read_part_file(path, scale=None if model.scale is None else tuple(model.scale))
+    path = _check_fingerprint(run_dir, f"{part}.csv", read_run_config(run_dir, warn=False))
+    if path is None:
+        return None
+    ratings = read_part_file(path, scale=None if model.scale is None else tuple(model.scale))
+    if ratings.implicit != model.implicit:
+        what = "interactions without ratings" if ratings.implicit else "ratings"
+        kind = "interactions without ratings" if model.implicit else "ratings"
+        raise DataError(f"{path}: holds {what}, but the run learnt from {kind}; restore it or train the run again")
+    return ratings
 
 
 #: above this many (user, item) pairs, ranking metrics are computed only when asked for

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
 from .datasets import Ratings
 from .errors import DataError, Interrupted, UsageError, on_stop_signals
-from .files import atomic_write, mark_output
+from .files import atomic_write, mark_output, refuse_inside_output
 from .models import model_class
 from .runs import write_json
 from .splits import held_out_mask
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def check_storage(storage: str) -> None:
     """Refuse, before any work, a ``--storage`` that is not a database URL or whose SQLite
-    file cannot be created.
+    file lies inside a neucf output folder or cannot be created.
 
     Examples:
         >>> check_storage("tune.db")
@@ -43,6 +44,7 @@ def check_storage(storage: str) -> None:
     except (ArgumentError, ValueError):
         raise UsageError(f"--storage {storage!r} is not a database URL; use e.g. sqlite:///tune.db") from None
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        refuse_inside_output(url.database, f"--storage {storage!r}")
         folder = Path(url.database).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
             raise UsageError(f"--storage {storage!r}: cannot create the database in {folder} (no such writable folder)")
@@ -343,9 +345,15 @@ def _write(study, model: str, out) -> dict:
     }
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "best.json", best)
-        with atomic_write(out / "trials.csv", "w") as handle:
-            study.trials_dataframe().to_csv(handle, index=False)
-        mark_output(out, "tune")
+        made = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "best.json", best)
+            with atomic_write(out / "trials.csv", "w") as handle:
+                study.trials_dataframe().to_csv(handle, index=False)
+            mark_output(out, "tune")
+        except BaseException:
+            if made:  # a folder made here and left half-written (a full disk) is removed
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     return best

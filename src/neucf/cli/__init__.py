@@ -8,7 +8,7 @@ stderr.
 
 Examples:
     >>> main(["--version"])
-    neucf 0.6.0
+    neucf 0.7.0
     0
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from contextlib import nullcontext
 from typing import Annotated
@@ -131,10 +130,7 @@ def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
         with on_stop_signals(stop) if own else nullcontext():
             code = _run(argv)
             stop.done()
-        if stop.late is not None:
-            what = "interrupted" if stop.late == signal.SIGINT else "terminated"
-            finished = stop.written or "the command had finished"
-            print(f"{what} after the work was done: {finished}", file=sys.stderr)
+        stop.say_late()
         return code
     finally:
         logger.removeHandler(handler)

@@ -40,6 +40,7 @@ def split(
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use.
     Example: neucf data split --dataset ml-100k --split random --out split/"""
     source.check()
+    splitting = splitting.for_data(source)
     splitting.splitter()  # the split and fold checked before any data is read
     check_output_dir(out, "split", [source.data], force)
     ratings, parts = splitting.divide(source.load(), seed)

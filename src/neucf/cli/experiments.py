@@ -12,7 +12,7 @@ import typer
 from ..errors import UsageError
 from ..files import check_output_dir, output_dir
 from ..models import model_class
-from ..models.base import TASKS
+from ..models.base import TASKS, parse_spec
 from .options import (
     DataFlags,
     ForceOpt,
@@ -22,6 +22,7 @@ from .options import (
     SplitOpt,
     data_options,
     split_options,
+    warn_unused_weights,
     work_done,
 )
 
@@ -100,7 +101,7 @@ def compare_models(
     source: DataFlags = None,
     split: SplitOpt = None,
     folds: Annotated[str | None, typer.Option(help="Folds to run, e.g. 1,2,3 (default: all; seeded splits: 5 seeds).")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated models (default: mean,bias,mf,gmf,mlp,neumf; ranking: pop,ease,als,hybrid).")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated models, each name[:key=value...] (default: mean,bias,mf,gmf,mlp,neumf; ranking: pop,ease,als,hybrid).")] = None,
     task: Annotated[str | None, typer.Option("--task", help="rating (RMSE and lists) or ranking (lists of the ranking models); default: rating on rated data.")] = None,
     seed: SeedOpt = 0,
     min_item_ratings: MinItemOpt = None,
@@ -108,15 +109,15 @@ def compare_models(
 ):  # fmt: skip
     """Every model on every fold: a table (mean ± sd of RMSE and MAE, or the lists' metrics;
     train time), files and a chart. Example: neucf compare --dataset ml-100k --out cmp/"""
-    from ..compare import compare, format_table, write_comparison
+    from ..compare import check_models, compare, format_table, write_comparison
     from ..splits import get_splitter
 
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: choose rating or ranking")
     names = _list(models if models is not None else DEFAULT_MODELS[task or "rating"], "--models")
-    for name in names:
-        model_class(name, task)  # unknown names fail before any training
+    check_models(names, task)  # unknown names, bad parameters and repeats fail before any data is read
     source.check()
+    source.check_split(split)
     splitter = get_splitter(split or source.default_split())
     fold_list = splitter.fold_list(_list(folds, "--folds"))
     if len(set(fold_list)) != len(fold_list):
@@ -126,6 +127,7 @@ def compare_models(
     if task is None and ratings.implicit:
         task, names = "ranking", _list(models if models is not None else DEFAULT_MODELS["ranking"], "--models")
         log.info("the data holds interactions without ratings: comparing lists (--task ranking)")
+    warn_unused_weights(ratings, [model_class(parse_spec(n)[0], task) for n in names])
     result = compare(ratings, splitter, names, folds=fold_list, seed=seed, min_item_ratings=min_item_ratings,
                      task=task or "rating")  # fmt: skip
     typer.echo(format_table(result.table))

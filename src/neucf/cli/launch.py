@@ -107,13 +107,15 @@ def _worst(failures: dict, errors: Path) -> tuple[str, int]:
     for path in errors.glob("rank-*"):
         code, _, line = path.read_text().partition("\n")
         written[int(path.name[5:])] = (line.strip(), int(code))
-    causes = {rank: v for rank, v in written.items() if not v[0].startswith(LOST_PEER)}
+    killed = [rank for rank, failure in sorted(failures.items()) if failure.exitcode < 0 and rank not in written]
+    # a worker that the launcher stopped (SIGTERM) because a peer was killed is not the cause
+    stopped = (128 + signal.SIGINT, 128 + signal.SIGTERM) if killed else ()
+    causes = {rank: v for rank, v in written.items() if not v[0].startswith(LOST_PEER) and v[1] not in stopped}
     if causes:
         return causes[min(causes)]
-    for rank, failure in sorted(failures.items()):
-        if failure.exitcode < 0 and rank not in written:
-            name = signal.Signals(-failure.exitcode).name
-            return f"training process rank {rank} was killed by {name}; nothing was written", 1
+    for rank in killed:
+        name = signal.Signals(-failures[rank].exitcode).name
+        return f"training process rank {rank} was killed by {name}; nothing was written", 1
     if written:
         return written[min(written)]
     rank, failure = min(failures.items())

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import inspect
 import json
 import logging
+import stat
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from ..datasets import (
     load,
     load_split_dir,
     movielens_layout,
+    read_ratings_file,
 )
 from ..errors import UsageError, stop_handler
 from ..files import checksum
@@ -51,6 +55,18 @@ def work_done(what: str):
             stop.done(what)
 
     return done
+
+
+def warn_unused_weights(ratings: Ratings, models) -> None:
+    """One warning line when interactions carry weights (counts) that ``models`` (fitted
+    models or classes) do not read."""
+    ignoring = [m.name for m in models if not m.uses_weights]
+    if ratings.implicit and ignoring and len(ratings) and bool((ratings.ratings != 1).any()):
+        readers = [m.name for m in model_classes() if m.uses_weights]
+        log.warning(
+            "the interactions' weights (counts) are not used by %s: each interaction counts once (read by: %s)",
+            ", ".join(dict.fromkeys(ignoring)), ", ".join(dict.fromkeys(readers)) or "no model",
+        )  # fmt: skip
 
 
 def check_input(path: Path, flag: str) -> None:
@@ -129,12 +145,39 @@ class DataFlags:
         if self.dataset is not None:
             dataset_spec(self.dataset)
 
+    @functools.cached_property
+    def stream(self) -> bytes | None:
+        """What ``--data`` holds when it is a stream (``-``: standard input; a pipe such as
+        ``<(zcat f.gz)``), read once: a stream cannot be read again, and a run's checksum must
+        be of what was read. None for a file, a folder or a dataset."""
+        if not self.reads_stream():
+            return None
+        if str(self.data) == "-":
+            return sys.stdin.buffer.read()
+        with open(self.data, "rb") as pipe:
+            return pipe.read()
+
+    def reads_stream(self) -> bool:
+        """Whether ``--data`` is a stream (standard input, a pipe), which can be read once."""
+        if self.data is None or str(self.data) == "-":
+            return self.data is not None
+        try:
+            return stat.S_ISFIFO(self.data.stat().st_mode)
+        except OSError:
+            return False
+
     def load(self) -> Ratings:
         """Load the ratings these flags describe."""
+        if self.stream is not None:
+            name = "standard input" if str(self.data) == "-" else str(self.data)
+            return read_ratings_file(self.stream, self.options(), name=name)
         return load(data=self.data, dataset=self.dataset, options=self.options(), directory=self.data_dir)
 
     def checksum(self) -> str | None:
-        """SHA-256 of the input file or folder (``--dataset``: the downloaded archive)."""
+        """SHA-256 of the input file or folder (a stream: of what was read; ``--dataset``: the
+        downloaded archive)."""
+        if self.stream is not None:
+            return hashlib.sha256(self.stream).hexdigest()
         if self.data is not None:
             return checksum(self.data)
         if self.dataset is not None:
@@ -144,19 +187,35 @@ class DataFlags:
             return checksum(archive) if archive.is_file() else None
         return None
 
+    def holds_ml100k(self) -> bool:
+        """Whether the data is the MovieLens 100k release (``--dataset ml-100k``, its folder or
+        zip, or its ``u.data``), whose own folds ``--split movielens`` takes."""
+        if self.dataset is not None:
+            return dataset_spec(self.dataset).name == "ml-100k"
+        if self.data is None or self.reads_stream():
+            return False
+        return self.data.name == "u.data" or movielens_layout(self.data) == "u.data"
+
     def default_split(self) -> str:
         """The split used when ``--split`` is not given: MovieLens 100k's own u1..u5 folds for
         that release, a seeded random 80/10/10 split for any other data (said in the log)."""
-        if self.dataset is not None:
-            if dataset_spec(self.dataset).name == "ml-100k":
-                return "movielens"
-        elif self.data is not None and str(self.data) != "-" and movielens_layout(self.data) == "u.data":
-            return "movielens"
-        return "random"
+        return "movielens" if self.holds_ml100k() else "random"
+
+    def check_split(self, split: str | None) -> None:
+        """Refuse ``--split movielens`` (MovieLens 100k's own folds) for other data."""
+        if split == "movielens" and not self.holds_ml100k():
+            raise UsageError(
+                f"--split movielens takes MovieLens 100k's own folds (u1..u5, ua, ub), and {self.data or self.dataset} "
+                "is not that release; use --split random, kfold, coverage or temporal"
+            )
 
     def describe(self) -> dict:
-        """Where the data came from, for a run's config."""
-        return {"data": str(self.data) if self.data else None, "dataset": self.dataset, "sha256": self.checksum()}
+        """Where the data came from, for a run's config: as given, and the file's absolute path
+        with links resolved (``path``; None for a stream or a dataset), which outputs are
+        checked against (see :func:`~neucf.runs.recorded_inputs`)."""
+        path = None if self.data is None or self.stream is not None else str(self.data.resolve())
+        return {"data": str(self.data) if self.data else None, "dataset": self.dataset, "path": path,
+                "sha256": self.checksum()}  # fmt: skip
 
 
 _DATA_OPTIONS = {
@@ -166,7 +225,7 @@ _DATA_OPTIONS = {
     "sep": (Annotated[str | None, typer.Option("--sep", help="Field separator (detected when omitted; 'tab' or '\\t' for tab).")], None),
     "header": (Annotated[bool | None, typer.Option("--header/--no-header", help="Whether the first line names the columns (detected).")], None),
     "columns": (Annotated[str | None, typer.Option("--columns", help="Role of each column in order: user,item,rating[,timestamp]; '-' skips one.")], None),
-    "duplicates": (Annotated[str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last or mean.")], "error"),
+    "duplicates": (Annotated[str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last, mean, or sum (interactions: their weights add up).")], "error"),
     "rating_scale": (Annotated[str | None, typer.Option("--rating-scale", help="MIN,MAX of the rating scale (inferred when omitted).")], None),
 }  # fmt: skip
 
@@ -188,8 +247,11 @@ class SplitFlags:
     defaulted: bool = False  # the split was not given but chosen for the data (said in the log)
 
     def for_data(self, source: DataFlags) -> SplitFlags:
-        """These flags with ``--split`` filled in when it was not given (see :meth:`DataFlags.default_split`)."""
+        """These flags with ``--split`` filled in when it was not given (see
+        :meth:`DataFlags.default_split`), or checked against the data when it was
+        (:meth:`DataFlags.check_split`)."""
         if self.split is not None or self.split_dir is not None:
+            source.check_split(self.split)
             return self
         return dataclasses.replace(self, split=source.default_split(), defaulted=True)
 
@@ -233,7 +295,8 @@ class SplitFlags:
     def describe(self, seed: int) -> dict:
         """The split's settings, for a run's config."""
         if self.split_dir is not None:
-            return {"split_dir": str(self.split_dir), "sha256": checksum(self.split_dir)}
+            return {"split_dir": str(self.split_dir), "path": str(self.split_dir.resolve()),
+                    "sha256": checksum(self.split_dir)}  # fmt: skip
         return {"name": self.split, "fold": self.fold, "seed": seed, "min_item_ratings": self.min_item_ratings,
                 "min_user_ratings": self.min_user_ratings, "k_core": self.k_core}  # fmt: skip
 

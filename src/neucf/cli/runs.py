@@ -15,7 +15,7 @@ import typer
 from ..datasets import read_table
 from ..errors import DataError, UsageError
 from ..evaluation import sampled_ranking
-from ..files import atomic_write, check_output_dir, check_output_file, output_dir
+from ..files import atomic_write, check_output_dir, check_output_file
 from ..metrics import default_relevance
 from ..models import make_model, model_class, model_names
 from ..models.base import TASKS
@@ -25,6 +25,7 @@ from ..runs import (
     fit_and_score,
     jsonable,
     read_run,
+    recorded_inputs,
     run_part,
     wants_ranking,
     write_run,
@@ -41,6 +42,7 @@ from .options import (
     model_options,
     resolve_model,
     split_options,
+    warn_unused_weights,
     work_done,
 )
 
@@ -70,9 +72,9 @@ def train(
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: choose rating or ranking")
     task = task or config_task(config)
-    # until the data is read, a model without --task is checked as made for rating
-    name, model_params, seed = resolve_model(model, config, params, seed, task or "rating")
-    estimator = make_model(name, task=task, seed=seed, **model_params)  # bad parameters fail before any data is read
+    # until the data is read, a model without --task is checked as made for rating; flags only
+    # a ranking model takes (--relevant) wait for the data: on interactions they are for lists
+    name, model_params, seed, estimator, not_for_ratings = _model_for_task(model, config, params, seed, task)
     resolve_device(device)
     inputs = (source.data, splitting.split_dir, config)
     source.check()
@@ -82,6 +84,9 @@ def train(
     if nproc_per_node is not None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError("--nproc-per-node starts its own processes: leave it out under torchrun")
+        if source.reads_stream():
+            raise UsageError(f"--nproc-per-node: each process reads the data, and --data {source.data} is a stream "
+                             "that can be read once; save it to a file and give that")  # fmt: skip
         argv = (ctx.obj or {}).get("argv", sys.argv[1:])
         code = launch(without_flag(argv, "--nproc-per-node"), nproc_per_node)
         if code:
@@ -100,6 +105,9 @@ def train(
             name, model_params, _ = resolve_model(model, config, params, seed, "ranking")
             estimator = make_model(name, task="ranking", seed=seed, **model_params)
             log.info("the data holds interactions without ratings: --task ranking, model %s", name)
+        elif not_for_ratings is not None:
+            raise not_for_ratings
+        warn_unused_weights(ratings, [estimator])
         if len(valid_part) == 0 and (estimator.fitted_by != "closed_form" or estimator.task == "ranking"):
             share, what = (HELD_OUT, "choose its settings") if estimator.task == "ranking" else (0.05, "early stopping")
             share = getattr(getattr(estimator, "training", None), "valid_fraction", share)
@@ -122,8 +130,8 @@ def train(
         "runtime": {"device": device, "progress": show, "world_size": world.size},
         "environment": environment(),
     }
-    with output_dir(out, "run", inputs, force, on_commit=work_done(f"{out} was written")) as folder:
-        write_run(folder, fitted, metrics, run_config, test_part, valid_part)
+    write_run(out, fitted, metrics, run_config, test_part, valid_part, inputs=inputs, force=force,
+              on_commit=work_done(f"{out} was written"))  # fmt: skip
     test = metrics["test"]
     if fitted.task == "ranking":
         lists = test["ranking"]
@@ -145,19 +153,44 @@ def train(
     typer.echo(f"wrote {out}")
 
 
+def _model_for_task(model, config, params, seed, task):
+    """``(name, params, seed, estimator, refusal)``: the model to train for ``task`` (see
+    :func:`~neucf.cli.options.resolve_model`). Without a task it is checked as made for
+    rating, unless the flags suit only a ranking model (``--relevant``): then it is the
+    ranking model, and ``refusal`` the error to raise should the data hold ratings (on
+    interactions lists are all there is to make); else ``refusal`` is None."""
+    name, model_params, seed = resolve_model(model, config, params, seed, task or "rating")
+    try:
+        return name, model_params, seed, make_model(name, task=task, seed=seed, **model_params), None
+    except UsageError as exc:
+        if task is not None:
+            raise
+        rating_error = exc
+    name, model_params, seed = resolve_model(model, config, params, seed, "ranking")
+    try:
+        estimator = make_model(name, task="ranking", seed=seed, **model_params)
+    except UsageError:
+        raise rating_error from None
+    what = f"the {model} model" if model else "the default model for ratings"
+    refusal = UsageError(f"{rating_error} ({what} predicts ratings; for lists pass --task ranking)")
+    return name, model_params, seed, estimator, refusal
+
+
 def evaluate(
     run_dir: RunDirArg,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Length of the top-k lists for ranking metrics.")] = 10,
     relevant: Annotated[float | None, typer.Option("--relevant", help="Test ratings >= this are relevant (default: the run's, else 3/4 up the scale, 4 on 1-5).")] = None,
     ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Ranking metrics of a rating run (default: when users x items <= 10^8; ranking runs: always).")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="full (rank every unseen item; the default) or sampled (the NCF paper's: each relevant item among 99 random others; overstates quality).")] = "full",
-    negatives: Annotated[int, typer.Option("--negatives", min=1, help="With --protocol sampled: the random items each relevant item is ranked among.")] = 99,
+    negatives: Annotated[int | None, typer.Option("--negatives", min=1, help="With --protocol sampled: the random items each relevant item is ranked among (default 99).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the default output already is).")] = False,
 ):  # fmt: skip
     """RMSE and MAE of a run's model on the run's test part, and ranking metrics of its top-k lists
     (a ranking run: its lists only). Example: neucf evaluate runs/u1 --relevant 4"""
     if protocol not in ("full", "sampled"):
         raise UsageError(f"--protocol {protocol!r}: choose full or sampled")
+    if negatives is not None and protocol != "sampled":
+        raise UsageError("--negatives is for --protocol sampled (the full protocol ranks every unseen item)")
     fitted = read_run(run_dir)
     if relevant is not None:
         if fitted.implicit:
@@ -178,7 +211,9 @@ def evaluate(
     if fitted.task == "ranking" or wants_ranking(fitted, ranking):
         valid = run_part(run_dir, "valid", fitted)
         if protocol == "sampled":
-            out["ranking"] = sampled_ranking(fitted, test, k=k, negatives=negatives, relevant=relevant, exclude=valid)
+            out["ranking"] = sampled_ranking(
+                fitted, test, k=k, negatives=negatives or 99, relevant=relevant, exclude=valid
+            )
         else:
             out["ranking"] = fitted.evaluate_ranking(test, k=k, relevant=relevant, exclude=valid)
     echo_json(out)
@@ -209,7 +244,7 @@ def predict(
     if (pairs is None) == (user is None or item is None) or (pairs is not None and (user or item)):
         raise UsageError("give either --pairs FILE or both --user and --item")
     if out is not None:
-        check_output_file(out, [pairs, history, run_dir / "model.pt"])
+        check_output_file(out, [pairs, history, run_dir / "model.pt", *recorded_inputs(run_dir)])
     frames = {}
     if pairs is not None:
         frames["pairs"] = _read_table(pairs, "--pairs", ("user", "item"))
@@ -246,7 +281,7 @@ def recommend(
     if all_users:
         if user is not None or history is not None or out is None:
             raise UsageError("--all-users takes --out FILE (and -k), not --user or --history")
-        check_output_file(out, [run_dir / "model.pt"])
+        check_output_file(out, [run_dir / "model.pt", *recorded_inputs(run_dir)])
         fitted = read_run(run_dir)
         tops = fitted.recommend_all(k=k, exclude=run_part(run_dir, "valid", fitted))
         with atomic_write(out, "w", on_commit=work_done(f"{out} was written")) as handle:
@@ -261,7 +296,7 @@ def recommend(
         raise DataError(f"{history}: holds nothing of user {user!r}")
     top = fitted.recommend(user, k=k, exclude_seen=not include_seen, history=frame)
     if as_json:
-        typer.echo(top.to_json(orient="records"))
+        typer.echo(top.to_json(orient="records", force_ascii=False))
         return
     for rank, row in enumerate(top.itertuples(index=False), start=1):
         title = getattr(row, "title", None)

@@ -275,9 +275,12 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
     nul = head.find(b"\0")
     if nul >= 0:
         raise DataError(f"{name}: a binary file (NUL byte at byte {nul}); expected text with one rating per line")
-    text_head = head.decode("latin-1")
+    encoding = "utf-8" if _is_utf8(head, whole=len(head) < 65536) else "latin-1"
+    if encoding == "latin-1":
+        _latin1_fallback(name, "in its first 64 KB")
+    text_head = head.decode(encoding, errors="ignore" if encoding == "utf-8" else "strict")
     lines = text_head.splitlines()
-    if len(text_head) == 65536 and len(lines) > 1:
+    if len(head) == 65536 and len(lines) > 1:
         lines = lines[:-1]  # the head may end mid-line
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
@@ -287,7 +290,7 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
     else:
         sep, header = separator(lines[0], options.sep), options.header is not False
 
-    frame = _parse(opener, sep, header, name)
+    frame, encoding = _parse(opener, sep, header, name, encoding)
     if options.named_header:  # from the line itself: pandas renames a repeated column (rating.1)
         roles = _named_roles(_fields(lines[0], sep), name)
         if len(roles) != frame.shape[1]:
@@ -298,16 +301,18 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
     if frame.empty:
         raise DataError(f"{name}: the file holds no ratings")
     id_kinds = [frame.iloc[:, roles.index(role)].dtype.kind for role in ("user", "item")]
-    if "f" in id_kinds or (set(id_kinds) & set("iu") and _has_padded_number(opener, sep)):
+    if "f" in id_kinds or (set(id_kinds) & set("iu") and _has_padded_number(opener, sep, encoding)):
         # an id column parsed as numbers lost how it was written ("0042", "+7", "1.5" next
         # to "196"): read the file again as text, and type each id column on its own
-        frame = _parse(opener, sep, header, name, as_text=True)
+        frame, _ = _parse(opener, sep, header, name, encoding, as_text=True)
 
     def line_of(row: int) -> int:
         return first_line_no + int(row)
 
     cols = {role: frame.iloc[:, pos] for pos, role in enumerate(roles) if role != "-"}
     implicit = "rating" not in cols
+    if implicit and options.scale is not None:
+        raise UsageError(f"--rating-scale is for rated data: {name} holds interactions without ratings; leave it out")
     value_role = "weight" if implicit else "rating"
     blank = cols["user"].isna() | cols["item"].isna()
     if value_role in cols:
@@ -360,11 +365,54 @@ def _read(opener: Opener, name: str, options: LoaderOptions, item_titles) -> Rat
     return resolve_duplicates(ratings, options.duplicates, name, first_line_no)
 
 
-def _parse(opener: Opener, sep: str, header: bool, name: str, as_text: bool = False) -> pd.DataFrame:
+def _is_utf8(data: bytes, whole: bool = True) -> bool:
+    """Whether ``data`` is UTF-8 text (``whole``: all of a file; else its head, which may end
+    inside a character)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return not whole and exc.reason == "unexpected end of data"
+    return True
+
+
+def _latin1_fallback(name: str, where: str) -> None:
+    log.info("%s: not UTF-8 text (%s); read as Latin-1 (ISO-8859-1)", name, where)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """A text file's bytes as text: UTF-8 (the byte-order mark already dropped), or Latin-1
+    (ISO-8859-1) when they are not valid UTF-8, which the log says.
+
+    Examples:
+        >>> decode_text("café".encode(), "x.csv"), decode_text("café".encode("latin-1"), "x.csv")
+        ('café', 'café')
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _latin1_fallback(name, f"byte {exc.start:,}")
+        return data.decode("latin-1")
+
+
+def _parse(
+    opener: Opener, sep: str, header: bool, name: str, encoding: str = "utf-8", as_text: bool = False
+) -> tuple[pd.DataFrame, str]:
+    """The file as a table, and the encoding it was read in: ``encoding``, or Latin-1 when the
+    file proves not to be UTF-8 past its head (said in the log)."""
+    try:
+        return _parse_as(opener, sep, header, name, encoding, as_text), encoding
+    except UnicodeDecodeError as exc:
+        if encoding == "latin-1":
+            raise DataError(f"{name}: not a text file ({exc.reason})") from None
+        _latin1_fallback(name, "past its first 64 KB")
+        return _parse_as(opener, sep, header, name, "latin-1", as_text), "latin-1"
+
+
+def _parse_as(opener: Opener, sep: str, header: bool, name: str, encoding: str, as_text: bool) -> pd.DataFrame:
     # Blank lines are kept (as empty rows) so that row k is line k+1: error messages
     # then name the right line. Trailing blank lines are dropped below.
     kwargs = dict(
-        header=0 if header else None, skip_blank_lines=False, encoding="latin-1", keep_default_na=False, na_values=[""]
+        header=0 if header else None, skip_blank_lines=False, encoding=encoding, keep_default_na=False, na_values=[""]
     )
     if as_text:
         kwargs["dtype"] = str
@@ -389,8 +437,6 @@ def _parse(opener: Opener, sep: str, header: bool, name: str, as_text: bool = Fa
         raise DataError(f"{name}: the file holds no ratings") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{name}: malformed line ({_short(exc)}); every line needs the same fields") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{name}: not a text file ({exc.reason})") from None
     filled = frame.notna().any(axis=1).to_numpy()
     if filled.any() and not filled[-1]:
         frame = frame.iloc[: len(filled) - int(np.argmax(filled[::-1]))]
@@ -458,10 +504,10 @@ def _named_roles(header: list[str], name: str) -> tuple[str, ...]:
     return roles
 
 
-def _has_padded_number(opener: Opener, sep: str, block: int = 1 << 24) -> bool:
+def _has_padded_number(opener: Opener, sep: str, encoding: str = "utf-8", block: int = 1 << 24) -> bool:
     """Whether any field starts with a zero followed by a digit, or with '+' (ids such as
     ``0042`` that reading as integers would change). Scans the raw bytes in blocks."""
-    boundary = rb"\s" if sep == " " else re.escape(sep.encode("latin-1"))
+    boundary = rb"\s" if sep == " " else re.escape(sep.encode(encoding))
     pattern = re.compile(rb"(?:^|" + boundary + rb")[ \t]*(?:0[0-9]|\+)", re.MULTILINE)
     tail = b""
     with opener() as stream:
@@ -529,7 +575,7 @@ def read_table(
         raise DataError(f"{name}: a damaged or truncated compressed file ({exc}); get it again") from None
     if b"\0" in data:
         raise DataError(f"{name}: a binary file (NUL byte); expected a CSV with the header {','.join(required)}")
-    rows = csv.reader(io.StringIO(data.decode("latin-1"), newline=""))
+    rows = csv.reader(io.StringIO(decode_text(data, name), newline=""))
     header = next(rows, None)
     if header is None:
         raise DataError(f"{name}: the file is empty; it needs the header {','.join(required)} and rows")

@@ -16,6 +16,7 @@ reads instead of testing names:
   takes :class:`~neucf.training.TrainConfig`'s parameters too) or ``"members"`` (fits other
   models, holding out a validation share as the gradient-trained ones do);
 - ``can_fold_in``: whether a user unseen in training can be scored from their history alone;
+- ``uses_weights``: whether it reads the weights of interactions (counts of plays);
 - :meth:`Recommender.search_space`: its tuning space; :meth:`Recommender.unregularised`: the
   parameters that switch its regularisation off (for ``diagnose overfit``).
 """
@@ -39,7 +40,7 @@ from .biases import BiasFit, bias_regularisation, fit_biases
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BiasFit", "NoParameters", "Recommender", "bias_regularisation", "fit_biases", "parse_setting"]
+__all__ = ["BiasFit", "NoParameters", "Recommender", "bias_regularisation", "fit_biases", "parse_setting", "parse_spec"]
 
 #: what a model can be made for: predicting ratings, or ranking items for top-N lists
 TASKS = ("rating", "ranking")
@@ -76,6 +77,22 @@ def parse_setting(text: str) -> tuple[str, object]:
         except ValueError:
             pass
     return key, value
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """A model named with its parameters, ``name[:key=value...]`` (an ensemble's member, a
+    model of ``neucf compare``): the name and the parameters, read by :func:`parse_setting`.
+
+    Examples:
+        >>> parse_spec("gmf:factors=64:lr=0.01"), parse_spec(" ease ")
+        (('gmf', {'factors': 64, 'lr': 0.01}), ('ease', {}))
+    """
+    name, *settings = spec.split(":")
+    try:
+        params = dict(parse_setting(setting) for setting in settings)
+    except UsageError:
+        raise UsageError(f"{spec!r}: write a model's parameters as name:key=value, e.g. gmf:factors=64") from None
+    return name.strip(), params
 
 
 def _typed(name: str, value, kind):
@@ -130,6 +147,8 @@ class Recommender:
     can_fold_in: ClassVar[bool] = False
     #: what the class can be made for, its first the default (see the module docstring)
     tasks: ClassVar[tuple[str, ...]] = ("rating",)
+    #: whether fitting on interactions reads their weights (counts of plays); else each counts once
+    uses_weights: ClassVar[bool] = False
 
     def __init__(self, unknown: str = "error", seed: int = 0, task: str | None = None, **params):
         if unknown not in ("error", "fallback"):
@@ -211,6 +230,8 @@ class Recommender:
                 f"the data holds interactions without ratings, and the {self.name} model predicts ratings: "
                 "rank items instead (--task ranking)"
             )
+        self.check_data(train)
+        self.check_size(train)
         options = FitOptions(device=device, progress=progress, callbacks=tuple(callbacks))
         self.user_ids, self.item_ids = train.user_ids, train.item_ids
         self.item_titles = train.item_titles
@@ -229,6 +250,37 @@ class Recommender:
             self.item_bias_ = np.bincount(train.items, minlength=train.n_items) / max(train.n_users, 1)
         self._fit(train, valid, options)
         return self
+
+    def check_data(self, train: Ratings) -> None:
+        """Refuse (:class:`UsageError`), before any work, settings that cannot apply to
+        ``train`` (a threshold outside its rating scale); here nothing."""
+
+    def memory_needed(self, n_users: int, n_items: int, n_ratings: int) -> int:
+        """Bytes a fit on data of this size takes at its peak, by this model's estimate. Here:
+        the copies of the ratings a fit makes, and every user's and item's learnt vectors (the
+        config's ``factors``, ``mlp_factors`` and ``hidden`` units) four times over (weights,
+        gradients, Adam's two moments); models whose memory grows otherwise add to it.
+
+        Examples:
+            >>> from neucf.models import Biases
+            >>> Biases().memory_needed(1000, 100, 10_000)
+            675200
+        """
+        units = sum(int(getattr(self.config, name, 0) or 0) for name in ("factors", "mlp_factors", "hidden"))
+        return 64 * n_ratings + 16 * (n_users + n_items) * (units + 2)
+
+    def check_size(self, train: Ratings) -> None:
+        """Refuse (:class:`UsageError`), before any work, a fit on data of ``train``'s size that
+        :meth:`memory_needed` says takes more than half of the memory this machine allows
+        (:func:`~neucf.models.memory.check_memory`). :meth:`fit` checks first; ``neucf compare``
+        checks every model before it fits any."""
+        from .memory import check_memory
+
+        needed = self.memory_needed(train.n_users, train.n_items, len(train))
+        check_memory(needed, f"the {self.name or type(self).__name__} model on {len(train):,} ratings", self.smaller)
+
+    #: what to do when a fit would not fit in memory (the end of :meth:`check_size`'s message)
+    smaller: ClassVar[str] = "give fewer units (--factors) or use less data"
 
     def _remember_training(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
         """Keep the training ratings and which users and items they cover (the known ones)."""
@@ -404,7 +456,8 @@ class Recommender:
         not know are ignored (and counted in the log); a rating outside the scale is an error.
         A history without ratings (a table without the column, or empty cells) holds
         interactions: their ratings are NaN, which a model that ranks from interactions
-        ignores and a rating model refuses."""
+        ignores and a rating model refuses; a model that learnt from interactions without
+        ratings refuses a history with ratings (it could not read them)."""
         self._check_fold_in()
         given = frame["rating"] if "rating" in frame else pd.Series(np.nan, index=frame.index)
         blank = given.isna() | (given.astype(str).str.strip() == "")
@@ -414,6 +467,13 @@ class Recommender:
             raise DataError(
                 f"history: user {show_id(frame['user'].iloc[row])} has item {show_id(frame['item'].iloc[row])} "
                 f"without a rating; the {self.name} model folds users in from their ratings"
+            )
+        if self.implicit and not blank.all():
+            row = int(np.argmin(blank.to_numpy()))
+            raise DataError(
+                f"history: item {show_id(frame['item'].iloc[row])} of user {show_id(frame['user'].iloc[row])} has "
+                f"the rating {given.iloc[row]!r}, but this model learnt from interactions without ratings; give the "
+                "history without ratings (the header user,item)"
             )
         bad = ~blank.to_numpy() & ~np.isfinite(ratings)
         if self.scale is not None:

@@ -19,7 +19,6 @@ Examples:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import UsageError
+from . import memory
 from .ranking import RankingConfig, RankingModel, interactions
 from .registry import register
 
@@ -36,25 +36,18 @@ log = logging.getLogger(__name__)
 GRID = {0.0: (1.0, 2.0, 4.0, 8.0, 16.0), 0.5: (0.5, 1.0, 2.0, 4.0)}
 
 
-def memory_bytes() -> int | None:
-    """This machine's physical memory in bytes, where the system says (None elsewhere)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_item_count(n_items: int, what: str = "EASE") -> None:
     """Refuse, before any work, an item count whose items x items matrices (three of 8 bytes
-    an entry while solving) would take more than half of this machine's memory."""
-    memory = memory_bytes()
-    if memory is None:
+    an entry while solving) would take more than half of the memory this machine allows
+    (:func:`~neucf.models.memory.memory_bytes`)."""
+    allowed = memory.memory_bytes()
+    if allowed is None:
         return
-    most = int(np.sqrt(memory / 2 / 24))
+    most = int(np.sqrt(allowed / 2 / 24))
     if n_items > most:
         raise UsageError(
             f"{what} needs items x items matrices: {n_items:,} items take {24 * n_items**2 / 1e9:.0f} GB, and this "
-            f"machine's {memory / 1e9:.0f} GB allow at most {most:,} items; keep fewer (--min-item-ratings, "
+            f"machine's {allowed / 1e9:.0f} GB allow at most {most:,} items; keep fewer (--min-item-ratings, "
             "--k-core) or use --model als or --model neumf"
         )
 
@@ -92,10 +85,29 @@ class EASEConfig(RankingConfig):
     )
 
     def __post_init__(self):
-        if self.l2 is not None and not (self.l2 > 0 and np.isfinite(self.l2)):
-            raise UsageError(f"l2 must be a positive number, got {self.l2}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_penalties(self.l2, self.dropout)
+
+
+#: the largest lambda taken: past it EASE's weights only shrink toward 0 (the lists stay those of
+#: this lambda) until they vanish in 32-bit floats and every score is 0
+MOST_L2 = 1e10
+
+
+def check_penalties(l2: float | None, dropout: float | None) -> None:
+    """EASE's lambda in (0, :data:`MOST_L2`] and dropout emphasis in [0, 1) (None: chosen).
+
+    Examples:
+        >>> check_penalties(1e308, None)
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: l2 must be a positive number up to 1e+10 (larger ones only shrink every weight toward 0), got 1e+308
+    """
+    if l2 is not None and not 0 < l2 <= MOST_L2:
+        raise UsageError(
+            f"l2 must be a positive number up to {MOST_L2:g} (larger ones only shrink every weight toward 0), got {l2:g}"
+        )
+    if dropout is not None and not 0 <= dropout < 1:
+        raise UsageError(f"dropout must be in [0, 1), got {dropout}")
 
 
 @register("ease")
@@ -121,8 +133,11 @@ class EASE(RankingModel):
             return [(self.config.l2, p) for p in drops]
         return [(share * per_item, p) for p in drops for share in GRID.get(p, GRID[0.0])]
 
-    def _fit(self, train, valid, options):
+    def check_size(self, train):
+        """Refuse an item count whose items x items matrices do not fit (:func:`check_item_count`)."""
         check_item_count(train.n_items)
+
+    def _fit(self, train, valid, options):
         grid = self._grid(train)
         if len(grid) > 1:
             fit_part, check = self._split_for_settings(train, valid)

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import UsageError
 from ..splits import held_out_mask
-from .base import Recommender, parse_setting
+from .base import Recommender, parse_spec
 from .persistence import from_payload, payload
 from .registry import make_model, model_class, register
 from .torch_estimator import TorchRecommender
@@ -56,17 +56,7 @@ class EnsembleConfig:
 
     def specs(self) -> list[tuple[str, dict]]:
         """Each member's model name and its parameters."""
-        out = []
-        for spec in filter(None, (s.strip() for s in self.members.split(","))):
-            kind, *settings = spec.split(":")
-            try:
-                params = dict(parse_setting(setting) for setting in settings)
-            except UsageError:
-                raise UsageError(
-                    f"member {spec!r}: write its parameters as name:key=value, e.g. gmf:factors=64"
-                ) from None
-            out.append((kind.strip(), params))
-        return out
+        return [parse_spec(spec) for spec in filter(None, (s.strip() for s in self.members.split(",")))]
 
 
 @register("ensemble")
@@ -89,6 +79,14 @@ class Ensemble(Recommender):
 
     config_class = EnsembleConfig
     fitted_by: ClassVar[str] = "members"
+
+    def memory_needed(self, n_users, n_items, n_ratings):
+        """The largest member's (members are fitted one at a time)."""
+        return max(
+            model_class(kind)(**params).memory_needed(n_users, n_items, n_ratings)
+            for kind, params in self.config.specs()
+        )
+
     can_fold_in: ClassVar[bool] = True  # when every member can (checked when folding in)
 
     def _fit(self, train, valid, options):

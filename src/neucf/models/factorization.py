@@ -160,6 +160,13 @@ class ALS(_FactorModel):
     trained factors)."""
 
     config_class = ALSConfig
+    uses_weights = True
+
+    def memory_needed(self, n_users, n_items, n_ratings):
+        """Adds the factors x factors systems each half-step solves at once (see :func:`_half_step`)."""
+        k = self.config.factors
+        rows_at_once = max(1, min(n_users + n_items, (1 << 21) // k // max(1, n_ratings // max(n_users, 1))))
+        return super().memory_needed(n_users, n_items, n_ratings) + 4 * k * k * (3 * rows_at_once + 2)
 
     @classmethod
     def search_space(cls, trial) -> dict:

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..training import help_metadata
-from .ease import EASE, check_item_count, solve
+from .ease import EASE, check_item_count, check_penalties, solve
 from .persistence import from_payload, payload
 from .ranking import RankingConfig, RankingModel, interactions
 from .registry import make_model, model_class, register
@@ -86,6 +86,7 @@ class HybridConfig(RankingConfig):
     )
 
     def __post_init__(self):
+        check_penalties(self.l2, self.dropout)
         if "rating" not in model_class(self.like).tasks:
             raise UsageError(f"like must name a rating model, not {self.like!r}")
         if self.slope is not None and not (self.slope > 0 and np.isfinite(self.slope)):
@@ -114,9 +115,15 @@ class Hybrid(RankingModel):
         """The ratings at or above the relevance threshold."""
         return ratings.subset(np.flatnonzero(ratings.ratings >= self.relevance_threshold))
 
+    def check_size(self, train):
+        """Refuse an item count whose EASE matrices do not fit (:func:`check_item_count`), and
+        data too large for the "will they like it" model."""
+        check_item_count(train.n_items, "the hybrid's EASE")
+        if not train.implicit:
+            make_model(self.config.like).check_size(train)
+
     def _fit(self, train, valid, options):
         cfg = self.config
-        check_item_count(train.n_items, "the hybrid's EASE")
         rated = not train.implicit
         self.center_ = self._center(train) if rated else 0.0
         grid = EASE(l2=cfg.l2, dropout=cfg.dropout)._grid(train)

@@ -101,6 +101,11 @@ class RankingNetworkConfig(RankingConfig):
             raise UsageError("lr must be > 0 and l2 >= 0")
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
             raise UsageError("batch_size and epochs must be >= 1, patience >= 0")
+        if not 0 < self.decay <= 1:
+            raise UsageError(
+                f"decay must be in (0, 1] (it multiplies lr after an epoch without improvement; 1 keeps lr), "
+                f"got {self.decay:g}"
+            )
 
 
 class RankingNet(nn.Module):

@@ -86,8 +86,32 @@ def save(model, path: str | Path) -> Path:
     data = payload(model)
     path = Path(path)
     with atomic_write(path, "wb") as handle:
-        torch.save(data, handle)
+        writer = _Writes(handle)
+        try:
+            torch.save(data, writer)
+        except RuntimeError:
+            # torch reports a failed write ("No space left on device") as a position mismatch
+            if writer.error is not None:
+                raise writer.error from None
+            raise
     return path
+
+
+class _Writes:
+    """A binary file that keeps the error of a failed write, which ``torch.save`` hides."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def load(path: str | Path, cls=None, device: str = "cpu"):

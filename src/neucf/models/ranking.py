@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..datasets import Ratings
+from ..errors import UsageError
 from ..metrics import default_relevance
 from ..splits import held_out_mask
 from .base import Recommender
@@ -46,7 +47,8 @@ class RankingConfig:
     Attributes:
         relevant: on rated data, the rating from which an item counts as a hit for the
             validation that chooses a model's settings (and for ``hybrid``'s "will they like
-            it"); unset: three quarters up the scale (4 on 1-5). Ignored on interactions.
+            it"); unset: three quarters up the scale (4 on 1-5). A rating of
+            the data's scale; interactions without ratings take none (every one counts).
 
     Examples:
         >>> RankingConfig().relevant is None
@@ -73,6 +75,20 @@ class RankingModel(Recommender):
             return None
         own = getattr(self.config, "relevant", None)
         return float(own) if own is not None else default_relevance(self.scale)
+
+    def check_data(self, train: Ratings) -> None:
+        """``relevant`` is a rating of ``train``'s scale, and given only for rated data."""
+        relevant = getattr(self.config, "relevant", None)
+        if relevant is None:
+            return
+        if train.implicit:
+            raise UsageError("relevant is for rated data: these interactions have no ratings (every one counts)")
+        low, high = train.scale
+        if not low <= relevant <= high:
+            raise UsageError(
+                f"relevant {relevant:g} is outside the data's rating scale {low:g}..{high:g}: give a rating from it, "
+                f"e.g. {default_relevance(train.scale):g}"
+            )
 
     def _training_interactions(self) -> sp.csr_matrix:
         """The users x items matrix of the interactions the model was fitted on (1 each)."""

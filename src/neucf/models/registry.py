@@ -98,6 +98,10 @@ def model_class(name: str, task: str | None = None) -> type[Recommender]:
         raise UsageError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}")
     if task is None:
         return by_task.get("rating") or next(iter(by_task.values()))
+    from .base import TASKS
+
+    if task not in TASKS:
+        raise UsageError(f"task {task!r} is not a task: choose rating or ranking")
     if task not in by_task:
         others = ", ".join(model_names(task))
         raise UsageError(f"the {name} model is not made for the {task} task; for {task} choose one of {others}")
