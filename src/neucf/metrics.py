@@ -34,6 +34,29 @@ def default_relevance(scale: tuple[float, float]) -> float:
     return float(low + 0.75 * (high - low))
 
 
+def check_relevance(relevant: float, scale, implicit: bool, name: str = "relevant", whose: str = "the data's") -> None:
+    """Refuse (:class:`~neucf.errors.UsageError`) a relevance threshold for interactions
+    without ratings (every one counts), or one outside the rating ``scale``; ``name`` and
+    ``whose`` word the message (``--relevant``, ``the run's``).
+
+    Examples:
+        >>> check_relevance(10, (1, 5), False)
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: relevant 10 is outside the data's rating scale 1..5: give a rating from it, e.g. 4
+    """
+    from .errors import UsageError
+
+    if implicit:
+        raise UsageError(f"{name} is for rated data: {whose} interactions have no ratings (every one counts)")
+    low, high = scale
+    if not low <= relevant <= high:
+        raise UsageError(
+            f"{name} {relevant:g} is outside {whose} rating scale {low:g}..{high:g}: give a rating from it, "
+            f"e.g. {default_relevance(scale):g}"
+        )
+
+
 def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], k: int) -> dict:
     """Precision, recall, hit rate, NDCG and MAP of top-k lists, averaged over users.
 

@@ -16,7 +16,7 @@ from ..datasets import read_table
 from ..errors import DataError, UsageError
 from ..evaluation import sampled_ranking
 from ..files import atomic_write, check_output_dir, check_output_file
-from ..metrics import default_relevance
+from ..metrics import check_relevance
 from ..models import make_model, model_class, model_names
 from ..models.base import TASKS
 from ..models.ranking import HELD_OUT
@@ -193,14 +193,7 @@ def evaluate(
         raise UsageError("--negatives is for --protocol sampled (the full protocol ranks every unseen item)")
     fitted = read_run(run_dir)
     if relevant is not None:
-        if fitted.implicit:
-            raise UsageError("--relevant is for rated data: this run's interactions have no ratings (all count)")
-        low, high = fitted.scale
-        if not low <= relevant <= high:
-            raise UsageError(
-                f"--relevant {relevant:g} is outside the run's rating scale {low:g}..{high:g}: give a rating from it, "
-                f"e.g. {default_relevance(fitted.scale):g}"
-            )
+        check_relevance(relevant, fitted.scale, fitted.implicit, "--relevant", "the run's")
     test = run_part(run_dir, "test", fitted)
     if test is None:
         raise DataError(f"{run_dir}: has no test.csv to evaluate on")

@@ -22,8 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..datasets import Ratings
-from ..errors import UsageError
-from ..metrics import default_relevance
+from ..metrics import check_relevance, default_relevance
 from ..splits import held_out_mask
 from .base import Recommender
 
@@ -79,16 +78,8 @@ class RankingModel(Recommender):
     def check_data(self, train: Ratings) -> None:
         """``relevant`` is a rating of ``train``'s scale, and given only for rated data."""
         relevant = getattr(self.config, "relevant", None)
-        if relevant is None:
-            return
-        if train.implicit:
-            raise UsageError("relevant is for rated data: these interactions have no ratings (every one counts)")
-        low, high = train.scale
-        if not low <= relevant <= high:
-            raise UsageError(
-                f"relevant {relevant:g} is outside the data's rating scale {low:g}..{high:g}: give a rating from it, "
-                f"e.g. {default_relevance(train.scale):g}"
-            )
+        if relevant is not None:
+            check_relevance(relevant, train.scale, train.implicit)
 
     def _training_interactions(self) -> sp.csr_matrix:
         """The users x items matrix of the interactions the model was fitted on (1 each)."""
