@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,3 +147,36 @@ def test_bad_fractions_and_missing_timestamps():
         temporal_split(np.zeros(3, dtype=int), None)
     with pytest.raises(UsageError):
         kfold_split(3, k=5)
+
+
+def test_the_cold_split_is_the_issues_protocol_to_the_row():
+    """Issue 36's cold-start split, written out literally on raw text ids, against cold_split."""
+    from neucf.datasets import Ratings
+    from neucf.splits import get_splitter
+
+    gen = np.random.default_rng(5)
+    raw_users = np.array([f"u{k:03d}" for k in gen.integers(0, 120, 3000)], dtype=object)
+    raw_items = np.array([f"i{k}" for k in gen.integers(0, 90, 3000)], dtype=object)
+    keep = ~pd.DataFrame({"u": raw_users, "i": raw_items}).duplicated().to_numpy()
+    raw_users, raw_items = raw_users[keep], raw_items[keep]
+    ratings = Ratings.from_arrays(raw_users, raw_items, gen.integers(1, 6, len(raw_users)).astype(float))
+
+    rng = np.random.default_rng(0)
+    users, items = sorted(set(raw_users)), sorted(set(raw_items))
+    new_users = set(rng.permutation(users)[: int(0.2 * len(users))])
+    new_items = set(rng.permutation(items)[: int(0.2 * len(items))])
+    old_user = np.array([u not in new_users for u in raw_users])
+    old_item = np.array([i not in new_items for i in raw_items])
+    warm = np.flatnonzero(old_user & old_item)
+    perm = rng.permutation(len(warm))
+    cut = int(0.8 * len(warm))
+    train = np.sort(warm[perm[:cut]])
+    test_warm = warm[perm[cut:]]
+    test_warm = test_warm[
+        np.isin(raw_users[test_warm], raw_users[train]) & np.isin(raw_items[test_warm], raw_items[train])
+    ]
+    cold = np.flatnonzero(~(old_user & old_item))
+
+    split = get_splitter("cold").split(ratings, fold=1, seed=0)
+    assert split.train.tolist() == train.tolist() and len(split.valid) == 0
+    assert split.test.tolist() == np.sort(np.concatenate([test_warm, cold])).tolist()

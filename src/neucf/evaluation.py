@@ -61,9 +61,39 @@ def lists_metrics(
     return ranking_metrics(np.concatenate(tops), relevant, k)
 
 
+#: the kinds of a test rating, by what the model knew of its user and item
+PART_KINDS = ("warm", "new_items", "new_users", "both_new")
+
+
+def _mapped(model, ratings: Ratings) -> tuple[np.ndarray, np.ndarray]:
+    """``ratings``' users and items as the model's indices (-1: not in its id maps)."""
+    u = lookup_ids(model.user_ids, ratings.user_ids[ratings.users], "user", missing_ok=True)
+    i = lookup_ids(model.item_ids, ratings.item_ids[ratings.items], "item", missing_ok=True)
+    return u, i
+
+
+def part_kinds(model, ratings: Ratings) -> np.ndarray:
+    """Each rating's kind, an index into :data:`PART_KINDS`: ``warm`` (the model has training
+    data of its user and of its item), ``new_items`` (of the user only), ``new_users`` (of
+    the item only) or ``both_new``.
+
+    Examples:
+        >>> from neucf.models import Biases
+        >>> r = Ratings.from_arrays([1, 1, 2, 3], [1, 2, 1, 9], [5.0, 3.0, 4.0, 2.0])
+        >>> [PART_KINDS[k] for k in part_kinds(Biases().fit(r.subset([0, 1])), r)]
+        ['warm', 'warm', 'new_users', 'both_new']
+    """
+    u, i = _mapped(model, ratings)
+    user_known = (u >= 0) & model.known_users[np.maximum(u, 0)]
+    item_known = (i >= 0) & model.known_items[np.maximum(i, 0)]
+    return 2 * (~user_known).astype(np.int64) + (~item_known)
+
+
 def rating_metrics(model, ratings: Ratings) -> dict:
     """RMSE and MAE of a rating model on ``ratings`` (raw ids are matched); unknown users and
-    items get the baseline, and ``n_fallback`` says how often."""
+    items get the baseline, and ``n_fallback`` says how often. When ``ratings`` hold several
+    kinds (:func:`part_kinds`: a cold-start split's test part), ``parts`` has each kind's
+    RMSE, MAE and count."""
     model._check_fitted()
     if model.task != "rating":
         raise UsageError(f"the {model.name} model ranks items (a ranking run): it predicts no ratings to score")
@@ -71,15 +101,21 @@ def rating_metrics(model, ratings: Ratings) -> dict:
         raise DataError("no ratings to evaluate on")
     if ratings.implicit:
         raise DataError("the test part holds interactions without ratings: there is no rating error to measure")
-    u = lookup_ids(model.user_ids, ratings.user_ids[ratings.users], "user", missing_ok=True)
-    i = lookup_ids(model.item_ids, ratings.item_ids[ratings.items], "item", missing_ok=True)
-    pred, known = model._predict_mapped(u, i, "fallback")
-    return {
+    pred, known = model._predict_mapped(*_mapped(model, ratings), "fallback")
+    result = {
         "rmse": rmse(ratings.ratings, pred),
         "mae": mae(ratings.ratings, pred),
         "n": len(ratings),
         "n_fallback": int((~known).sum()),
     }
+    kinds = part_kinds(model, ratings)
+    if len(np.unique(kinds)) > 1:
+        result["parts"] = {
+            name: {"rmse": rmse(ratings.ratings[mine], pred[mine]), "mae": mae(ratings.ratings[mine], pred[mine]),
+                   "n": int(mine.sum())}
+            for kind, name in enumerate(PART_KINDS) if (mine := kinds == kind).any()
+        }  # fmt: skip
+    return result
 
 
 def relevance_threshold(model, test: Ratings, relevant: float | None) -> float | None:
@@ -113,7 +149,9 @@ def evaluate_ranking(
     Candidates: every item with training data that the user did not see in training or in
     ``exclude`` (the validation part); relevant items the model cannot rank (never in
     training) still count. Users with no relevant test item are skipped and counted; test
-    users the model never saw get the item baseline's list.
+    users the model never saw get the item baseline's list. When ``test`` holds several kinds
+    of rows (:func:`part_kinds`), ``parts`` has each kind's NDCG and recall (of the same
+    lists, against that kind's relevant rows) where it has relevant rows.
     """
     threshold = relevance_threshold(model, test, relevant)
     texts = np.vectorize(id_text, otypes=[object])
@@ -134,7 +172,17 @@ def evaluate_ranking(
         top[row, : len(items)] = items
     empty = np.array([], dtype=object)
     result = ranking_metrics(top, [by_user.get(u, empty) for u in users], k)
-    return {"protocol": "full", "k": k, "relevant": threshold, **{key: v for key, v in result.items() if key != "k"}}
+    result = {"protocol": "full", "k": k, "relevant": threshold, **{key: v for key, v in result.items() if key != "k"}}
+    kinds = part_kinds(model, test)
+    if len(np.unique(kinds)) > 1:
+        result["parts"] = {}
+        for kind, name in enumerate(PART_KINDS):
+            _, relevant_of = _relevant_by_user(test.subset(np.flatnonzero(kinds == kind)), threshold)
+            rows = [row for row, user in enumerate(users) if user in relevant_of]
+            if rows:
+                part = ranking_metrics(top[rows], [relevant_of[users[row]] for row in rows], k)
+                result["parts"][name] = {key: part[key] for key in ("ndcg", "recall", "users")}
+    return result
 
 
 def sampled_ranking(

@@ -1,7 +1,8 @@
 """How ratings are divided: pure functions from index arrays and a seed to disjoint index arrays.
 
 Every function returns :class:`Split` objects whose ``train``, ``valid`` and ``test`` are
-sorted position arrays into the input; together they cover it exactly once.
+sorted position arrays into the input; together they cover it exactly once (but for the
+cold split, which leaves out the warm test ratings whose user or item it keeps out of train).
 
 Examples:
     >>> import numpy as np
@@ -42,7 +43,8 @@ class Split:
 
     @classmethod
     def from_parts(cls, part: np.ndarray) -> Split:
-        """Build from an array giving each rating's part (0 train, 1 valid, 2 test)."""
+        """Build from an array giving each rating's part (0 train, 1 valid, 2 test; any other
+        value: in no part)."""
         return cls(*(np.flatnonzero(part == k) for k in range(3)))
 
 
@@ -201,6 +203,61 @@ def user_ratio_split(users: np.ndarray, seed: int = 0, share: float = 0.1) -> Sp
     part = np.empty(n, dtype=np.int8)
     part[order] = part_sorted
     return Split.from_parts(part)
+
+
+def cold_split(users: np.ndarray, items: np.ndarray, seed: int = 0, new_share: float = 0.2,
+               train_share: float = 0.8) -> Split:  # fmt: skip
+    """A cold-start split (after cmfrec's MovieLens side-information protocol): a seeded
+    ``new_share`` of the users and then of the items are new, known only by their
+    attributes; the ratings of old users on old items are shuffled and cut, ``train_share``
+    to train (kept in file order) and the rest to test; every rating of a new user or on a
+    new item is test. A warm test rating whose user or item has no training rating is
+    dropped. ``users`` and ``items`` are dense indices that follow the sorted raw ids, so
+    this draws exactly ``rng.permutation(sorted user ids)[:int(0.2 * n_users)]``, then the
+    same of the items, then ``rng.permutation(len(warm))``, with one ``default_rng(seed)``.
+    :func:`cold_kinds` says which test part each rating is in.
+
+    Examples:
+        >>> s = cold_split(np.repeat(np.arange(10), 10), np.tile(np.arange(10), 10))
+        >>> s.sizes(), len(s.train) + len(s.test) <= 100
+        ({'train': 51, 'valid': 0, 'test': 49}, True)
+    """
+    kinds = cold_kinds(users, items, seed, new_share, train_share)
+    return Split.from_parts(np.select([kinds == -1, kinds >= 0], [0, 2], 3))
+
+
+#: the test parts of the cold split, by the index :func:`cold_kinds` gives each rating
+COLD_PARTS = ("warm", "new_items", "new_users", "both_new")
+
+
+def cold_kinds(users: np.ndarray, items: np.ndarray, seed: int = 0, new_share: float = 0.2,
+               train_share: float = 0.8) -> np.ndarray:  # fmt: skip
+    """Each rating's part in :func:`cold_split` (same arguments, same draws): -1 train, -2
+    dropped, else its test part as an index into :data:`COLD_PARTS` (old user and old item,
+    old user and new item, new user and old item, both new).
+
+    Examples:
+        >>> kinds = cold_kinds(np.repeat(np.arange(10), 10), np.tile(np.arange(10), 10))
+        >>> [int((kinds == k).sum()) for k in (-1, 0, 1, 2, 3)]
+        [51, 13, 16, 16, 4]
+    """
+    users, items = np.asarray(users), np.asarray(items)
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    new_user = np.zeros(n_users, bool)
+    new_user[rng.permutation(n_users)[: int(new_share * n_users)]] = True
+    new_item = np.zeros(n_items, bool)
+    new_item[rng.permutation(n_items)[: int(new_share * n_items)]] = True
+    kinds = 2 * new_user[users].astype(np.int64) + new_item[items]
+    warm = np.flatnonzero(kinds == 0)
+    shuffled = warm[rng.permutation(len(warm))]
+    cut = int(train_share * len(warm))
+    kinds[shuffled[:cut]] = -1
+    rest = shuffled[cut:]
+    trained_users = np.bincount(users[shuffled[:cut]], minlength=n_users) > 0
+    trained_items = np.bincount(items[shuffled[:cut]], minlength=n_items) > 0
+    kinds[rest[~(trained_users[users[rest]] & trained_items[items[rest]])]] = -2
+    return kinds
 
 
 def coverage_split(users: np.ndarray, items: np.ndarray, seed: int = 0, fractions=(0.8, 0.0, 0.2)) -> Split:
@@ -390,6 +447,7 @@ SPLITTERS: dict[str, Splitter] = {
         Splitter("temporal", lambda u, i, t, fold, seed: temporal_split(u, t, seed=seed)),
         Splitter("leave-last-out", lambda u, i, t, fold, seed: leave_last_out_split(u, t), folds=1, fixed=True),
         Splitter("user-ratio", lambda u, i, t, fold, seed: user_ratio_split(u, seed=seed)),
+        Splitter("cold", lambda u, i, t, fold, seed: cold_split(u, i, seed=seed)),
     )
 }
 

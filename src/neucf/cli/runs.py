@@ -200,7 +200,7 @@ def evaluate(
     out = {}
     if fitted.task == "rating":
         result = fitted.evaluate(test)
-        out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback")}
+        out = {key: result[key] for key in ("rmse", "mae", "n", "n_fallback", "parts") if key in result}
     if fitted.task == "ranking" or wants_ranking(fitted, ranking):
         valid = run_part(run_dir, "valid", fitted)
         if protocol == "sampled":
