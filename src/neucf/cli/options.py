@@ -178,14 +178,18 @@ class DataFlags:
         downloaded archive)."""
         if self.stream is not None:
             return hashlib.sha256(self.stream).hexdigest()
-        if self.data is not None:
-            return checksum(self.data)
+        path = self.local_path()
+        return None if path is None else checksum(path)
+
+    def local_path(self) -> Path | None:
+        """Where the data lies on this machine: ``--data`` (None for a stream), or the
+        downloaded archive of ``--dataset`` (None before it is downloaded)."""
         if self.dataset is not None:
             from ..datasets import data_dir
 
             archive = data_dir(self.data_dir) / dataset_spec(self.dataset).filename
-            return checksum(archive) if archive.is_file() else None
-        return None
+            return archive if archive.is_file() else None
+        return None if self.data is None or self.reads_stream() else self.data
 
     def holds_ml100k(self) -> bool:
         """Whether the data is the MovieLens 100k release (``--dataset ml-100k``, its folder or

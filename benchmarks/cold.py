@@ -1,0 +1,202 @@
+"""Cold-start benchmark: each kind of test rating apart, on issue 36's cold split.
+
+    python benchmarks/cold.py [--datasets ml1m,ml100k] [--out benchmarks/results/cold.json]
+
+The split (``neucf.splits.cold_split``, ``--split cold``, seed 0): a fifth of the users and
+then of the items are new; 80% of the old users' ratings of old items train, the rest and
+every rating of a new user or item test. Attributes: the release's own
+(``neucf.attributes.movielens_attributes``: genres and year for items; gender, age,
+occupation and the zip code's first digit for users).
+
+Figures, per test part of the split (``neucf.splits.cold_kinds``: ``evaluate`` tells the kinds
+by what the model learnt from instead, so there an old item whose every rating went to test
+counts as new):
+
+- RMSE of the global, item and user means (each falling back to the global mean where it has
+  no training rating), of NeuMF with its defaults (new users and items: the bias baseline),
+  and of cmfrec's CMF with the attributes (a peer, when ``pip install cmfrec`` is there: its
+  best of two settings per part on the test part, which favours it), with fit seconds;
+- NDCG@10 ranking only the new items: candidates are the items new to the model that have a
+  test rating; users are the old users with a new-items rating >= 4; relevant are those
+  items; full ranking of the candidates. Rows: the attribute profile (a user's centred
+  ratings spread over the genres of what they rated, cosine to each candidate's genres) and
+  random order (the mean of 5 seeded shuffles), beside NeuMF, which cannot rank them (no
+  figure).
+
+``$NEUCF_ML1M`` and ``$NEUCF_ML100K`` name the releases' folders. Every figure comes from this
+run: seed 0, the project's machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neucf.attributes import Attributes, movielens_attributes
+from neucf.datasets import Ratings, load
+from neucf.metrics import ranking_metrics, rmse
+from neucf.models import make_model
+from neucf.runs import write_json
+from neucf.splits import COLD_PARTS as PART_KINDS
+from neucf.splits import cold_kinds, get_splitter
+
+ROOT = Path(__file__).resolve().parent
+DATASETS = {"ml1m": ("NEUCF_ML1M", "ratings.csv"), "ml100k": ("NEUCF_ML100K", "")}
+
+
+def means(train: Ratings, test: Ratings) -> dict[str, np.ndarray]:
+    """The global, item and user means of ``train`` for ``test``'s rows (raw ids matched)."""
+    mean = float(train.ratings.mean())
+    out = {}
+    for side in ("item", "user"):
+        index, ids = (train.items, train.item_ids) if side == "item" else (train.users, train.user_ids)
+        sums = np.bincount(index, weights=train.ratings, minlength=len(ids))
+        counts = np.bincount(index, minlength=len(ids))
+        by_id = dict(zip(ids.tolist(), np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)))
+        raw = (test.item_ids[test.items] if side == "item" else test.user_ids[test.users]).tolist()
+        values = np.array([by_id.get(x, np.nan) for x in raw])
+        out[f"{side} mean"] = np.where(np.isnan(values), mean, values)
+    out["global mean"] = np.full(len(test), mean)
+    return out
+
+
+def per_kind(kinds: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {name: rmse(truth[kinds == k], predicted[kinds == k]) for k, name in enumerate(PART_KINDS)}
+
+
+def new_item_task(kinds, test: Ratings, threshold: float = 4.0):
+    """The users, candidate items (raw) and each user's relevant candidates of "ranking only the
+    new items"."""
+    users_raw, items_raw = test.user_ids[test.users], test.item_ids[test.items]
+    candidates = np.unique(items_raw[(kinds == 1) | (kinds == 3)])
+    liked = (kinds == 1) & (test.ratings >= threshold)
+    relevant: dict = {}
+    for user, item in zip(users_raw[liked].tolist(), items_raw[liked].tolist()):
+        relevant.setdefault(user, []).append(item)
+    return list(relevant), candidates, relevant
+
+
+def ndcg_of(scores: np.ndarray, users: list, candidates: np.ndarray, relevant: dict, k: int = 10) -> float:
+    """NDCG@k of full rankings of ``candidates`` by ``scores`` (users x candidates)."""
+    top = candidates[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
+    return float(ranking_metrics(top, [np.asarray(relevant[u]) for u in users], k)["ndcg"])
+
+
+def genre_profile_scores(train: Ratings, genres: Attributes, users: list, candidates: np.ndarray) -> np.ndarray:
+    """Cosine of each user's centred-rating genre profile to each candidate's genres."""
+    x = genres.features(train.item_ids).toarray()
+    centred = (
+        train.ratings
+        - np.bincount(train.users, weights=train.ratings)[train.users] / np.bincount(train.users)[train.users]
+    )
+    profile = np.zeros((len(train.user_ids), x.shape[1]))
+    np.add.at(profile, train.users, centred[:, None] * x[train.items])
+    rows = np.searchsorted(train.user_ids, users)
+    p = profile[rows]
+    c = genres.features(candidates).toarray()
+    norms = np.linalg.norm(p, axis=1, keepdims=True) * np.linalg.norm(c, axis=1)[None, :]
+    return (p @ c.T) / np.where(norms > 0, norms, 1.0)
+
+
+def cmfrec_rows(train: Ratings, test: Ratings, items: Attributes, users: Attributes | None, kinds) -> list[dict]:
+    """cmfrec's CMF with the attributes (k 40, lambda 10 and 35: each part's best on the test
+    part, which favours it); every user and item is given with its attributes, so CMF fits
+    the new ones from them. Empty without cmfrec (``pip install cmfrec``)."""
+    try:
+        import cmfrec
+        import pandas as pd
+    except ImportError:
+        print("  cmfrec is not installed: its rows are left out (pip install cmfrec)")
+        return []
+
+    def side(table: Attributes, column: str):
+        frame = pd.DataFrame(table.features(table.ids).toarray()).add_prefix("f")
+        frame[column] = table.ids
+        return frame
+
+    x = pd.DataFrame({"UserId": train.user_ids[train.users], "ItemId": train.item_ids[train.items],
+                      "Rating": train.ratings})  # fmt: skip
+    found = []
+    for lam in (10.0, 35.0):
+        start = time.perf_counter()
+        model = cmfrec.CMF(k=40, lambda_=lam, verbose=False, random_state=0, nthreads=os.cpu_count())
+        model.fit(x, U=None if users is None else side(users, "UserId"), I=side(items, "ItemId"))
+        seconds = time.perf_counter() - start
+        predicted = model.predict(user=test.user_ids[test.users], item=test.item_ids[test.items])
+        found.append((lam, per_kind(kinds, test.ratings, predicted), seconds))
+    best = {name: min(f[1][name] for f in found) for name in PART_KINDS}
+    return [{"method": "cmfrec CMF, attributes", **best,
+             "fit_seconds": float(np.mean([f[2] for f in found]))}]  # fmt: skip
+
+
+def run(name: str, env: str, file: str) -> dict:
+    folder = os.environ.get(env)
+    if not folder:
+        print(f"{name}: ${env} is unset; skipped")
+        return {}
+    path = Path(folder) / file if file else Path(folder)
+    ratings = load(data=path)
+    split = get_splitter("cold").split(ratings, fold=1, seed=0)
+    train, test = ratings.subset(split.train), ratings.subset(split.test)
+    items, user_attributes = movielens_attributes(path)
+    print(f"{name}: {len(train):,} train, {len(test):,} test ratings")
+    start = time.perf_counter()
+    model = make_model("neumf", seed=0, unknown="fallback").fit(train)
+    seconds = time.perf_counter() - start
+    kinds = cold_kinds(ratings.users, ratings.items, seed=0)[split.test]
+    sizes = {n: int((kinds == k).sum()) for k, n in enumerate(PART_KINDS)}
+    rows = [
+        {"method": m, **per_kind(kinds, test.ratings, p), "fit_seconds": 0.0} for m, p in means(train, test).items()
+    ]
+    predicted = model.predict(test.user_ids[test.users], test.item_ids[test.items])
+    rows.append({"method": "neucf neumf (no attributes)", **per_kind(kinds, test.ratings, predicted),
+                 "fit_seconds": seconds})  # fmt: skip
+    rows += cmfrec_rows(train, test, items, user_attributes, kinds)
+    users, candidates, relevant = new_item_task(kinds, test)
+    genres = Attributes(items.ids, items.table[["genres"]], {"genres": "labels"})
+    start = time.perf_counter()
+    profile = ndcg_of(genre_profile_scores(train, genres, users, candidates), users, candidates, relevant)
+    shuffles = [
+        ndcg_of(np.random.default_rng(s).random((len(users), len(candidates))), users, candidates, relevant)
+        for s in range(5)
+    ]
+    lists = [
+        {"method": "attribute profile (genres)", "ndcg_new_items": profile, "fit_seconds": time.perf_counter() - start},
+        {"method": "random order (mean of 5)", "ndcg_new_items": float(np.mean(shuffles)), "fit_seconds": 0.0},
+        {"method": "neucf neumf (no attributes)", "ndcg_new_items": None, "fit_seconds": seconds},
+    ]
+    print(f"  {'method':<30}" + "".join(f"{k:>11}" for k in PART_KINDS) + f"{'fit s':>8}")
+    for row in rows:
+        print(
+            f"  {row['method']:<30}" + "".join(f"{row[k]:>11.4f}" for k in PART_KINDS) + f"{row['fit_seconds']:>8.1f}"
+        )
+    print(f"  rows: {sizes}; NDCG@10 ranking only the {len(candidates):,} new items for {len(users):,} old users:")
+    for row in lists:
+        shown = "cannot rank them" if row["ndcg_new_items"] is None else f"{row['ndcg_new_items']:.4f}"
+        print(f"  {row['method']:<30}{shown:>18}")
+    return {"train": len(train), "test": len(test), "parts": sizes, "rmse": rows, "new_items": {
+        "candidates": len(candidates), "users": len(users), "rows": lists}}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="ml1m,ml100k")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "cold.json")
+    args = parser.parse_args()
+    results = {name: run(name, *DATASETS[name]) for name in args.datasets.split(",")}
+    record = {
+        "command": "python benchmarks/cold.py" + (f" --datasets {args.datasets}" if args.datasets != "ml1m,ml100k" else ""),
+        "machine": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(), "seed": 0,
+        "date": time.strftime("%Y-%m-%d"), "datasets": results,
+    }  # fmt: skip
+    write_json(args.out, record)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
