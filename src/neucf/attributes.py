@@ -165,21 +165,21 @@ def read_attributes(source, types: dict[str, str] | None = None, name: str | Non
     types = dict(types or {})
     unknown = sorted(set(types) - set(attributes))
     if unknown:
-        raise UsageError(f"--attribute-types names {unknown[0]!r}, which {name} has no column of")
+        raise UsageError(f"types name {unknown[0]!r}, which {name} has no column of")
     bad = sorted(k for k in types.values() if k not in KINDS)
     if bad:
-        raise UsageError(f"--attribute-types: {bad[0]!r} is not a kind; choose {', '.join(KINDS)}")
+        raise UsageError(f"types: {bad[0]!r} is not a kind; choose {', '.join(KINDS)}")
     kinds = {column: types.get(column) or _kind(attributes[column]) for column in attributes}
     for column, kind in kinds.items():
         if kind == "numeric":
             values = attributes[column].replace("", np.nan)
-            numbers = pd.to_numeric(values, errors="coerce")
-            wrong = numbers.isna() & values.notna()
-            if wrong.any() or not np.isfinite(numbers.dropna().to_numpy(np.float64)).all():
-                row = int(np.argmax(wrong.to_numpy() | ~np.isfinite(numbers.fillna(0).to_numpy(np.float64))))
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+            wrong = values.notna().to_numpy() & ~np.isfinite(numbers)
+            if wrong.any():
+                row = int(np.argmax(wrong))
                 raise DataError(
                     f"{name} line {body[row][0]}: {column} {attributes[column].iloc[row]!r} is not a finite number; "
-                    f"pass --attribute-types {column}=category if it is a code"
+                    f"type it as a category if it is a code ({column}=category)"
                 )
     return Attributes(ids, attributes.reset_index(drop=True), kinds, titles)
 
@@ -194,7 +194,7 @@ def _kind(values: pd.Series) -> str:
 
 
 def parse_types(text: str | None) -> dict[str, str]:
-    """``--attribute-types age=category,zip=category`` as a dict.
+    """Column types written ``age=category,zip=category``, as a dict (for :func:`read_attributes`).
 
     Examples:
         >>> parse_types("age=category, zip=category")
@@ -204,7 +204,7 @@ def parse_types(text: str | None) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
         column, sep, kind = part.partition("=")
         if not sep or not column.strip():
-            raise UsageError(f"--attribute-types {text!r}: write column=kind pairs, e.g. age=category,zip=category")
+            raise UsageError(f"attribute types {text!r}: write column=kind pairs, e.g. age=category,zip=category")
         out[column.strip()] = kind.strip()
     return out
 
