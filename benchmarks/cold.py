@@ -14,7 +14,7 @@ counts as new):
 
 - RMSE of the global, item and user means (each falling back to the global mean where it has
   no training rating), of NeuMF with its defaults (new users and items: the bias baseline),
-  and of cmfrec's CMF with the attributes (a peer, when ``pip install cmfrec`` is there: its
+  and of cmfrec's CMF with the attributes (a peer, from the ``bench`` extra: its
   best of two settings per part on the test part, which favours it), with fit seconds;
 - NDCG@10 ranking only the new items: candidates are the items new to the model that have a
   test rating; users are the old users with a new-items rating >= 4; relevant are those
@@ -106,12 +106,12 @@ def genre_profile_scores(train: Ratings, genres: Attributes, users: list, candid
 def cmfrec_rows(train: Ratings, test: Ratings, items: Attributes, users: Attributes | None, kinds) -> list[dict]:
     """cmfrec's CMF with the attributes (k 40, lambda 10 and 35: each part's best on the test
     part, which favours it); every user and item is given with its attributes, so CMF fits
-    the new ones from them. Empty without cmfrec (``pip install cmfrec``)."""
+    the new ones from them. Empty without cmfrec (the ``bench`` extra)."""
     try:
         import cmfrec
         import pandas as pd
     except ImportError:
-        print("  cmfrec is not installed: its rows are left out (pip install cmfrec)")
+        print("  cmfrec is not installed: its rows are left out (pip install -e '.[bench]')")
         return []
 
     def side(table: Attributes, column: str):
