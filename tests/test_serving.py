@@ -109,6 +109,10 @@ def test_titles_file_replaces_the_data_titles(run_dir, tmp_path):
     (tmp_path / "bad.csv").write_text("id,name\n1,x\n")
     with pytest.raises(ValueError, match="needs the header item,title"):
         read_titles(tmp_path / "bad.csv")
+    (tmp_path / "latin.csv").write_bytes("item,title\n7,Les Misérables\n".encode("latin-1"))
+    (tmp_path / "utf8.csv").write_text("item,title\n7,Les Misérables\n8,千と千尋の神隠し\n", encoding="utf-8")
+    assert read_titles(tmp_path / "latin.csv") == {"7": "Les Misérables"}
+    assert read_titles(tmp_path / "utf8.csv") == {"7": "Les Misérables", "8": "千と千尋の神隠し"}
 
 
 # ---- endpoints ------------------------------------------------------------------------------------

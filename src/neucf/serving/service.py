@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..datasets import read_table
 from ..datasets.ratings import id_text
 from ..errors import DataError, UsageError
 from ..models import Recommender
@@ -74,15 +75,8 @@ def read_titles(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such items file (a CSV with the header item,title)")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable CSV ({first})") from None
-    missing = {"item", "title"} - set(table.columns)
-    if missing:
-        raise DataError(f"{path}: needs the header item,title (missing {', '.join(sorted(missing))})")
-    return dict(zip(table["item"].str.strip(), table["title"]))
+    table = read_table(path, ("item", "title"))  # read as every input table is (UTF-8, else Latin-1)
+    return dict(zip(table["item"], table["title"]))
 
 
 class RecommendationService:
