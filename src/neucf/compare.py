@@ -85,9 +85,10 @@ def check_models(models: list[str], task: str | None = None) -> None:
     """
     twice = sorted({m for m in models if models.count(m) > 1})
     if twice:
+        name = parse_spec(twice[0])[0]
         raise UsageError(
             f"--models names {twice[0]} twice; name each once (two settings of one model: "
-            f"{parse_spec(twice[0])[0]}:key=value,{parse_spec(twice[0])[0]}:key=other)"
+            f"{name}:key=value,{name}:key=other)"
         )
     for spec in models:
         name, params = parse_spec(spec)
@@ -119,8 +120,9 @@ def compare(
     check_models(models, task)
     per_model = shared_params(models, params, task)
     ratings = filter_for_split(ratings, splitter, min_item_ratings)
+    names = {model: parse_spec(model)[0] for model in models}
     for model in models:
-        make_model(parse_spec(model)[0], task=task, seed=seed, **per_model[model]).check_size(ratings)
+        make_model(names[model], task=task, seed=seed, **per_model[model]).check_size(ratings)
     rows, total, done, start = [], len(folds) * len(models), 0, time.perf_counter()
     for fold in folds:
         parts = splitter.split(ratings, fold=fold, seed=seed)
@@ -129,7 +131,7 @@ def compare(
             elapsed = time.perf_counter() - start
             eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
             log.info("[%d/%d] %s on %s fold %s%s", done + 1, total, model, splitter.name, fold, eta)
-            _, m = fit_and_score(parse_spec(model)[0], train, valid, test, seed=seed, task=task, **per_model[model])
+            _, m = fit_and_score(names[model], train, valid, test, seed=seed, task=task, **per_model[model])
             ranking = {name: m["test"]["ranking"][name] for name in RANKING if "ranking" in m["test"]}
             errors = {"rmse": m["test"]["rmse"], "mae": m["test"]["mae"]} if task == "rating" else {}
             rows.append({
