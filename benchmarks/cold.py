@@ -13,8 +13,10 @@ by what the model learnt from instead, so there an old item whose every rating w
 counts as new):
 
 - RMSE of the global, item and user means (each falling back to the global mean where it has
-  no training rating), of NeuMF with its defaults (new users and items: the bias baseline),
-  and of cmfrec's CMF with the attributes (a peer, from the ``bench`` extra: its
+  no training rating), of NeuMF with its defaults without attributes (new users and items:
+  the bias baseline), of NeuMF and the ``ensemble`` with the attributes (new users and items
+  scored from them by the attribute towers, ``neucf.models.attribute_towers``), and of
+  cmfrec's CMF with the attributes (a peer, from the ``bench`` extra: its
   best of two settings per part on the test part, which favours it), with fit seconds;
 - NDCG@10 ranking only the new items: candidates are the items new to the model that have a
   test rating; users are the old users with a new-items rating >= 4; relevant are those
@@ -47,6 +49,8 @@ from neucf.splits import cold_kinds, get_splitter
 
 ROOT = Path(__file__).resolve().parent
 DATASETS = {"ml1m": ("NEUCF_ML1M", "ratings.csv"), "ml100k": ("NEUCF_ML100K", "")}
+#: neucf's models that read attributes, each fitted with the attributes at its defaults
+NEUCF_MODELS = ("neumf", "ensemble")
 
 
 def means(train: Ratings, test: Ratings) -> dict[str, np.ndarray]:
@@ -134,6 +138,23 @@ def cmfrec_rows(train: Ratings, test: Ratings, items: Attributes, users: Attribu
              "fit_seconds": float(np.mean([f[2] for f in found]))}]  # fmt: skip
 
 
+def list_latency(model, users: Attributes, new_items: np.ndarray, repeats: int = 50) -> dict:
+    """Median milliseconds of a top-10 list for a new user known only by attributes (each of
+    ``repeats`` users' rows, over every item), and of an old user's list of the new items
+    (``candidates``)."""
+    rows = users.table.iloc[:repeats].to_dict("records")
+    old = model.user_ids[np.flatnonzero(model.known_users)[:repeats]]
+    timings = {"new_user_ms": [], "new_items_ms": []}
+    for row, user in zip(rows, old):
+        start = time.perf_counter()
+        model.recommend(user_attributes=row, k=10)
+        timings["new_user_ms"].append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        model.recommend(user, k=10, candidates=new_items)
+        timings["new_items_ms"].append(1000 * (time.perf_counter() - start))
+    return {key: float(np.median(values)) for key, values in timings.items()}
+
+
 def run(name: str, env: str, file: str) -> dict:
     folder = os.environ.get(env)
     if not folder:
@@ -142,22 +163,40 @@ def run(name: str, env: str, file: str) -> dict:
     path = Path(folder) / file if file else Path(folder)
     ratings = load(data=path)
     split = get_splitter("cold").split(ratings, fold=1, seed=0)
-    train, test = ratings.subset(split.train), ratings.subset(split.test)
     items, user_attributes = movielens_attributes(path)
-    print(f"{name}: {len(train):,} train, {len(test):,} test ratings")
-    start = time.perf_counter()
-    model = make_model("neumf", seed=0, unknown="fallback").fit(train)
-    seconds = time.perf_counter() - start
     kinds = cold_kinds(ratings.users, ratings.items, seed=0)[split.test]
     sizes = {n: int((kinds == k).sum()) for k, n in enumerate(PART_KINDS)}
+    bare = ratings.subset(split.train)
+    ratings = ratings.with_attributes(items, user_attributes)
+    train, test = ratings.subset(split.train), ratings.subset(split.test)
+    print(f"{name}: {len(train):,} train, {len(test):,} test ratings")
+    users, candidates, relevant = new_item_task(kinds, test)
     rows = [
         {"method": m, **per_kind(kinds, test.ratings, p), "fit_seconds": 0.0} for m, p in means(train, test).items()
     ]
-    predicted = model.predict(test.user_ids[test.users], test.item_ids[test.items])
-    rows.append({"method": "neucf neumf (no attributes)", **per_kind(kinds, test.ratings, predicted),
-                 "fit_seconds": seconds})  # fmt: skip
+    lists, latency = [], {}
+    for model_name, task, data, label in [
+        ("neumf", "rating", bare, "neucf neumf (no attributes)"),
+        *[(m, "rating", train, f"neucf {m}, attributes") for m in NEUCF_MODELS],
+        ("hybrid", "ranking", train, "neucf --task ranking (hybrid), attributes"),
+    ]:
+        start = time.perf_counter()
+        model = make_model(model_name, seed=0, unknown="fallback", task=task).fit(data)
+        seconds = time.perf_counter() - start
+        if task == "rating":
+            predicted = model.predict(test.user_ids[test.users], test.item_ids[test.items])
+            rows.append({"method": label, **per_kind(kinds, test.ratings, predicted), "fit_seconds": seconds})
+        if model_name == "neumf" and "user" in model.attribute_sides():
+            latency = list_latency(model, user_attributes, candidates)
+        ndcg = None
+        if "item" in model.attribute_sides():
+            start = time.perf_counter()
+            scores = model.predict(np.repeat(np.array(users, dtype=object), len(candidates)),
+                                   np.tile(candidates, len(users))).reshape(len(users), len(candidates))  # fmt: skip
+            ndcg = ndcg_of(scores, users, candidates, relevant)
+            seconds += time.perf_counter() - start
+        lists.append({"method": label, "ndcg_new_items": ndcg, "fit_seconds": seconds})
     rows += cmfrec_rows(train, test, items, user_attributes, kinds)
-    users, candidates, relevant = new_item_task(kinds, test)
     genres = Attributes(items.ids, items.table[["genres"]], {"genres": "labels"})
     start = time.perf_counter()
     profile = ndcg_of(genre_profile_scores(train, genres, users, candidates), users, candidates, relevant)
@@ -165,10 +204,9 @@ def run(name: str, env: str, file: str) -> dict:
         ndcg_of(np.random.default_rng(s).random((len(users), len(candidates))), users, candidates, relevant)
         for s in range(5)
     ]
-    lists = [
+    lists += [
         {"method": "attribute profile (genres)", "ndcg_new_items": profile, "fit_seconds": time.perf_counter() - start},
         {"method": "random order (mean of 5)", "ndcg_new_items": float(np.mean(shuffles)), "fit_seconds": 0.0},
-        {"method": "neucf neumf (no attributes)", "ndcg_new_items": None, "fit_seconds": seconds},
     ]
     print(f"  {'method':<30}" + "".join(f"{k:>11}" for k in PART_KINDS) + f"{'fit s':>8}")
     for row in rows:
@@ -179,8 +217,9 @@ def run(name: str, env: str, file: str) -> dict:
     for row in lists:
         shown = "cannot rank them" if row["ndcg_new_items"] is None else f"{row['ndcg_new_items']:.4f}"
         print(f"  {row['method']:<30}{shown:>18}")
+    print(f"  NeuMF with attributes, median list time: {latency}")
     return {"train": len(train), "test": len(test), "parts": sizes, "rmse": rows, "new_items": {
-        "candidates": len(candidates), "users": len(users), "rows": lists}}  # fmt: skip
+        "candidates": len(candidates), "users": len(users), "rows": lists}, "latency": latency}  # fmt: skip
 
 
 def main() -> None:

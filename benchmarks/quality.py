@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--quick] [--models bias,mf,gmf,neumf,ensemble,svd,knnbaseline,svdpp]
         [--datasets u1,...,u5,ml1m,u1-25,ml1m-25,bias-only,low-rank,dense-continuous,long-tail,few-items,half-star]
-        [--params key=value,...] [--seed 0] [--out benchmarks/results/quality.json]
+        [--params key=value,...] [--seed 0] [--attributes] [--out benchmarks/results/quality.json]
 
 Datasets (seed 0 for splits and models unless ``--seed``):
 
@@ -25,7 +25,9 @@ extra), for reference, on the same train and test: ``svd`` (Surprise's tuned SVD
 50 epochs, lr 0.01, reg 0.1, the counterpart of ``mf``), ``baselineonly`` (its defaults, the
 counterpart of ``bias``), ``knnbaseline`` (item-based, Pearson-baseline similarities, k 40)
 and ``svdpp`` (its defaults; only on training sets under 200,000 ratings: hours on ML-1M).
-Prints one table (datasets x models, RMSE and train seconds, each dataset's best model),
+``--attributes`` also fits each neucf model on the MovieLens datasets with the release's own
+attributes (``neucf.attributes.movielens_attributes``), a row ``MODEL+attributes`` beside
+the row without. Prints one table (datasets x models, RMSE and train seconds, each dataset's best model),
 the u1..u5 means, and the issue-30 bars (NeuMF <= min(bias, mf, svd) + 0.001, mf <= svd +
 0.002), and writes JSON.
 """
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neucf.attributes import movielens_attributes
 from neucf.compare import shared_params
 from neucf.datasets import LoaderOptions, filter_for_split, load
 from neucf.datasets.synthetic import PRESETS, generate_ratings
@@ -184,6 +187,10 @@ def main() -> None:
     parser.add_argument(
         "--ml1m", type=Path, default=os.environ.get("NEUCF_ML1M", "../shared/datasets/ml-1m") + "/ratings.csv"
     )
+    parser.add_argument(
+        "--attributes", action="store_true",
+        help="also fit each model with the MovieLens release's attributes (rows 'MODEL+attributes')",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     names = QUICK if args.quick else args.datasets.split(",")
@@ -200,27 +207,36 @@ def main() -> None:
                 print(f"  {model:<8} skipped: {len(train)} training ratings (runs only under {SURPRISE_MAX[model]})")
                 continue
             if model in SURPRISE:
-                row = {"dataset": name, "model": model, **surprise_model(model, train, test)}
+                fits = [(model, None)]
             else:
-                _, m = fit_and_score(model, train, valid, test, ranking=False, seed=args.seed, **per_model[model])
-                row = {"dataset": name, "model": model, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"],
-                       "epochs": m["epochs"], "train_seconds": m["train_seconds"]}  # fmt: skip
-            rows.append(row)
-            print(f"  {model:<8} rmse {row['rmse']:.4f}  epochs {row['epochs']:>3}  {row['train_seconds']:7.1f} s",
-                  flush=True)  # fmt: skip
+                fits = [(model, train)]
+                release = args.ml1m.parent if name.startswith("ml1m") else args.ml100k
+                if args.attributes and name[:1] in "um" and not name.endswith("-25"):
+                    fits.append((f"{model}+attributes", train.with_attributes(*movielens_attributes(release))))
+            for label, data in fits:
+                if data is None:
+                    row = {"dataset": name, "model": label, **surprise_model(model, train, test)}
+                else:
+                    _, m = fit_and_score(model, data, valid, test, ranking=False, seed=args.seed, **per_model[model])
+                    row = {"dataset": name, "model": label, "rmse": m["test"]["rmse"], "mae": m["test"]["mae"],
+                           "epochs": m["epochs"], "train_seconds": m["train_seconds"]}  # fmt: skip
+                rows.append(row)
+                print(f"  {label:<8} rmse {row['rmse']:.4f}  epochs {row['epochs']:>3}  {row['train_seconds']:7.1f} s",
+                      flush=True)  # fmt: skip
     best = best_per_dataset(rows)
     print()
     print("RMSE (train seconds)")
-    print(f"{'dataset':<18}" + "".join(f"{m:>18}" for m in models))
+    labels = list(dict.fromkeys(r["model"] for r in rows))  # the models, and those fitted with attributes
+    print(f"{'dataset':<18}" + "".join(f"{m:>18}" for m in labels))
     for name in names:
         cells = {r["model"]: r for r in rows if r["dataset"] == name}
         print(f"{name:<18}" + "".join(
             f"{cells[m]['rmse']:>10.4f} ({cells[m]['train_seconds']:5.1f})" if m in cells else f"{'-':>18}"
-            for m in models) + f"  best: {best[name]}")  # fmt: skip
+            for m in labels) + f"  best: {best[name]}")  # fmt: skip
     movielens = [r for r in rows if r["dataset"] in ("u1", "u2", "u3", "u4", "u5")]
     if len({r["dataset"] for r in movielens}) == 5:
         print("u1..u5 mean: " + ", ".join(
-            f"{m} {statistics.mean(r['rmse'] for r in movielens if r['model'] == m):.4f}" for m in models))  # fmt: skip
+            f"{m} {statistics.mean(r['rmse'] for r in movielens if r['model'] == m):.4f}" for m in labels))  # fmt: skip
     check = target_check(rows)
     for c in check:
         print(f"target {c['dataset']}: {c['model']} {c['rmse']:.4f} vs min({', '.join(c['against'])}) + {c['slack']:.3f}"

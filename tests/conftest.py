@@ -1,5 +1,9 @@
+import contextlib
 import json
 import os
+import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +90,30 @@ def one_line(err: str) -> bool:
     """Whether ``err`` ends with the one ``error: `` line, with no traceback."""
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     return len(lines) == 1 and err.strip().endswith(lines[0]) and "Traceback" not in err and "unexpected" not in err
+
+
+@contextlib.contextmanager
+def served(app):
+    """``app`` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (or ``$NEUCF_CHROMIUM``); the test is skipped, with the reason, without it."""
+    path = os.environ.get("NEUCF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("no Chromium: install Debian's chromium package (.ci/run does) or set NEUCF_CHROMIUM")
+    return path

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run, synthetic_ratings, write_ratings
+from conftest import chromium_path, run, served, synthetic_ratings, write_ratings
 from neucf.evaluation import PART_KINDS, part_kinds, rating_metrics
 
 
@@ -97,3 +97,223 @@ def test_the_movielens_releases_bring_their_attributes(ml100k, tmp_path, capsys)
     again = read_attributes(tmp_path / "s" / "items.csv")
     assert again.kinds == items.kinds and again.titles[1] == "Toy Story (1995)"
     assert read_attributes(tmp_path / "s" / "users.csv", {"zip1": "category"}).kinds == users.kinds
+
+
+# ---- models that read attributes ---------------------------------------------------------------
+def taste_data(n_users=120, n_items=80, seed=0, picky=False):
+    """Ratings where a user's group and an item's genre decide most of the rating (a learnable
+    link between attributes and taste), with both attribute tables; ``picky``: they also
+    decide what a user rates (a user rates mostly their group's genre)."""
+    from neucf.attributes import read_attributes
+    from neucf.datasets import Ratings
+
+    rng = np.random.default_rng(seed)
+    group, genre = rng.integers(0, 3, n_users), rng.integers(0, 3, n_items)
+    affinity = np.array([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 2.0]])
+    chance = 0.15 + 0.35 * (affinity[group][:, genre] == 2) if picky else 0.3
+    users, items = np.nonzero(rng.random((n_users, n_items)) < chance)
+    values = np.clip(np.round(3 + affinity[group[users], genre[items]] + rng.normal(0, 0.5, len(users))), 1, 5)
+    ratings = Ratings.from_arrays(users + 1, items + 1, values, scale=(1, 5))
+    genres = ("Drama", "Comedy", "Horror")
+    item_rows = "".join(f"{i + 1},{genres[g]}|Film,{1990 + i % 10}\n" for i, g in enumerate(genre))
+    user_rows = "".join(f"{u + 1},g{g}\n" for u, g in enumerate(group))
+    items_table = read_attributes(("item,genres,year\n" + item_rows).encode())
+    users_table = read_attributes(("user,group\n" + user_rows).encode())
+    return ratings.with_attributes(items_table, users_table)
+
+
+@pytest.fixture(scope="module")
+def taste():
+    """A taste split: a fifth of the users and of the items have no training rating."""
+    from neucf.splits import cold_split
+
+    ratings = taste_data()
+    split = cold_split(ratings.users, ratings.items, seed=0)
+    return ratings, ratings.subset(split.train), ratings.subset(split.test)
+
+
+@pytest.fixture(scope="module")
+def gmf_fits(taste):
+    """GMF fitted on the taste split with and without the attributes (same seed)."""
+    from dataclasses import replace
+
+    from neucf.models import GMF
+
+    _, train, _ = taste
+    bare = replace(train, item_attributes=None, user_attributes=None)
+    return GMF(factors=8, seed=0).fit(train), GMF(factors=8, seed=0, unknown="fallback").fit(bare)
+
+
+def test_attributes_score_new_users_and_items_and_leave_warm_predictions_alone(taste, gmf_fits):
+    from neucf.evaluation import rating_metrics
+
+    _, _, test = taste
+    with_attributes, without = gmf_fits
+    assert with_attributes.attribute_sides() == ("user", "item") and without.attribute_sides() == ()
+    ours, theirs = rating_metrics(with_attributes, test), rating_metrics(without, test)
+    assert ours["n_fallback"] == 0 and theirs["n_fallback"] > 0
+    assert ours["parts"]["warm"]["rmse"] == pytest.approx(theirs["parts"]["warm"]["rmse"], abs=1e-6)
+    for part in ("new_items", "new_users", "both_new"):  # the towers learnt what group and genre say
+        assert ours["parts"][part]["rmse"] < theirs["parts"][part]["rmse"] - 0.2, part
+
+
+def test_a_model_with_attributes_saves_lists_and_takes_new_ids(taste, gmf_fits, tmp_path):
+    from neucf.attributes import read_attributes
+    from neucf.models import Recommender
+
+    _, _, test = taste
+    model = gmf_fits[0]
+    again = Recommender.load(model.save(tmp_path / "m.pt"))
+    users, items = test.user_ids[test.users], test.item_ids[test.items]
+    assert np.array_equal(again.predict(users, items), model.predict(users, items))
+    new_items = set(again.item_ids[~again.known_items].tolist())
+    listed = again.recommend_all(k=20)
+    assert new_items & set(listed["item"]), "items nobody rated are listed from their attributes"
+    added = again.add_items(read_attributes(b"item,genres,year\nnew,Drama,1995\n"))
+    assert added.tolist() == ["new"] and again.predict([1], ["new"]).shape == (1,)
+    top = again.recommend(1, k=2, candidates=["new", "nowhere"])
+    assert top["item"].tolist() == ["new"]
+    fresh = again.recommend(user_attributes={"group": "g0"}, k=5)
+    assert len(fresh) == 5 and set(fresh["item"]) <= set(again.item_ids.tolist())
+    with pytest.raises(Exception, match="'age' is not one the model knows; it knows group"):
+        again.recommend(user_attributes={"age": 3})
+    assert again.add_users(read_attributes(b"user,group\nsomeone,g1\n")).tolist() == ["someone"]
+    assert len(again.recommend("someone", k=3)) == 3
+
+
+def test_an_ensemble_blends_its_members_cold_scores(taste):
+    from neucf.evaluation import rating_metrics
+    from neucf.models import Ensemble
+
+    _, train, test = taste
+    model = Ensemble(members="gmf:factors=8,bias", seeds=1).fit(train)
+    assert model.attribute_sides() == ("user", "item")
+    result = rating_metrics(model, test)
+    assert result["n_fallback"] == 0 and set(result["parts"]) == set(PART_KINDS)
+    with pytest.raises(Exception, match="scores no item from attributes"):
+        Ensemble(members="bias", seeds=1).fit(train).add_items(train.item_attributes)
+
+
+def test_the_command_line_reads_attributes_everywhere(taste, tmp_path, capsys):
+    ratings, _, _ = taste
+    data = tmp_path / "ratings.csv"
+    ratings.write_csv(data)
+    ratings.item_attributes.write_csv(tmp_path / "items.csv", "item")
+    ratings.user_attributes.write_csv(tmp_path / "users.csv", "user")
+    flags = ["--item-attributes", tmp_path / "items.csv", "--user-attributes", tmp_path / "users.csv"]
+    split = tmp_path / "split"
+    code, _, err = run(capsys, "data", "split", "--data", data, "--split", "cold", "--out", split, *flags)
+    assert code == 0, err
+    assert json.loads((split / "attributes.json").read_text())["users.csv"] == {"group": "category"}
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--split-dir", split, "--model", "gmf", "--factors", "8", "--out", run_dir)
+    assert code == 0, err
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert test["n_fallback"] == 0 and set(test["parts"]) == set(PART_KINDS)
+    assert {"items.csv", "users.csv", "attributes.json"} <= set(
+        json.loads((run_dir / "config.json").read_text())["files"]
+    )
+    (tmp_path / "new.csv").write_text("item,genres,year\nfresh,Comedy,2001\n")
+    (tmp_path / "cands.csv").write_text("item\nfresh\n")
+    code, out, err = run(capsys, "recommend", run_dir, "--user", "1", "--item-attributes", tmp_path / "new.csv",
+                         "--candidates", tmp_path / "cands.csv")  # fmt: skip
+    assert code == 0 and "fresh" in out, err
+    code, _, err = run(capsys, "train", "--split-dir", split, "--ignore-attributes", "--model", "bias",
+                       "--out", tmp_path / "bare")  # fmt: skip
+    assert code == 0 and json.loads((tmp_path / "bare" / "metrics.json").read_text())["test"]["n_fallback"] > 0
+    code, _, err = run(capsys, "data", "describe", "--data", data, "--ignore-attributes", *flags[:2])
+    assert code == 2 and "--item-attributes or --ignore-attributes" in err
+    code, _, err = run(capsys, "data", "describe", "--data", data, *flags, "--attribute-types", "age=category")
+    assert code == 2 and "--attribute-types names 'age'" in err
+
+
+def test_the_api_takes_a_new_users_attributes_and_candidates(gmf_fits):
+    from fastapi.testclient import TestClient
+
+    from neucf.serving import RecommendationService, create_app
+
+    model = gmf_fits[0]
+    client = TestClient(create_app(RecommendationService(model)))
+    cold = [str(x) for x in model.item_ids[~model.known_items]]
+    answer = client.post("/recommendations", json={"attributes": {"group": "g2"}, "k": 3})
+    assert answer.status_code == 200 and len(answer.json()["items"]) == 3, answer.text
+    answer = client.post("/recommendations", json={"attributes": {"group": "g2"}, "candidates": [cold[0], "nowhere"]})
+    assert [x["item"] for x in answer.json()["items"]] == [cold[0]] and answer.json()["ignored"] == ["nowhere"]
+    answer = client.post("/recommendations", json={"ratings": [{"item": cold[0], "rating": 4}], "candidates": cold})
+    body = answer.json()  # an item nobody rated cannot be folded in, but it is listed
+    assert (
+        answer.status_code == 200
+        and body["ignored"] == [cold[0]]
+        and set(x["item"] for x in body["items"]) <= set(cold)
+    )
+    answer = client.post("/predictions", json={"attributes": {"group": "g0"}, "items": cold[:2]})
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2, answer.text
+    answer = client.post("/predictions", json={"attributes": {"colour": "red", "group": "g0"}, "items": cold[:1]})
+    assert answer.status_code == 200 and answer.json()["ignored_attributes"] == ["colour"], answer.text
+
+
+def test_ranking_models_list_new_items_by_their_attributes(tmp_path):
+    from neucf.attributes import read_attributes
+    from neucf.models import Recommender, make_model
+    from neucf.splits import cold_split
+
+    ratings = taste_data(picky=True)
+    train = ratings.subset(cold_split(ratings.users, ratings.items, seed=0).train)
+    model = make_model("ease", task="ranking", l2=10.0).fit(train)
+    assert model.attribute_sides() == ("user", "item")
+    new = np.flatnonzero(~model.known_items)
+    old_users = np.flatnonzero(model.known_users)
+    scores = model.predict_index(np.repeat(old_users, len(new)), np.tile(new, len(old_users)))
+    scores = scores.reshape(len(old_users), len(new))
+    genre = {raw: g for raw, g in zip(ratings.item_attributes.ids, ratings.item_attributes.table["genres"])}
+    group = {raw: g for raw, g in zip(ratings.user_attributes.ids, ratings.user_attributes.table["group"])}
+    liked = {"g0": "Drama|Film", "g1": "Comedy|Film", "g2": "Horror|Film"}  # taste_data's affinities
+    mine = np.array([[genre[model.item_ids[i]] == liked[group[model.user_ids[u]]] for i in new] for u in old_users])
+    assert (scores * mine).sum(1).mean() / mine.sum(1).mean() > (scores * ~mine).sum(1).mean() / (~mine).sum(1).mean()
+    again = Recommender.load(model.save(tmp_path / "ease.pt"))
+    assert np.array_equal(again.predict_index(old_users[:3], new[:3]), model.predict_index(old_users[:3], new[:3]))
+    assert len(again.recommend(user_attributes={"group": "g1"}, k=4)) == 4
+    again.add_items(read_attributes(b"item,genres,year\nnew,Comedy|Film,1995\n"))
+    assert again.recommend(history=[1, 2], k=1, candidates=["new"])["item"].tolist() == ["new"]
+
+
+def test_the_page_offers_the_newest_items_in_chromium(gmf_fits):
+    from neucf.serving import RecommendationService, create_app
+
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model = gmf_fits[0]
+    service = RecommendationService(model)
+    newest = service.newest(10)
+    assert newest and all(not model.known_items[service._items[x["item"]]] for x in newest)
+    with served(create_app(service)) as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(base + "/")
+        page.wait_for_selector("#newest li")
+        assert page.locator("#newest li").count() == len(newest)
+        page.locator("#results li").first.locator(".stars button").nth(4).click()
+        page.click("#rank-newest")
+        page.wait_for_function("document.getElementById('recommendations-title').textContent.includes('newest')")
+        shown = page.locator("#recommendations li").all_inner_texts()
+        assert len(shown) == len(newest)
+        assert {t.split("\n")[0] for t in shown} == {f"item {x['item']}" for x in newest}
+        browser.close()
+
+
+def test_a_releases_tags_are_an_opt_in(tmp_path, capsys):
+    from neucf.attributes import movielens_attributes
+
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,A (1995),Drama\n2,B (1999),(no genres listed)\n")
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,Pixar,1\n2,1,pixar ,2\n2,2,Jun|gle,3\n")
+    rows = "".join(f"{u},{i},{1 + (u + i) % 5},{u}\n" for u in range(1, 11) for i in (1, 2))
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + rows)
+    items, users = movielens_attributes(tmp_path)
+    assert users is None and items.kinds == {"genres": "labels", "year": "numeric"}
+    items, _ = movielens_attributes(tmp_path / "ratings.csv", tags=True)
+    assert items.table["tags"].tolist() == ["pixar", "jun gle"] and items.table["genres"].tolist() == ["Drama", ""]
+    code, _, err = run(capsys, "data", "split", "--data", tmp_path / "ratings.csv", "--split", "random",
+                       "--movielens-tags", "--out", tmp_path / "s")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "attributes.json").read_text())["items.csv"]["tags"] == "labels"

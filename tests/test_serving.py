@@ -4,7 +4,6 @@ command itself in a subprocess."""
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import synthetic_ratings
+from conftest import chromium_path, served, synthetic_ratings
 from neucf.cli import main
 from neucf.datasets import Ratings
 from neucf.runs import fit_and_score, write_run
@@ -74,11 +73,11 @@ def test_service_answers_match_the_model(service):
     items = [x.item for x in top]
     assert np.allclose(service.predict(items, user=user)[0], [x.prediction for x in top], atol=1e-5)
     history = [(items[0], 5.0), (items[1], 1.0)]
-    new, ignored = service.predict(items[2:], ratings=history)
+    new, ignored, _ = service.predict(items[2:], ratings=history)
     assert ignored == []
     raw = {model.item_ids[service._items[i]]: r for i, r in history}
     assert np.allclose(new, model.predict_new_user(raw, model.item_ids[[service._items[i] for i in items[2:]]]))
-    recommended, ignored = service.recommend_new([*history, ("no-such-item", 3.0)], k=10)
+    recommended, ignored, _ = service.recommend_new([*history, ("no-such-item", 3.0)], k=10)
     assert (
         len(recommended) == 10
         and ignored == ["no-such-item"]
@@ -425,28 +424,11 @@ def test_serve_answers_over_http_and_stops_on_sigint(run_dir, workers):
 
 
 # ---- the page, in a real browser --------------------------------------------------------------
-def chromium_path() -> str:
-    path = os.environ.get("NEUCF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("no Chromium: install Debian's chromium package (.ci/run does) or set NEUCF_CHROMIUM")
-    return path
-
-
 @pytest.fixture
 def live_server(service):
     """The app with an API key, served by uvicorn on a free loopback port in a thread."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(service, api_key="page-key"), port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
+    with served(create_app(service, api_key="page-key")) as base:
+        yield base
 
 
 def test_page_in_chromium_rates_three_items_and_shows_recommendations(live_server, service):

@@ -3,7 +3,7 @@
 Examples:
     >>> import neucf
     >>> neucf.__version__
-    '0.7.0'
+    '0.8.0'
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 import zipfile
@@ -59,46 +60,31 @@ class Attributes:
         return index.get_indexer([id_text(x) for x in np.asarray(ids, dtype=object)])
 
     def features(self, ids) -> sp.csr_matrix:
-        """Rows of features for ``ids`` (raw; an id without a row: all zero): one column per
-        category value and per label, and per numeric attribute its standardised value with
-        a column that marks it missing (the value is then 0).
+        """Rows of features for ``ids`` (raw; an id without a row: all zero), encoded as this
+        table's own :meth:`encoder` says.
 
         Examples:
             >>> users = read_attributes(b"user,age,gender\\n1,20,F\\n2,40,M\\n")
             >>> users.features([2]).toarray().tolist()
             [[1.0, 0.0, 0.0, 1.0]]
         """
-        rows = self.rows_for(ids)
-        found = rows >= 0
-        blocks = []
+        return self.encoder().transform(self, ids)
+
+    def encoder(self) -> FeatureMap:
+        """How this table's columns become features (:class:`FeatureMap`): the category
+        values and labels it holds, each numeric column's mean and spread."""
+        columns = []
         for name, kind in self.kinds.items():
             column = self.table[name].to_numpy(dtype=object)
             if kind == "numeric":
-                values = pd.to_numeric(pd.Series(column).replace("", np.nan)).to_numpy(np.float64)
-                known = ~np.isnan(values)
-                mean = values[known].mean() if known.any() else 0.0
-                std = values[known].std() if known.sum() > 1 else 0.0
-                scaled = np.where(known, (values - mean) / (std or 1.0), 0.0)
-                block = np.zeros((len(rows), 2))
-                block[found, 0] = scaled[rows[found]]
-                block[found, 1] = ~known[rows[found]]
-                blocks.append(sp.csr_matrix(block))
-                continue
-            split = [v.split("|") if kind == "labels" else [v] for v in column]
-            vocabulary = sorted({label.strip() for labels in split for label in labels if label.strip()})
-            position = {label: k for k, label in enumerate(vocabulary)}
-            out_rows, out_cols = [], []
-            for out_row, row in enumerate(rows):
-                if row >= 0:
-                    for label in split[row]:
-                        if label.strip():
-                            out_rows.append(out_row)
-                            out_cols.append(position[label.strip()])
-            data = np.ones(len(out_rows))
-            blocks.append(sp.csr_matrix((data, (out_rows, out_cols)), shape=(len(rows), len(vocabulary))))
-        if not blocks:
-            return sp.csr_matrix((len(rows), 0))
-        return sp.hstack(blocks, format="csr")
+                values = _numbers(column)
+                known = values[~np.isnan(values)]
+                std = float(known.std()) if len(known) > 1 else 0.0
+                columns.append((name, kind, [float(known.mean()) if len(known) else 0.0, std or 1.0]))
+            else:
+                labels = {label.strip() for v in column for label in _labels(v, kind)}
+                columns.append((name, kind, sorted(label for label in labels if label)))
+        return FeatureMap(tuple(columns))
 
     def write_csv(self, path, kind: str = "item") -> None:
         """Write the table (the id column named ``kind``, labels joined by ``|``, the title
@@ -113,10 +99,84 @@ class Attributes:
             frame.to_csv(handle, index=False)
 
 
-def read_attributes(source, types: dict[str, str] | None = None, name: str | None = None) -> Attributes:
+def _numbers(column) -> np.ndarray:
+    return pd.to_numeric(pd.Series(column, dtype=object).replace("", np.nan)).to_numpy(np.float64)
+
+
+def _labels(value: str, kind: str) -> list[str]:
+    return [label.strip() for label in (value.split("|") if kind == "labels" else [value]) if label.strip()]
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """How attribute columns become a feature matrix, fixed when a model is fitted so that rows
+    given later (items added after training) are encoded as the training rows were: per
+    column its name, kind and either its values (``category``, ``labels``: one feature each;
+    a value not seen then is ignored) or, for ``numeric``, ``[mean, spread]`` (two features:
+    the standardised value, and 1 where it is missing, the value then 0).
+
+    Examples:
+        >>> fm = read_attributes(b"item,genres\\n1,Comedy|Drama\\n").encoder()
+        >>> fm.width, fm.transform(read_attributes(b"item,genres\\n9,Drama|Western\\n"), [9]).toarray().tolist()
+        (2, [[0.0, 1.0]])
+    """
+
+    columns: tuple[tuple[str, str, list], ...]
+
+    @property
+    def width(self) -> int:
+        """The number of features."""
+        return sum(2 if kind == "numeric" else len(values) for _, kind, values in self.columns)
+
+    def transform(self, attributes: Attributes, ids) -> sp.csr_matrix:
+        """The features of ``ids`` (raw) from ``attributes`` (a column it lacks: missing)."""
+        rows = attributes.rows_for(ids)
+        found = rows >= 0
+        blocks = []
+        for name, kind, values in self.columns:
+            column = attributes.table[name].to_numpy(dtype=object) if name in attributes.table else None
+            if kind == "numeric":
+                block = np.zeros((len(rows), 2))
+                block[:, 1] = 1.0
+                if column is not None:
+                    numbers = _numbers(column)[rows[found]]
+                    known = ~np.isnan(numbers)
+                    block[found, 0] = np.where(known, (numbers - values[0]) / values[1], 0.0)
+                    block[found, 1] = ~known
+                block[~found, 1] = 0.0  # no row: nothing is known of it, not a missing value
+                blocks.append(sp.csr_matrix(block))
+                continue
+            position = {label: k for k, label in enumerate(values)}
+            out_rows, out_cols = [], []
+            if column is not None:
+                for out_row in np.flatnonzero(found):
+                    for label in _labels(column[rows[out_row]], kind):
+                        if label in position:
+                            out_rows.append(out_row)
+                            out_cols.append(position[label])
+            data = np.ones(len(out_rows))
+            blocks.append(sp.csr_matrix((data, (out_rows, out_cols)), shape=(len(rows), len(values))))
+        if not blocks:
+            return sp.csr_matrix((len(rows), 0))
+        return sp.hstack(blocks, format="csr")
+
+    def to_dict(self) -> dict:
+        """Plain values (for a model file)."""
+        return {"columns": [[name, kind, list(values)] for name, kind, values in self.columns]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureMap:
+        """The map :meth:`to_dict` wrote."""
+        return cls(tuple((name, kind, list(values)) for name, kind, values in data["columns"]))
+
+
+def read_attributes(
+    source, types: dict[str, str] | None = None, name: str | None = None, partial: bool = False
+) -> Attributes:
     """An attribute file (see the module docstring): a path, its bytes, or an opener;
     ``types`` names a column's kind (``numeric``, ``category`` or ``labels``) over the one
-    its values suggest. Every problem is a :class:`DataError` naming the file and line.
+    its values suggest (``partial``: it may name columns the file lacks, which the other
+    table of a run has). Every problem is a :class:`DataError` naming the file and line.
 
     Examples:
         >>> read_attributes(b"user,zip\\n1,02138\\n", {"zip": "category"}).table["zip"].tolist()
@@ -162,7 +222,7 @@ def read_attributes(source, types: dict[str, str] | None = None, name: str | Non
     attributes = table.iloc[:, 1:]
     if "title" in attributes:
         titles = pd.Series(attributes.pop("title").to_numpy(), index=ids)
-    types = dict(types or {})
+    types = {k: v for k, v in (types or {}).items() if not partial or k in attributes}
     unknown = sorted(set(types) - set(attributes))
     if unknown:
         raise UsageError(f"types name {unknown[0]!r}, which {name} has no column of")
@@ -209,6 +269,56 @@ def parse_types(text: str | None) -> dict[str, str]:
     return out
 
 
+# ---- split folders ------------------------------------------------------------------------------
+#: a split folder's attribute files, item side first
+SPLIT_FILES = ("items.csv", "users.csv")
+#: the file in a split folder that keeps each attribute column's kind (zip codes stay text)
+KINDS_FILE = "attributes.json"
+
+
+def write_folder_attributes(folder, items: Attributes | None, users: Attributes | None) -> list[Path]:
+    """Write ``items.csv`` and ``users.csv`` (those given) into ``folder``, and their columns'
+    kinds into ``attributes.json``, so :func:`read_folder_attributes` reads them back as they
+    were. Returns the files written."""
+    from .files import atomic_write
+
+    folder, written, kinds = Path(folder), [], {}
+    for table, file, kind in zip((items, users), SPLIT_FILES, ("item", "user")):
+        if table is not None:
+            table.write_csv(folder / file, kind)
+            kinds[file] = table.kinds
+            written.append(folder / file)
+    if kinds:
+        with atomic_write(folder / KINDS_FILE, "w") as handle:
+            json.dump(kinds, handle, indent=1)
+        written.append(folder / KINDS_FILE)
+    return written
+
+
+def read_folder_attributes(folder, types: dict[str, str] | None = None) -> tuple[Attributes | None, Attributes | None]:
+    """The ``items.csv`` and ``users.csv`` of a split (or run) folder, typed as
+    ``attributes.json`` says and then as ``types`` (``--attribute-types``) says; None for a
+    file the folder lacks.
+
+    Examples:
+        >>> read_folder_attributes("no/such/folder")
+        (None, None)
+    """
+    folder = Path(folder)
+    kinds = {}
+    if (folder / KINDS_FILE).is_file():
+        try:
+            kinds = json.loads((folder / KINDS_FILE).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DataError(f"{folder / KINDS_FILE}: not JSON ({exc}); write the split again") from None
+    found = []
+    for file in SPLIT_FILES:
+        path = folder / file
+        own = kinds.get(file) if isinstance(kinds.get(file), dict) else {}
+        found.append(read_attributes(path, {**own, **(types or {})}, partial=True) if path.is_file() else None)
+    return found[0], found[1]
+
+
 # ---- the MovieLens releases ------------------------------------------------------------------------
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -218,13 +328,19 @@ def _year_of_title(title: str) -> str:
     return found.group(1) if found else ""
 
 
-def movielens_attributes(path) -> tuple[Attributes | None, Attributes | None]:
+#: with ``tags``, the most used tags a release's ``tags.csv`` gives the items (a label each)
+MAX_TAGS = 1000
+
+
+def movielens_attributes(path, tags: bool = False) -> tuple[Attributes | None, Attributes | None]:
     """The item and user attributes a MovieLens release ships, from its folder or zip, or from
     the folder of one of its ratings files: ml-100k (``u.item`` genres and release year,
     ``u.user`` age, gender, occupation and the zip code's first digit), ML-1M (``movies.dat``
     genres and the year in the title, ``users.dat`` likewise with its age and occupation
     codes), ml-latest and ML-20M/25M/32M (``movies.csv`` genres and year; no user
-    attributes). ``(None, None)`` where there are none.
+    attributes). ``(None, None)`` where there are none. ``tags`` (opt-in: users tag what they
+    watched, so a tag can tell who rated an item) adds ``tags.csv``'s tags as a ``tags`` label
+    column, the :data:`MAX_TAGS` most used, lowercased.
 
     Examples:
         >>> movielens_attributes("no/such/folder")
@@ -271,8 +387,23 @@ def movielens_attributes(path) -> tuple[Attributes | None, Attributes | None]:
     if (raw := read("movies.csv")) is not None:
         rows = list(csv.reader(io.StringIO(decode_text(raw, "movies.csv"))))[1:]
         lines = [[r[0], r[1], "" if r[2] == "(no genres listed)" else r[2], _year_of_title(r[1])] for r in rows]
-        return _table(["item", "title", "genres", "year"], lines, {"genres": "labels", "year": "numeric"}), None
+        kinds = {"genres": "labels", "year": "numeric"}
+        if tags and (raw := read("tags.csv")) is not None:
+            by_item = _tags(decode_text(raw, "tags.csv"))
+            lines = [[*line, "|".join(by_item.get(line[0], []))] for line in lines]
+            kinds["tags"] = "labels"
+        return _table(["item", "title", *kinds], lines, kinds), None
     return None, None
+
+
+def _tags(text: str) -> dict[str, list[str]]:
+    """Each item's tags (``userId,movieId,tag,timestamp``), of the :data:`MAX_TAGS` most used."""
+    frame = pd.read_csv(io.StringIO(text), usecols=[1, 2], names=["item", "tag"], header=0, dtype=str)
+    frame["tag"] = frame["tag"].fillna("").str.strip().str.lower().str.replace("|", " ", regex=False)
+    frame = frame[frame["tag"] != ""].drop_duplicates()
+    kept = frame["tag"].value_counts().index[:MAX_TAGS]
+    frame = frame[frame["tag"].isin(kept)]
+    return {item: sorted(group) for item, group in frame.groupby("item")["tag"]}
 
 
 def _table(header: list[str], rows: list[list[str]], kinds: dict[str, str]) -> Attributes:

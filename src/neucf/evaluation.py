@@ -21,7 +21,7 @@ import pandas as pd
 from .datasets import Ratings
 from .datasets.ratings import id_text, lookup_ids
 from .errors import DataError, UsageError
-from .lists import recommend_all, top_rows
+from .lists import recommend_all, recommend_index, top_rows
 from .metrics import default_relevance, mae, ranking_metrics, rmse
 
 
@@ -149,7 +149,8 @@ def evaluate_ranking(
     Candidates: every item with training data that the user did not see in training or in
     ``exclude`` (the validation part); relevant items the model cannot rank (never in
     training) still count. Users with no relevant test item are skipped and counted; test
-    users the model never saw get the item baseline's list. When ``test`` holds several kinds
+    users the model never saw get the item baseline's list (those it knows by attributes, their
+    own list). When ``test`` holds several kinds
     of rows (:func:`part_kinds`), ``parts`` has each kind's NDCG and recall (of the same
     lists, against that kind's relevant rows) where it has relevant rows.
     """
@@ -161,8 +162,11 @@ def evaluate_ranking(
     users, by_user = _relevant_by_user(test, threshold)
     baseline = None
     top = np.full((len(users), k), None, dtype=object)
+    by_attributes = _attribute_users(model)
     for row, user in enumerate(users):
         items = lists.get(user)
+        if items is None and user in by_attributes:  # a user the model knows by attributes: theirs
+            items = texts(model.item_ids[recommend_index(model, by_attributes[user], k)[0]])
         if items is None:  # a user without training data: the item baseline's ranking
             if baseline is None:
                 known = np.flatnonzero(model.known_items)
@@ -183,6 +187,13 @@ def evaluate_ranking(
                 part = ranking_metrics(top[rows], [relevant_of[users[row]] for row in rows], k)
                 result["parts"][name] = {key: part[key] for key in ("ndcg", "recall", "users")}
     return result
+
+
+def _attribute_users(model) -> dict:
+    """The users (as text) that ``model`` knows by attributes only, and their indices."""
+    index = np.flatnonzero(~model.known_users)
+    index = index[model._attribute_known("user", index)]
+    return {id_text(model.user_ids[u]): int(u) for u in index}
 
 
 def sampled_ranking(

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .attributes import write_folder_attributes
 from .datasets import Ratings, read_part_file
 from .errors import DataError, UsageError
 from .files import MARKER, atomic_write, checksum, marked_checksums, output_dir, recover_output
@@ -130,7 +131,7 @@ def write_json(path: Path, data) -> None:
 
 #: the files of a run folder whose SHA-256 ``config.json`` records (``files``): a model or a
 #: test part copied in from elsewhere is then found, not used in silence
-FINGERPRINTED = ("model.pt", "test.csv", "valid.csv")
+FINGERPRINTED = ("model.pt", "test.csv", "valid.csv", "items.csv", "users.csv", "attributes.json")
 
 
 def write_run(
@@ -141,7 +142,8 @@ def write_run(
     (:func:`~neucf.files.output_dir`, whose ``inputs``, ``force`` and ``on_commit`` these
     are); ``valid.csv`` keeps the validation part, which recommendations exclude as they
     exclude the training ratings. ``config.json`` records the SHA-256 of ``model.pt``,
-    ``test.csv`` and ``valid.csv`` under ``files``, and the folder's marker that of
+    ``test.csv``, ``valid.csv`` and the attribute files the run read (``items.csv``,
+    ``users.csv``, ``attributes.json``) under ``files``, and the folder's marker that of
     ``config.json`` (see :func:`read_run`)."""
     with output_dir(out, "run", inputs, force, on_commit=on_commit) as folder:
         model.save(folder / "model.pt")
@@ -156,6 +158,8 @@ def write_run(
             test.write_csv(folder / "test.csv")
         if valid is not None and len(valid):
             valid.write_csv(folder / "valid.csv")
+        if test is not None:  # the attributes the run read (the model holds them encoded)
+            write_folder_attributes(folder, test.item_attributes, test.user_attributes)
         files = {name: checksum(folder / name) for name in FINGERPRINTED if (folder / name).is_file()}
         write_json(folder / "config.json", {**config, "files": files})
     return Path(out)

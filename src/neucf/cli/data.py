@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..attributes import movielens_attributes
+from ..attributes import write_folder_attributes
 from ..datasets import write_split_dir
 from ..files import check_output_dir, output_dir
 from .options import DataFlags, ForceOpt, SeedOpt, SplitFlags, data_options, split_options, work_done
@@ -39,20 +39,18 @@ def split(
     force: ForceOpt = False,
 ):
     """Write a split as CSV files (user,item,rating[,timestamp], raw ids) for any library to use,
-    with a MovieLens release's item and user attributes (items.csv, users.csv).
+    with the item and user attributes (items.csv, users.csv and their column kinds,
+    attributes.json): the files given, or a MovieLens release's own.
     Example: neucf data split --dataset ml-100k --split random --out split/"""
     source.check()
     splitting = splitting.for_data(source)
     splitting.splitter()  # the split and fold checked before any data is read
     check_output_dir(out, "split", [source.data], force)
     ratings, parts = splitting.divide(source.load(), seed)
-    local = source.local_path()
-    found = movielens_attributes(local) if local is not None else (None, None)
     with output_dir(out, "split", [source.data], force, on_commit=work_done(f"{out} was written")) as folder:
         write_split_dir(ratings, parts, folder)
-        for table, kind in zip(found, ("item", "user")):
-            if table is not None:  # what the items and users are, for models and libraries that read it
-                table.write_csv(folder / f"{kind}s.csv", kind)
+        # what the items and users are, for models and libraries that read it
+        write_folder_attributes(folder, ratings.item_attributes, ratings.user_attributes)
     sizes = ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items() if v or k != "valid")
     typer.echo(f"wrote {out}: {sizes}")
 

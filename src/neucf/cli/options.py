@@ -23,6 +23,7 @@ from typing import Annotated
 
 import typer
 
+from ..attributes import movielens_attributes, parse_types, read_attributes, read_folder_attributes
 from ..datasets import (
     LoaderOptions,
     Ratings,
@@ -119,6 +120,11 @@ class DataFlags:
     columns: str | None = None
     duplicates: str = "error"
     rating_scale: str | None = None
+    item_attributes: Path | None = None
+    user_attributes: Path | None = None
+    attribute_types: str | None = None
+    ignore_attributes: bool = False
+    movielens_tags: bool = False
 
     def options(self) -> LoaderOptions:
         """The loader options these flags describe (usage errors for bad values)."""
@@ -144,6 +150,39 @@ class DataFlags:
             check_input(self.data, "--data")
         if self.dataset is not None:
             dataset_spec(self.dataset)
+        for path, flag in ((self.item_attributes, "--item-attributes"), (self.user_attributes, "--user-attributes")):
+            if path is not None:
+                if self.ignore_attributes:
+                    raise UsageError(f"give {flag} or --ignore-attributes, not both")
+                check_input(path, flag)
+        parse_types(self.attribute_types)
+
+    def attributes(self, folder: Path | None = None) -> tuple:
+        """The item and user attribute tables (:class:`~neucf.attributes.Attributes`, None where
+        there are none): the files of ``--item-attributes`` and ``--user-attributes``, else
+        those of the split folder ``folder`` (``items.csv``, ``users.csv``), else those a
+        MovieLens release brings (see :func:`~neucf.attributes.movielens_attributes`); none
+        with ``--ignore-attributes``. ``--attribute-types`` types their columns."""
+        if self.ignore_attributes:
+            return None, None
+        types = parse_types(self.attribute_types)
+        if folder is not None:
+            found = list(read_folder_attributes(folder, types))
+        else:
+            local = self.local_path()
+            found = list(movielens_attributes(local, self.movielens_tags) if local is not None else (None, None))
+        for k, path in enumerate((self.item_attributes, self.user_attributes)):
+            if path is not None:
+                found[k] = read_attributes(path, types, name=str(path), partial=True)
+        named = set().union(*(t.kinds for t in found if t is not None))
+        missing = sorted(set(types) - named)
+        if missing:
+            raise UsageError(f"--attribute-types names {missing[0]!r}, a column no attribute file has")
+        for table, side in zip(found, ("item", "user")):
+            if table is not None:
+                log.info("%s attributes: %d rows, %s", side, len(table),
+                         ", ".join(f"{c} ({k})" for c, k in table.kinds.items()) or "a title only")  # fmt: skip
+        return found[0], found[1]
 
     @functools.cached_property
     def stream(self) -> bytes | None:
@@ -167,11 +206,13 @@ class DataFlags:
             return False
 
     def load(self) -> Ratings:
-        """Load the ratings these flags describe."""
+        """Load the ratings these flags describe, with their attributes (:meth:`attributes`)."""
         if self.stream is not None:
             name = "standard input" if str(self.data) == "-" else str(self.data)
-            return read_ratings_file(self.stream, self.options(), name=name)
-        return load(data=self.data, dataset=self.dataset, options=self.options(), directory=self.data_dir)
+            ratings = read_ratings_file(self.stream, self.options(), name=name)
+        else:
+            ratings = load(data=self.data, dataset=self.dataset, options=self.options(), directory=self.data_dir)
+        return ratings.with_attributes(*self.attributes())
 
     def checksum(self) -> str | None:
         """SHA-256 of the input file or folder (a stream: of what was read; ``--dataset``: the
@@ -219,7 +260,13 @@ class DataFlags:
         checked against (see :func:`~neucf.runs.recorded_inputs`)."""
         path = None if self.data is None or self.stream is not None else str(self.data.resolve())
         return {"data": str(self.data) if self.data else None, "dataset": self.dataset, "path": path,
-                "sha256": self.checksum()}  # fmt: skip
+                "sha256": self.checksum(), "attributes": self.describe_attributes()}  # fmt: skip
+
+    def describe_attributes(self) -> dict:
+        """The attribute flags, for a run's config: each file's absolute path and SHA-256."""
+        files = {side: {"path": str(p.resolve()), "sha256": checksum(p)}
+                 for side, p in (("items", self.item_attributes), ("users", self.user_attributes)) if p is not None}  # fmt: skip
+        return {"files": files, "types": self.attribute_types, "ignored": self.ignore_attributes}
 
 
 _DATA_OPTIONS = {
@@ -231,6 +278,11 @@ _DATA_OPTIONS = {
     "columns": (Annotated[str | None, typer.Option("--columns", help="Role of each column in order: user,item,rating[,timestamp]; '-' skips one.")], None),
     "duplicates": (Annotated[str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last, mean, or sum (interactions: their weights add up).")], "error"),
     "rating_scale": (Annotated[str | None, typer.Option("--rating-scale", help="MIN,MAX of the rating scale (inferred when omitted).")], None),
+    "item_attributes": (Annotated[Path | None, typer.Option("--item-attributes", help="What the items are: a delimited file with a header, the item id first (genres, year...).")], None),
+    "user_attributes": (Annotated[Path | None, typer.Option("--user-attributes", help="What the users are: a delimited file with a header, the user id first (age, occupation...).")], None),
+    "attribute_types": (Annotated[str | None, typer.Option("--attribute-types", help="Column kinds over the inferred ones: age=category,zip=category (numeric, category, labels).")], None),
+    "ignore_attributes": (Annotated[bool, typer.Option("--ignore-attributes", help="Read no attributes, not even a MovieLens release's or a split folder's own.")], False),
+    "movielens_tags": (Annotated[bool, typer.Option("--movielens-tags", help="Also give items the tags of a MovieLens release's tags.csv (ml-latest, ML-20M..32M); off by default: users tag what they watched.")], False),
 }  # fmt: skip
 
 #: gives a command the shared data flags as one ``source: DataFlags`` argument
@@ -281,6 +333,7 @@ class SplitFlags:
             if source.data is not None or source.dataset is not None:
                 raise UsageError("give either --split-dir or --data/--dataset with --split, not both")
             ratings, parts = load_split_dir(self.split_dir)
+            ratings = ratings.with_attributes(*source.attributes(self.split_dir))
             log.info("split from %s: %s", self.split_dir, ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
             return ratings, parts
         if self.defaulted:

@@ -223,6 +223,40 @@ def _read_table(path: Path, flag: str, columns: tuple[str, ...], optional: tuple
     return read_table(path, columns, optional)
 
 
+ItemAttributesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--item-attributes",
+        help="Items added since training (a file with the training attributes' columns): scored from them.",
+    ),
+]
+UserAttributesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--user-attributes",
+        help="Users who joined since training (a file with the training attributes' columns): scored from them.",
+    ),
+]
+TypesOpt = Annotated[
+    str | None,
+    typer.Option("--attribute-types", help="Column kinds over the inferred ones: age=category,zip=category."),
+]
+
+
+def join_attributes(fitted, items: Path | None, users: Path | None, types: str | None) -> None:
+    """Add the users and items of attribute files to a fitted model (ids it has stay as they are)."""
+    from ..attributes import parse_types, read_attributes
+
+    for path, flag, add in (
+        (items, "--item-attributes", fitted.add_items),
+        (users, "--user-attributes", fitted.add_users),
+    ):
+        if path is not None:
+            check_input(path, flag)
+            added = add(read_attributes(path, parse_types(types), name=str(path), partial=True))
+            log.info("%s: %d new id(s) join the catalogue", path, len(added))
+
+
 def predict(
     run_dir: RunDirArg,
     user: Annotated[str | None, typer.Option("--user", help="Raw user id (with --item).")] = None,
@@ -230,10 +264,14 @@ def predict(
     pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV with the header user,item: predict every pair.")] = None,
     history: Annotated[Path | None, typer.Option("--history", help="CSV user,item[,rating]: users folded in from these (a ranking run's need no ratings).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="With --pairs: write user,item,prediction here (else stdout).")] = None,
-    fallback: Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item the model never saw.")] = False,
+    fallback: Annotated[bool, typer.Option("--fallback", help="Predict the bias baseline for a user or item known neither by ratings nor by attributes.")] = False,
+    item_attributes: ItemAttributesOpt = None,
+    user_attributes: UserAttributesOpt = None,
+    attribute_types: TypesOpt = None,
 ):  # fmt: skip
     """Predicted ratings (a ranking run: scores) of one pair or of every pair of --pairs, --history
-    folding users in. Example: neucf predict runs/u1 --user 196 --item 242"""
+    folding users in; users and items without ratings are scored from their attributes.
+    Example: neucf predict runs/u1 --user 196 --item 242"""
     if (pairs is None) == (user is None or item is None) or (pairs is not None and (user or item)):
         raise UsageError("give either --pairs FILE or both --user and --item")
     if out is not None:
@@ -244,6 +282,7 @@ def predict(
     if history is not None:
         frames["history"] = _read_table(history, "--history", ("user", "item"), ("rating",))
     fitted = read_run(run_dir)
+    join_attributes(fitted, item_attributes, user_attributes, attribute_types)
     fitted.unknown = "fallback" if fallback else "error"
     table = frames.get("pairs", pd.DataFrame({"user": [user], "item": [item]}))
     predictions = fitted.predict(table["user"].to_numpy(), table["item"].to_numpy(), history=frames.get("history"))
@@ -268,15 +307,22 @@ def recommend(
     out: Annotated[Path | None, typer.Option("--out", help="With --all-users: write user,item,rank,prediction here.")] = None,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also rank items the user already rated.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    candidates: Annotated[Path | None, typer.Option("--candidates", help="CSV with the header item: rank only these items (e.g. this week's arrivals).")] = None,
+    item_attributes: ItemAttributesOpt = None,
+    user_attributes: UserAttributesOpt = None,
+    attribute_types: TypesOpt = None,
 ):  # fmt: skip
-    """The top k items for a user (unseen by default), with scores and titles, or every user's.
+    """The top k items for a user (unseen by default), with scores and titles, or every user's;
+    items and users known only by attributes are listed and served from them.
     Example: neucf recommend runs/u1 --user 196 -k 10"""
+    pool = _read_table(candidates, "--candidates", ("item",))["item"].to_numpy() if candidates is not None else None
     if all_users:
         if user is not None or history is not None or out is None:
             raise UsageError("--all-users takes --out FILE (and -k), not --user or --history")
-        check_output_file(out, [run_dir / "model.pt", *recorded_inputs(run_dir)])
+        check_output_file(out, [candidates, run_dir / "model.pt", *recorded_inputs(run_dir)])
         fitted = read_run(run_dir)
-        tops = fitted.recommend_all(k=k, exclude=run_part(run_dir, "valid", fitted))
+        join_attributes(fitted, item_attributes, user_attributes, attribute_types)
+        tops = fitted.recommend_all(k=k, exclude=run_part(run_dir, "valid", fitted), candidates=pool)
         with atomic_write(out, "w", on_commit=work_done(f"{out} was written")) as handle:
             tops.to_csv(handle, index=False, float_format="%.6g")
         typer.echo(f"wrote {out}: top {k} of {tops['user'].nunique():,} users")
@@ -285,9 +331,10 @@ def recommend(
         raise UsageError("give --user U (with --history to fold a new user in), or --all-users --out FILE")
     frame = _read_table(history, "--history", ("user", "item"), ("rating",)) if history is not None else None
     fitted = read_run(run_dir)
+    join_attributes(fitted, item_attributes, user_attributes, attribute_types)
     if frame is not None and not (frame["user"] == user).any():
         raise DataError(f"{history}: holds nothing of user {user!r}")
-    top = fitted.recommend(user, k=k, exclude_seen=not include_seen, history=frame)
+    top = fitted.recommend(user, k=k, exclude_seen=not include_seen, history=frame, candidates=pool)
     if as_json:
         typer.echo(top.to_json(orient="records", force_ascii=False))
         return
@@ -297,13 +344,15 @@ def recommend(
 
 
 def models():
-    """The registered models: name, task, how each is fitted, its parameters.
+    """The registered models: name, task, how each is fitted, whether it reads attributes
+    (scores users and items without ratings from them), its parameters.
     Example: neucf models"""
     for task in TASKS:
         for name in model_names(task):
             cls = model_class(name, task)
             params = ", ".join(cls.parameters()) or "no parameters"
-            typer.echo(f"{name:<8} {task:<8} {cls.fitted_by:<12} {params}")
+            attributes = "attributes" if cls.uses_attributes else "-"
+            typer.echo(f"{name:<8} {task:<8} {cls.fitted_by:<12} {attributes:<11} {params}")
 
 
 def add_commands(app: typer.Typer) -> None:

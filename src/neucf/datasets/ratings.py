@@ -6,7 +6,7 @@ purchases), each with a weight (1, or a count).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -45,6 +45,9 @@ class Ratings:
     timestamps: np.ndarray | None = None
     item_titles: np.ndarray | None = field(default=None, repr=False)
     implicit: bool = False
+    #: what the items and users are (:class:`~neucf.attributes.Attributes`), when known
+    item_attributes: object | None = field(default=None, repr=False)
+    user_attributes: object | None = field(default=None, repr=False)
 
     @classmethod
     def from_arrays(
@@ -109,7 +112,27 @@ class Ratings:
             timestamps=None if self.timestamps is None else self.timestamps[index],
             item_titles=self.item_titles,
             implicit=self.implicit,
+            item_attributes=self.item_attributes,
+            user_attributes=self.user_attributes,
         )
+
+    def with_attributes(self, items=None, users=None) -> Ratings:
+        """These ratings with item and user attribute tables (:class:`~neucf.attributes.Attributes`,
+        None: none) that the models which read attributes use; an item whose table gives a
+        title and that has none yet takes it.
+
+        Examples:
+            >>> from neucf.attributes import read_attributes
+            >>> r = Ratings.from_arrays([1], [7], [4.0]).with_attributes(read_attributes(b"item,genres\\n7,Drama\\n"))
+            >>> r.item_attributes.kinds
+            {'genres': 'category'}
+        """
+        titles = self.item_titles
+        if items is not None and items.titles is not None:
+            given = pd.Series(items.titles.to_numpy(), index=[id_text(x) for x in items.titles.index])
+            found = given.reindex([id_text(x) for x in self.item_ids]).to_numpy(dtype=object)
+            titles = found if titles is None else np.where(pd.isna(titles), found, titles)
+        return replace(self, item_attributes=items, user_attributes=users, item_titles=titles)
 
     def compact(self) -> Ratings:
         """Drop users and items that have no rating, re-indexing densely (order preserved)."""
@@ -127,6 +150,8 @@ class Ratings:
             timestamps=self.timestamps,
             item_titles=None if self.item_titles is None else self.item_titles[i_keep],
             implicit=self.implicit,
+            item_attributes=self.item_attributes,
+            user_attributes=self.user_attributes,
         )
 
     @cached_property

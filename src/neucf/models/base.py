@@ -17,6 +17,9 @@ reads instead of testing names:
   models, holding out a validation share as the gradient-trained ones do);
 - ``can_fold_in``: whether a user unseen in training can be scored from their history alone;
 - ``uses_weights``: whether it reads the weights of interactions (counts of plays);
+- ``uses_attributes``: whether it scores users and items from their attributes (genres,
+  age...) when the data has them (:mod:`neucf.models.attribute_towers`): ids without training
+  ratings are then scored from their attributes, by any prediction or list;
 - :meth:`Recommender.search_space`: its tuning space; :meth:`Recommender.unregularised`: the
   parameters that switch its regularisation off (for ``diagnose overfit``).
 """
@@ -149,6 +152,8 @@ class Recommender:
     tasks: ClassVar[tuple[str, ...]] = ("rating",)
     #: whether fitting on interactions reads their weights (counts of plays); else each counts once
     uses_weights: ClassVar[bool] = False
+    #: whether it scores users and items from their attributes (see the module docstring)
+    uses_attributes: ClassVar[bool] = False
 
     def __init__(self, unknown: str = "error", seed: int = 0, task: str | None = None, **params):
         if unknown not in ("error", "fallback"):
@@ -249,7 +254,180 @@ class Recommender:
             self.user_bias_ = np.zeros(train.n_users)
             self.item_bias_ = np.bincount(train.items, minlength=train.n_items) / max(train.n_users, 1)
         self._fit(train, valid, options)
+        self.catalogue_ = None
+        if self.uses_attributes and (train.item_attributes is not None or train.user_attributes is not None):
+            self._fit_attributes(train)
         return self
+
+    # ---- attributes: the hooks of the models that read them (uses_attributes) ------------
+    def _fit_attributes(self, train: Ratings) -> None:
+        """Learn to score the ids of ``train``'s attribute tables that have no training data
+        (:class:`~neucf.models.attribute_towers.TowerScoring`,
+        :class:`~neucf.models.attribute_maps.MapScoring`)."""
+        raise NotImplementedError
+
+    def _attribute_state(self) -> dict:
+        """What scores from attributes, as plain values and tensors (for a model file)."""
+        return {}
+
+    def _restore_attributes(self, state: dict) -> None:
+        """Rebuild what :meth:`_attribute_state` wrote."""
+
+    def _cold_scores(self, u: np.ndarray, i: np.ndarray, user_known: np.ndarray, item_known: np.ndarray) -> np.ndarray:
+        """Scores of pairs (indices) whose user or item (or both: not ``user_known``, not
+        ``item_known``) is known only by attributes."""
+        raise NotImplementedError
+
+    def _new_user_scores(self, features, items: np.ndarray) -> np.ndarray:
+        """Scores of a user known only by attributes (a features row) for ``items``, unclipped."""
+        raise NotImplementedError
+
+    def _attribute_catalogue(self, train: Ratings) -> None:
+        """Append the ids of ``train``'s attribute tables that have no training data to the id
+        maps (catalogue entries) and encode every id's attributes (``catalogue_``)."""
+        from .attribute_towers import Catalogue
+
+        self.trained_sizes_ = (len(self.user_ids), len(self.item_ids))
+        self._extend_ids("user", train.user_attributes)
+        self._extend_ids("item", train.item_attributes)
+        self.catalogue_ = Catalogue.of(self.user_ids, self.item_ids, train.user_attributes, train.item_attributes)
+
+    def _trained_ids(self) -> dict:
+        """The id maps as the model was trained on them (``user_ids``, ``item_ids``): without
+        the ids that joined later from attributes (appended, see :meth:`_extend_ids`), which a
+        network has no rows for."""
+        n_users, n_items = getattr(self, "trained_sizes_", None) or (len(self.user_ids), len(self.item_ids))
+        return {"user_ids": self.user_ids[:n_users], "item_ids": self.item_ids[:n_items]}
+
+    def _extend_ids(self, side: str, table) -> np.ndarray:
+        """Append the ids of ``table`` (attributes) that the ``side``'s id map lacks, as ids
+        without training data; returns them."""
+        if table is None:
+            return np.zeros(0)
+        ids = self.user_ids if side == "user" else self.item_ids
+        new = table.ids[~np.isin([id_text(x) for x in table.ids], [id_text(x) for x in ids])]
+        if not len(new):
+            return new
+        if ids.dtype == new.dtype:
+            joined = np.concatenate([ids, new])
+        else:  # numbers and text: the map becomes text, which matches ids as written (lookup_ids)
+            joined = np.array([id_text(x) for x in np.concatenate([ids, new])], dtype=object)
+        zeros = np.zeros(len(new))
+        if side == "user":
+            self.user_ids, self._by_user = joined, None
+            self.known_users = np.concatenate([self.known_users, zeros.astype(bool)])
+            self.user_bias_ = np.concatenate([self.user_bias_, zeros]).astype(self.user_bias_.dtype)
+        else:
+            self.item_ids = joined
+            self.known_items = np.concatenate([self.known_items, zeros.astype(bool)])
+            self.item_bias_ = np.concatenate([self.item_bias_, zeros]).astype(self.item_bias_.dtype)
+            if self.item_titles is not None or table.titles is not None:
+                titles = self.item_titles if self.item_titles is not None else np.full(len(ids), None, dtype=object)
+                extra = [None if table.titles is None else table.titles.get(x) for x in new]
+                self.item_titles = np.concatenate([titles, np.array(extra, dtype=object)])
+        log.info("%d %s(s) known only by their attributes joined the catalogue", len(new), side)
+        return new
+
+    def attribute_sides(self) -> tuple[str, ...]:
+        """The sides (``"user"``, ``"item"``) this fitted model scores from attributes.
+
+        Examples:
+            >>> from neucf.models import Biases
+            >>> Biases().fit(Ratings.from_arrays([1], [1], [4.0])).attribute_sides()
+            ()
+        """
+        return ()
+
+    def _attribute_known(self, side: str, index: np.ndarray) -> np.ndarray:
+        """Which ids (indices of the map) of ``side`` this model can score from attributes."""
+        if side not in self.attribute_sides():
+            return np.zeros(len(index), bool)
+        return self.catalogue_.has[side][index]
+
+    def add_items(self, attributes, interactions=None) -> np.ndarray:
+        """Items added after training, known by their attributes (an
+        :class:`~neucf.attributes.Attributes` table with the columns the training table had),
+        join the catalogue without retraining: they are scored and listed from their
+        attributes. Ids the model already has are left as they are. Returns the ids added.
+
+        Examples:
+            >>> from neucf.attributes import read_attributes
+            >>> from neucf.models import GMF
+            >>> r = Ratings.from_arrays([1, 1, 2, 2], [1, 2, 1, 2], [5.0, 3.0, 4.0, 2.0])
+            >>> r = r.with_attributes(read_attributes(b"item,genres\\n1,Drama\\n2,Comedy\\n"))
+            >>> model = GMF(factors=2, epochs=1).fit(r)
+            >>> model.add_items(read_attributes(b"item,genres\\n3,Drama\\n")).tolist()
+            [3]
+            >>> model.predict([1], [3]).shape
+            (1,)
+        """
+        if interactions is not None:
+            raise UsageError("add_items takes the new items' attributes only; retrain to learn from their interactions")
+        return self._add("item", attributes)
+
+    def add_users(self, attributes) -> np.ndarray:
+        """Users who signed up after training, known by their attributes (an
+        :class:`~neucf.attributes.Attributes` table with the columns the training table had),
+        scored and given lists from them without retraining. Returns the ids added."""
+        return self._add("user", attributes)
+
+    def _add(self, side: str, attributes) -> np.ndarray:
+        self._check_fitted()
+        if side not in self.attribute_sides():
+            raise UsageError(
+                f"this {self.name} model scores no {side} from attributes: fit a model that reads them "
+                f"(neucf models says which) on data with {side} attributes"
+            )
+        new = self._extend_ids(side, attributes)
+        self._catalogue_grew(side, attributes, new)
+        return new
+
+    def _catalogue_grew(self, side: str, table, ids) -> None:
+        """Encode the attributes of ``ids``, just appended to the id map."""
+        self.catalogue_.extend(side, table, ids)
+
+    def _folded_cold(self, state, items: np.ndarray, row) -> np.ndarray:
+        """A folded-in user's scores (state of :meth:`_fold_in`, from ``row``: item indices
+        and ratings) for items known only by attributes; models that read attributes give it."""
+        raise NotImplementedError
+
+    def listable(self) -> np.ndarray:
+        """Which items (a mask over the id map) a list may hold: those with training data, and
+        those this model scores from attributes.
+
+        Examples:
+            >>> from neucf.models import Biases
+            >>> Biases().fit(Ratings.from_arrays([1], [1], [4.0])).listable().tolist()
+            [True]
+        """
+        mask = self.known_items.copy()
+        if "item" in self.attribute_sides():
+            mask |= self.catalogue_.has["item"]
+        return mask
+
+    def _user_scores(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
+        """:meth:`_score_user` for items a list may hold and a user known by training data
+        or by attributes (the pairs it cannot take are scored from attributes)."""
+        warm = self.known_items[items] & bool(self.known_users[u])
+        if warm.all():
+            return self._score_user(u, items, unseen)
+        out = np.empty(len(items), np.float32)
+        if warm.any():
+            out[warm] = self._score_user(u, items[warm], unseen)
+        out[~warm] = self.predict_index(np.full(int((~warm).sum()), u), items[~warm])
+        return out
+
+    def _users_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """:meth:`_score_users` for known users and items a list may hold."""
+        warm = self.known_items[items]
+        if warm.all():
+            return self._score_users(users, items)
+        out = np.empty((len(users), len(items)), np.float32)
+        out[:, warm] = self._score_users(users, items[warm])
+        cold = items[~warm]
+        scores = self.predict_index(np.repeat(users, len(cold)), np.tile(cold, len(users)))
+        out[:, ~warm] = scores.reshape(len(users), len(cold))
+        return out
 
     def check_data(self, train: Ratings) -> None:
         """Refuse (:class:`UsageError`), before any work, settings that cannot apply to
@@ -336,15 +514,20 @@ class Recommender:
         return self._predict_mapped(u, i, self.unknown)[0]
 
     def _predict_mapped(self, u: np.ndarray, i: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions for indices (-1 = not in the id map) and the mask of pairs the model knew."""
+        """Predictions for indices (-1 = not in the id map) and the mask of pairs the model
+        scored (from training data, or attributes); the others got the baseline."""
         in_map = (u >= 0) & (i >= 0)
         uc, ic = np.maximum(u, 0), np.maximum(i, 0)
         user_known = (u >= 0) & self.known_users[uc]
         item_known = (i >= 0) & self.known_items[ic]
         known = user_known & item_known & in_map
-        if policy == "error" and not known.all():
-            bad = int(np.argmin(known))
-            if not user_known[bad]:
+        # a side without training ratings but with attributes is scored from them
+        user_ok = user_known | ((u >= 0) & self._attribute_known("user", uc))
+        item_ok = item_known | ((i >= 0) & self._attribute_known("item", ic))
+        cold = user_ok & item_ok & ~known
+        if policy == "error" and not (known | cold).all():
+            bad = int(np.argmin(known | cold))
+            if not user_ok[bad]:
                 kind, ids, index = "user", self.user_ids, u[bad]
             else:
                 kind, ids, index = "item", self.item_ids, i[bad]
@@ -359,7 +542,9 @@ class Recommender:
         out = out.astype(np.float32)
         if known.any():
             out[known] = self._predict_index(u[known], i[known])
-        return (np.clip(out, *self.scale) if self.task == "rating" else out), known
+        if cold.any():
+            out[cold] = self._cold_scores(u[cold], i[cold], user_known[cold], item_known[cold])
+        return (np.clip(out, *self.scale) if self.task == "rating" else out), known | cold
 
     def _rated_by(self, u: int) -> np.ndarray:
         """The items user ``u`` rated in training (indices, ascending), from a by-user index of
@@ -372,8 +557,8 @@ class Recommender:
         return items[starts[u] : starts[u + 1]]
 
     def _unseen(self, seen: np.ndarray) -> np.ndarray:
-        """The known items not in ``seen`` (indices, ascending)."""
-        keep = self.known_items.copy()
+        """The items a list may hold (:meth:`listable`) not in ``seen`` (indices, ascending)."""
+        keep = self.listable()
         keep[seen] = False
         return np.flatnonzero(keep)
 
@@ -447,7 +632,12 @@ class Recommender:
             )
             scores = self.mean_ + self.item_bias_[items]
         else:
-            scores = self._predict_folded(self._fold_in(*row), items)
+            state = self._fold_in(*row)
+            warm = self.known_items[items]
+            scores = np.empty(len(items), np.float32)
+            scores[warm] = self._predict_folded(state, items[warm]) if warm.any() else []
+            if not warm.all():
+                scores[~warm] = self._folded_cold(state, items[~warm], row)
         scores = np.asarray(scores, dtype=np.float32)
         return np.clip(scores, *self.scale) if self.task == "rating" else scores
 
@@ -531,7 +721,7 @@ class Recommender:
         row (known item indices ``items`` and their ``ratings``), folded in: the index-level
         :meth:`predict_new_user`, for callers that hold indices (a server)."""
         targets = np.asarray(targets, dtype=np.int64)
-        unknown = ~self.known_items[targets]
+        unknown = ~self.listable()[targets]
         if unknown.any():
             raise DataError(f"item {show_id(self.item_ids[targets[np.argmax(unknown)]])} has no training rating")
         return self._folded_scores(self._checked_row(items, ratings), targets, None)
@@ -552,7 +742,7 @@ class Recommender:
             mine = np.flatnonzero(keys == key)
             item_index = lookup_ids(self.item_ids, items[mine], "item", missing_ok=fallback)
             known_item = item_index >= 0
-            known_item[known_item] &= self.known_items[item_index[known_item]]
+            known_item[known_item] &= self.listable()[item_index[known_item]]
             if not known_item.all() and not fallback:
                 bad = items[mine][int(np.argmin(known_item))]
                 raise DataError(
@@ -565,9 +755,15 @@ class Recommender:
         return out
 
     # ---- the estimator API: lists, evaluation, persistence, by the modules that do them ----
-    def recommend(self, user=None, k: int = 10, exclude_seen: bool = True, history=None) -> pd.DataFrame:
+    def recommend(
+        self, user=None, k: int = 10, exclude_seen: bool = True, history=None, user_attributes: dict | None = None,
+        candidates=None,
+    ) -> pd.DataFrame:  # fmt: skip
         """The top ``k`` items for a raw user id, best first: columns item, prediction (the
-        score: a predicted rating, or a ranking score) and title (see :func:`neucf.lists.recommend`).
+        score: a predicted rating, or a ranking score) and title (see :func:`neucf.lists.recommend`);
+        ``history`` folds a user in from their ratings, ``user_attributes`` (a dict column ->
+        value) describes a new user to a model that reads attributes; ``candidates`` (raw
+        ids) narrows the list to those items.
 
         Examples:
             >>> from neucf.models import Biases
@@ -577,7 +773,7 @@ class Recommender:
         """
         from ..lists import recommend
 
-        return recommend(self, user, k, exclude_seen, history)
+        return recommend(self, user, k, exclude_seen, history, user_attributes, candidates)
 
     def recommend_index(self, u: int, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` for a known user's dense index, as arrays (:func:`neucf.lists.recommend_index`).
@@ -606,8 +802,10 @@ class Recommender:
 
         return recommend_row(self, items, ratings, k)
 
-    def recommend_all(self, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256) -> pd.DataFrame:
-        """Every known user's top ``k`` (:func:`neucf.lists.recommend_all`).
+    def recommend_all(
+        self, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256, candidates=None
+    ) -> pd.DataFrame:
+        """Every known user's top ``k``, of ``candidates`` (raw ids) when given (:func:`neucf.lists.recommend_all`).
 
         Examples:
             >>> from neucf.models import Biases
@@ -617,7 +815,7 @@ class Recommender:
         """
         from ..lists import recommend_all
 
-        return recommend_all(self, k, exclude, batch_users)
+        return recommend_all(self, k, exclude, batch_users, candidates)
 
     def evaluate(self, ratings: Ratings) -> dict:
         """RMSE and MAE on ``ratings`` (:func:`neucf.evaluation.rating_metrics`)."""

@@ -118,6 +118,47 @@ class Ensemble(Recommender):
                 if isinstance(member, TorchRecommender):
                     member._refit_biases(everything)
 
+    uses_attributes: ClassVar[bool] = True  # through its members that read them
+
+    def _fit_attributes(self, train):
+        """The members read the attributes themselves; the ensemble keeps the id maps and the
+        catalogue in step with theirs."""
+        self._attribute_catalogue(train)
+
+    def attribute_sides(self) -> tuple[str, ...]:
+        """The sides every member that reads attributes scores from them."""
+        readers = (
+            [m for m in self.members_ if m.attribute_sides()] if getattr(self, "catalogue_", None) is not None else []
+        )
+        if not readers:
+            return ()
+        return tuple(s for s in ("user", "item") if all(s in m.attribute_sides() for m in readers))
+
+    def _catalogue_grew(self, side, table, ids):
+        super()._catalogue_grew(side, table, ids)
+        for member in self.members_:
+            if member.attribute_sides():
+                member._extend_ids(side, table)
+                member._catalogue_grew(side, table, ids)
+
+    def _blend(self, score) -> np.ndarray:
+        """``score(member, index)`` of the members that read attributes, weighed, their weights
+        scaled up to the ensemble's total (equal where they all weigh 0)."""
+        readers = [(w, k, m) for k, (w, m) in enumerate(zip(self.weights_, self.members_)) if m.attribute_sides()]
+        total = sum(w for w, _, _ in readers)
+        if total <= 0:
+            return (sum(score(m, k) for _, k, m in readers) / len(readers)).astype(np.float32)
+        return (self.weights_.sum() / total * sum(w * score(m, k) for w, k, m in readers)).astype(np.float32)
+
+    def _cold_scores(self, u, i, user_known, item_known):
+        return self._blend(lambda m, _: m._cold_scores(u, i, user_known, item_known))
+
+    def _folded_cold(self, state, items, row):
+        return self._blend(lambda m, k: m._folded_cold(state[k], items, row))
+
+    def _new_user_scores(self, features, items):
+        return self._blend(lambda m, _: m._new_user_scores(features, items))
+
     def _predict_index(self, users, items):
         return sum(w * m._predict_index(users, items) for w, m in zip(self.weights_, self.members_)).astype(np.float32)
 

@@ -28,6 +28,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -131,6 +132,9 @@ class Hybrid(RankingModel):
         mixes = list(MIXES) if cfg.mix is None else [cfg.mix]
         if not rated:
             slopes, mixes = [None], [0.0]
+        # the hybrid scores users and items known only by attributes itself (RankingModel's
+        # linear maps), in its own units: its members read none
+        train = dataclasses.replace(train, item_attributes=None, user_attributes=None)
         fit_part, check = self._split_for_settings(train, valid)
         given = fit_part is train
         like = None

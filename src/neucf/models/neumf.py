@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from ..errors import UsageError
 from ..training import help_metadata
+from .attribute_towers import TowerScoring
 from .base import BiasFit
 from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection, _index_types, _take
 from .registry import register
@@ -437,17 +438,19 @@ def input_matrices(train, inputs: str, fit: BiasFit) -> tuple[sp.csr_matrix, sp.
     return sp.hstack([residual, rated], format="csr"), sp.hstack([residual.T, rated.T], format="csr")
 
 
-class RatingVectorModel(TorchRecommender):
+class RatingVectorModel(TowerScoring, TorchRecommender):
     """What NeuMF, GMF and MLP share: the network, its search space and its regularisers.
 
     Subclasses say which branches they have (``gmf``, ``mlp``) and their config class.
     A user unseen in training is folded in by passing their rating row through the trained
-    user projection, normalised as in training.
+    user projection, normalised as in training. Users and items known only by attributes are
+    scored by attribute towers through the network's head (:class:`TowerScoring`).
     """
 
     gmf: ClassVar[bool] = True
     mlp: ClassVar[bool] = True
     can_fold_in: ClassVar[bool] = True
+    uses_attributes: ClassVar[bool] = True
     # large batches (a step's first layer costs the whole matrix's non-zeros, so fewer steps
     # make an epoch cheaper), a fixed number of steps per epoch on larger data (an epoch's cost
     # linear in the data), a moving average of the weights over about 30 steps (validated and
@@ -514,6 +517,27 @@ class RatingVectorModel(TorchRecommender):
         p = self.net.activation(self.net.user_projection(torch.tensor([u])))
         bias = 0.0 if self.net.baseline is None else self.net.baseline.user_bias[u]
         return np.clip(self.net.score_row(p, index, bias).float().numpy(), *self.scale)
+
+    @torch.no_grad()
+    def _warm_sides(self):
+        """Every user's row and item's column through the first layer (eval mode), the bias
+        terms and the mean (0s without a baseline)."""
+        self.net.eval()
+        users = torch.arange(self.net.user_projection.shape[0])
+        p = torch.cat([self.net.activation(self.net.user_projection(users[s : s + 4096]))
+                       for s in range(0, len(users), 4096)])  # fmt: skip
+        q = self.net.represent_items(torch.arange(self.net.item_projection.shape[0]))
+        baseline = self.net.baseline
+        if baseline is None:
+            return p, torch.zeros(len(p)), q, torch.zeros(len(q)), 0.0
+        return p, baseline.user_bias.detach(), q, baseline.item_bias.detach(), float(baseline.mean)
+
+    def _folded_cold(self, state, items, row):
+        p, bias = state
+        return self._rep_scores(p, 0.0 if bias is None else bias, items)
+
+    def _score_sides(self, p, q, base):
+        return self.net.head(p, q, base if self.net.baseline is not None else None)
 
     def _build(self, train):
         k = self.config.factors

@@ -33,7 +33,8 @@ FORMAT = "neucf-model"
 #: version 3 (neucf 0.2.0): networks and mf hold their bias terms, networks read residual rows;
 #: version 4 (neucf 0.3.0): networks hold a vector per user and item id (``ids``);
 #: version 5 (neucf 0.4.0): the model's task (rating or ranking) and whether its data were
-#: interactions without ratings
+#: interactions without ratings; files of neucf 0.8.0 may also hold ``attributes`` (the
+#: attribute features and towers), which a file without it does not need
 FORMAT_VERSION = 5
 
 
@@ -59,7 +60,26 @@ def payload(model) -> dict:
         "baseline": [model.mean_, torch.from_numpy(model.user_bias_), torch.from_numpy(model.item_bias_)],
         "history": None if model.history is None else model.history.to_dict(),
         "state": model._state(),
+        "attributes": _attributes_out(model),
     }
+
+
+def _attributes_out(model) -> dict | None:
+    """The catalogue of attribute features and what scores from it (None: the model reads no
+    attributes)."""
+    if getattr(model, "catalogue_", None) is None:
+        return None
+    return {"trained_sizes": list(model.trained_sizes_), "catalogue": model.catalogue_.to_dict(),
+            "scorers": model._attribute_state()}  # fmt: skip
+
+
+def _attributes_in(model, data: dict | None) -> None:
+    from .attribute_towers import Catalogue
+
+    model.catalogue_, model.towers_, model._sides = None, None, None
+    if data is not None:
+        model.catalogue_ = Catalogue.from_dict(data["catalogue"])
+        model._restore_attributes(data["scorers"])
 
 
 def from_payload(data: dict, device: str = "cpu"):
@@ -77,7 +97,11 @@ def from_payload(data: dict, device: str = "cpu"):
     mean, bu, bi = data["baseline"]
     model.mean_, model.user_bias_, model.item_bias_ = float(mean), bu.numpy(), bi.numpy()
     model.history = None if data["history"] is None else History.from_dict(data["history"])
+    attributes = data.get("attributes")
+    if attributes is not None:
+        model.trained_sizes_ = tuple(attributes["trained_sizes"])
     model._restore(data["state"], device)
+    _attributes_in(model, data.get("attributes"))
     return model
 
 

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from ..datasets import Ratings
 from ..metrics import check_relevance, default_relevance
 from ..splits import held_out_mask
+from .attribute_maps import MapScoring
 from .base import Recommender
 
 #: the share of train held out to choose settings when a split has no validation part
@@ -60,9 +61,10 @@ class RankingConfig:
     )
 
 
-class RankingModel(Recommender):
+class RankingModel(MapScoring, Recommender):
     """Base of the models made to rank items (the ranking task): scores are ranking scores, not
-    ratings; users fold in from their history (items, with ratings or not)."""
+    ratings; users fold in from their history (items, with ratings or not); users and items
+    known only by attributes are scored by linear maps (:class:`MapScoring`)."""
 
     tasks: ClassVar[tuple[str, ...]] = ("ranking",)
     can_fold_in: ClassVar[bool] = True
@@ -85,7 +87,8 @@ class RankingModel(Recommender):
         """The users x items matrix of the interactions the model was fitted on (1 each)."""
         users, items, _ = self.train_
         ones = np.ones(len(users), np.float32)
-        return sp.csr_matrix((ones, (users, items)), shape=(len(self.user_ids), len(self.item_ids)))
+        ids = self._trained_ids()
+        return sp.csr_matrix((ones, (users, items)), shape=(len(ids["user_ids"]), len(ids["item_ids"])))
 
     def _split_for_settings(self, train: Ratings, valid: Ratings | None) -> tuple[Ratings, Ratings]:
         """The training and validation parts that choose the model's settings: ``valid`` when

@@ -163,13 +163,13 @@ class TorchRecommender(Recommender):
         interaction = predict_batches(self.net, users, items) - baseline(users, items)
         target = np.asarray(arrays[2], dtype=np.float64) - interaction.double().cpu().numpy()
         ratings = Ratings(
-            users=arrays[0], items=arrays[1], ratings=target, user_ids=self.user_ids, item_ids=self.item_ids,
-            scale=self.scale,
+            users=arrays[0], items=arrays[1], ratings=target, **self._trained_ids(), scale=self.scale,
         )  # fmt: skip
         fit = BiasFit.of(ratings, baseline.reg_user, baseline.reg_item)
         baseline.mean.fill_(fit.mean)
         baseline.user_bias.copy_(torch.from_numpy(fit.user_bias))
         baseline.item_bias.copy_(torch.from_numpy(fit.item_bias))
+        self._sides = None  # what attribute towers score through changed
 
     def _predict_index(self, users, items):
         pred = predict_batches(self.net, torch.from_numpy(users), torch.from_numpy(items))
@@ -200,9 +200,7 @@ class TorchRecommender(Recommender):
 
     def _input_ratings(self) -> Ratings:
         users, items, values = self.inputs_
-        return Ratings(
-            users=users, items=items, ratings=values, user_ids=self.user_ids, item_ids=self.item_ids, scale=self.scale
-        )
+        return Ratings(users=users, items=items, ratings=values, **self._trained_ids(), scale=self.scale)
 
     def _state(self):
         held = None if self.held_out_ is None else torch.from_numpy(self.held_out_)

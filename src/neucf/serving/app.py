@@ -1,7 +1,8 @@
 """The FastAPI app over a :class:`~neucf.serving.RecommendationService`.
 
 Endpoints (JSON, ids as text): ``GET /health``, ``GET /model``, ``GET /users/{user}/recommendations``,
-``POST /predictions``, ``POST /recommendations``, ``GET /items``; the web page at ``/`` (its files
+``POST /predictions``, ``POST /recommendations``, ``GET /items`` (``?newest=true``: the items known
+only by attributes); the web page at ``/`` (its files
 under ``/static``) and the API docs at ``/docs`` and ``/openapi.json`` with their assets served by
 the app itself (fastapi-offline), so nothing is fetched from a CDN.
 
@@ -68,30 +69,58 @@ class Rating(BaseModel):
     )  # fmt: skip
 
 
-class PredictionRequest(BaseModel):
-    """Items to predict for a known ``user`` or for a new user given by ``ratings`` (one of the two)."""
+#: a new user's attributes: column -> value (numbers for numeric columns, labels joined by |)
+AttributeValues = dict[str, str | float | int | None]
+ATTRIBUTES_HELP = (
+    'A new user\'s attributes, column -> value (e.g. {"age": 25, "gender": "F"}), for a model that '
+    "reads them: used where the ratings hold no item the model can read."
+)
+IGNORED_ATTRIBUTES = (
+    "The new user's attributes the model does not read (a column it does not know): left out, not an error."
+)
 
-    # exactly one of user and ratings, said in the schema too; neither may be null
+
+class PredictionRequest(BaseModel):
+    """Items to predict for a known ``user`` or for a new user given by ``ratings`` and/or
+    ``attributes`` (a known user, or a new one)."""
+
+    # a known user or a new one, said in the schema too; none of them may be null
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"oneOf": [{"required": ["user"]}, {"required": ["ratings"]}]}
-    )
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["user"]}, {"anyOf": [{"required": ["ratings"]},
+                                                                        {"required": ["attributes"]}]}]},
+    )  # fmt: skip
     user: str = Field(None, min_length=1, max_length=256, description="A user the model knows.")
     ratings: list[Rating] = Field(None, max_length=MAX_HISTORY, description="A new user's ratings.")
+    attributes: AttributeValues = Field(None, max_length=256, description=ATTRIBUTES_HELP)
     items: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="Raw item ids to predict.")
 
     @model_validator(mode="after")
     def _one_user(self):
-        if (self.user is None) == (self.ratings is None):
-            raise ValueError("give either user (a known user) or ratings (a new user's history), not both")
+        if (self.user is None) == (self.ratings is None and self.attributes is None):
+            raise ValueError("give either user (a known user) or ratings and/or attributes (a new user's), not both")
         return self
 
 
 class RecommendationRequest(BaseModel):
-    """A new user's ratings and how many items to recommend."""
+    """A new user's ratings and/or attributes, how many items to recommend, and of which."""
 
-    model_config = ConfigDict(extra="forbid")
-    ratings: list[Rating] = Field(max_length=MAX_HISTORY, description="The user's ratings (may be empty).")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["ratings"]}, {"required": ["attributes"]}]}
+    )
+    ratings: list[Rating] = Field(None, max_length=MAX_HISTORY, description="The user's ratings (may be empty).")
+    attributes: AttributeValues = Field(None, max_length=256, description=ATTRIBUTES_HELP)
+    candidates: list[str] = Field(
+        None, max_length=MAX_ITEMS,
+        description="Rank only these items (e.g. this week's arrivals); those the model does not know go to ignored.",
+    )  # fmt: skip
     k: int = Field(10, ge=1, le=1000, description="How many items.")
+
+    @model_validator(mode="after")
+    def _some_user(self):
+        if self.ratings is None and self.attributes is None:
+            raise ValueError("give the new user's ratings (may be empty) and/or their attributes")
+        return self
 
     @field_validator("k", mode="before")
     @classmethod
@@ -135,6 +164,7 @@ class Predictions(BaseModel):
 
     predictions: list[Prediction]
     ignored: list[str] = Field(default_factory=list, description="Items of the history the model does not know.")
+    ignored_attributes: list[str] = Field(default_factory=list, description=IGNORED_ATTRIBUTES)
 
 
 class Recommended(BaseModel):
@@ -151,8 +181,10 @@ class Recommendations(BaseModel):
     user: str | None = Field(None, description="The user asked about (absent for a new user).")
     items: list[Recommended] = Field(description="Best first.")
     ignored: list[str] = Field(
-        default_factory=list, description="Items of the history the model does not know: left out, not an error."
+        default_factory=list,
+        description="Items of the history or the candidates the model does not know: left out, not an error.",
     )
+    ignored_attributes: list[str] = Field(default_factory=list, description=IGNORED_ATTRIBUTES)
 
 
 class Item(BaseModel):
@@ -387,25 +419,37 @@ def create_app(
     @api.post("/recommendations", response_model=Recommendations, response_model_exclude_none=True,
               responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
     async def new_user_recommendations(body: RecommendationRequest):
-        """The top k for a new user given by their history (fold-in), leaving out its items; items the
-        model does not know are ignored and listed in ``ignored``."""
-        items, ignored = service.recommend_new([(r.item, r.rating) for r in body.ratings], k=body.k)
-        return {"user": None, "items": [vars(x) for x in items], "ignored": ignored}
+        """The top k for a new user given by their history (fold-in), leaving out its items, or by
+        their attributes where the history holds no item the model can read; of ``candidates``
+        only, when given. Items the model does not know are ignored and listed in ``ignored``."""
+        items, ignored, unread = service.recommend_new(
+            [(r.item, r.rating) for r in body.ratings or []],
+            k=body.k,
+            attributes=body.attributes,
+            candidates=body.candidates,
+        )
+        return {"user": None, "items": [vars(x) for x in items], "ignored": ignored, "ignored_attributes": unread}
 
     @api.post("/predictions", response_model=Predictions, responses=_NOT_FOUND, tags=["predictions"])
     async def predictions(body: PredictionRequest):
-        """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's ``ratings``."""
+        """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's
+        ``ratings`` and/or ``attributes``."""
         ratings = None if body.ratings is None else [(r.item, r.rating) for r in body.ratings]
-        values, ignored = service.predict(body.items, user=body.user, ratings=ratings)
-        return {"predictions": [{"item": i, "prediction": p} for i, p in zip(body.items, values)], "ignored": ignored}
+        values, ignored, unread = service.predict(
+            body.items, user=body.user, ratings=ratings, attributes=body.attributes
+        )
+        predicted = [{"item": i, "prediction": p} for i, p in zip(body.items, values)]
+        return {"predictions": predicted, "ignored": ignored, "ignored_attributes": unread}
 
     @api.get("/items", response_model=Items, response_model_exclude_none=True, tags=["items"])
     async def items(
         q: Annotated[str, Query(max_length=256, description="Text the title contains (any case).")] = "",
         limit: Annotated[int, Query(ge=1, le=1000, description="How many items.")] = 20,
-    ):
-        """Items whose title contains ``q`` (their id, when the data has no titles), most rated first."""
-        return {"items": service.search(q, limit)}
+        newest: Annotated[bool, Query(description="The newest items instead: nobody rated them in training, the model knows them by their attributes; added last first.")] = False,
+    ):  # fmt: skip
+        """Items whose title contains ``q`` (their id, when the data has no titles), most rated first;
+        or, with ``newest``, the items known only by their attributes, newest first."""
+        return {"items": service.newest(limit) if newest else service.search(q, limit)}
 
     app.include_router(api)
     return app

@@ -84,7 +84,9 @@ class RecommendationService:
     titles the model brought from its data; ``metrics`` are shown by :meth:`describe`.
 
     Ids are matched as text, as :func:`~neucf.datasets.lookup_ids` does: ``"42"`` is the
-    integer id 42. Only users and items with training ratings are known.
+    integer id 42. The users and items it knows are those with training ratings and, for a
+    model that reads attributes, those it scores from their attributes; a new user's history
+    is read from items with training ratings only (the others are ignored).
     """
 
     def __init__(self, model: Recommender, metrics: Mapping | None = None, titles: Mapping[str, str] | None = None):
@@ -92,9 +94,11 @@ class RecommendationService:
             raise UsageError("the service needs a fitted model")
         self.model = model
         self.metrics = dict(metrics or {})
-        self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if model.known_users[i]}
+        users = model.known_users | model._attribute_known("user", np.arange(len(model.user_ids)))
+        self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if users[i]}
         keys = [id_text(x) for x in model.item_ids]
-        self._items = {k: i for i, k in enumerate(keys) if model.known_items[i]}
+        listable = model.listable()
+        self._items = {k: i for i, k in enumerate(keys) if listable[i]}
         self._item_keys = np.array(keys, dtype=object)
         if titles is not None:
             self.titles = np.array([titles.get(k) for k in keys], dtype=object)
@@ -102,10 +106,10 @@ class RecommendationService:
             self.titles = model.item_titles
         else:
             self.titles = None
-        known = np.flatnonzero(model.known_items)
+        known = np.flatnonzero(listable)
         counts = np.bincount(model.train_[1], minlength=len(keys))
-        # search answers the most rated items first
-        self._search_order = known[np.argsort(-counts[known], kind="stable")]
+        # search answers the most rated items first, then the newest (those added last)
+        self._search_order = known[np.lexsort((-known, -counts[known]))]
         searchable = self.titles if self.titles is not None else self._item_keys
         self._searchable = pd.Series(searchable[self._search_order]).fillna("").astype(str).str.lower()
         self._lock = threading.Lock()
@@ -147,36 +151,85 @@ class RecommendationService:
         return self._scored(*top)
 
     def recommend_new(
-        self, ratings: Sequence[tuple[str, float | None]], k: int = 10
-    ) -> tuple[list[ItemScore], list[str]]:
-        """The top ``k`` of a user known only by their history ((item, rating) pairs, the
-        rating None for an interaction without one), folded in, the history's items excluded;
-        and the items of the history the model does not know, which were ignored (a catalogue
-        grows between trainings)."""
+        self,
+        ratings: Sequence[tuple[str, float | None]],
+        k: int = 10,
+        attributes: Mapping | None = None,
+        candidates: Sequence[str] | None = None,
+    ) -> tuple[list[ItemScore], list[str], list[str]]:
+        """The top ``k`` of a new user, known by their history ((item, rating) pairs, the
+        rating None for an interaction without one; folded in, its items excluded) or, where
+        it holds no item the model can read, by ``attributes`` (a dict column -> value); of
+        ``candidates`` (item ids) only, when given. Also the history's and the candidates'
+        items the model does not know, and the attributes it does not read, which were
+        ignored (a catalogue grows between trainings; a model may read no user attributes)."""
+        from ..lists import recommend_attributes, recommend_row
+
         items, values, ignored = self._history(ratings)
+        allowed, unknown = self._allowed(candidates)
+        usable, unread = self._attributes(attributes)
         with self._lock:
-            top = self.model.recommend_row(items, values, k=k)
-        return self._scored(*top), ignored
+            if len(items) or not usable:
+                top = recommend_row(self.model, items, values, k=k, allowed=allowed)
+            else:
+                top = recommend_attributes(self.model, usable, k, allowed)
+        return self._scored(*top), list(dict.fromkeys([*ignored, *unknown])), unread
+
+    def _allowed(self, candidates: Sequence[str] | None) -> tuple[np.ndarray | None, list[str]]:
+        """The mask of ``candidates`` the model can list, and those it cannot (ignored)."""
+        if candidates is None:
+            return None, []
+        allowed = np.zeros(len(self._item_keys), bool)
+        known = [self._items[c] for c in candidates if c in self._items]
+        allowed[known] = True
+        return allowed, list(dict.fromkeys(c for c in candidates if c not in self._items))
+
+    def _attributes(self, attributes: Mapping | None) -> tuple[dict, list[str]]:
+        """A new user's attributes the model reads, and the names of those it does not."""
+        if not attributes:
+            return {}, []
+        reads = set()
+        if "user" in self.model.attribute_sides():
+            reads = {name for name, _, _ in self.model.catalogue_.maps["user"].columns}
+        return {k: v for k, v in attributes.items() if k in reads}, [k for k in attributes if k not in reads]
 
     def predict(
-        self, items: Sequence[str], user: str | None = None, ratings: Sequence[tuple[str, float | None]] | None = None
-    ) -> tuple[list[float], list[str]]:
+        self,
+        items: Sequence[str],
+        user: str | None = None,
+        ratings: Sequence[tuple[str, float | None]] | None = None,
+        attributes: Mapping | None = None,
+    ) -> tuple[list[float], list[str], list[str]]:
         """Predicted ratings (a ranking model's: scores) of ``items`` in their order, for a
-        known ``user`` or for a new user given by their history (exactly one of the two); and
-        the history's items the model does not know, which were ignored."""
-        if (user is None) == (ratings is None):
-            raise InvalidRequest("give either a known user or the ratings of a new one, not both")
+        known ``user`` or for a new user given by their history and/or ``attributes`` (the
+        history when it holds an item the model can read, else the attributes); and the
+        history's items and the attributes the model does not read, which were ignored."""
+        from ..lists import new_user_scores
+
+        if (user is None) == (ratings is None and attributes is None):
+            raise InvalidRequest("give either a known user or the ratings or attributes of a new one, not both")
         u = None if user is None else self._user(user)
         index = np.array([self._item(x) for x in items], dtype=np.int64)
         ignored: list[str] = []
+        usable, unread = self._attributes(attributes)
         if u is not None:
             with self._lock:
                 out = self.model.predict_index(np.full(len(index), u), index)
         else:
-            rated, values, ignored = self._history(ratings)
+            rated, values, ignored = self._history(ratings or [])
             with self._lock:
-                out = self.model.predict_row(rated, values, index)
-        return [float(x) for x in out], ignored
+                if len(rated) or not usable:
+                    out = self.model.predict_row(rated, values, index)
+                else:
+                    out = new_user_scores(self.model, usable, index)
+        return [float(x) for x in out], ignored, unread
+
+    def newest(self, limit: int = 20) -> list[dict]:
+        """The items nobody rated in training, known by their attributes (added to the
+        catalogue since, or never rated), the newest (added last) first."""
+        fresh = np.array([i for i in self._items.values() if not self.model.known_items[i]], dtype=np.int64)
+        index = np.sort(fresh)[::-1][: max(int(limit), 0)]
+        return [{"item": self._item_keys[i], "title": self._title(i)} for i in index]
 
     def search(self, query: str = "", limit: int = 20) -> list[dict]:
         """Items whose title (or id, when there are no titles) contains ``query``, ignoring case;
@@ -206,7 +259,7 @@ class RecommendationService:
         history, ignored = {}, []
         for item, rating in ratings:
             index = self._items.get(item)
-            if index is None:
+            if index is None or not self.model.known_items[index]:  # a fold-in reads rated items only
                 ignored.append(item)
                 continue
             history[index] = self._checked_rating(item, rating)

@@ -1,8 +1,8 @@
 // The page of `neucf serve`: search items, rate them, and see a new user's recommendations
-// (fold-in), or a known user's. Plain JavaScript, no build step, nothing from a CDN.
+// (fold-in), or a known user's; the newest items (known by attributes), ranked for you. Plain JavaScript, no build step, nothing from a CDN.
 "use strict";
 
-const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, key: sessionStorage.getItem("neucf-key") };
+const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, newest: [], key: sessionStorage.getItem("neucf-key") };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -107,6 +107,29 @@ async function rate(item, title, value) {
   }
 }
 
+async function showNewest() {
+  // items nobody has rated yet, known to the model by their attributes
+  try {
+    const data = await api("items?newest=true&limit=10");
+    state.newest = data.items.map((it) => it.item);
+    $("newest-section").hidden = data.items.length === 0;
+    fill($("newest"), data.items.map((it) => row(label(it.item, it.title), document.createElement("span"))), "none");
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
+async function rankNewest() {
+  const ratings = [...state.ratings.entries()].map(([i, r]) => (r.rating === null ? { item: i } : { item: i, rating: r.rating }));
+  try {
+    const data = await api("recommendations", { ratings, candidates: state.newest, k: 10 });
+    $("message").textContent = "";
+    showRecommendations(`The newest items, ranked for you (from ${ratings.length} rated)`, data.items);
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
 async function knownUser(event) {
   event.preventDefault();
   const user = $("user-id").value.trim();
@@ -131,6 +154,7 @@ async function start() {
     $("rated-title").textContent = model.implicit ? "Your likes" : "Your ratings";
     $("key-form").hidden = true;
     search();
+    showNewest();
   } catch (error) {
     $("model-line").textContent = error.message;
   }
@@ -145,4 +169,5 @@ $("key-form").addEventListener("submit", (event) => {
 let timer;
 $("search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
 $("user-form").addEventListener("submit", knownUser);
+$("rank-newest").addEventListener("click", rankNewest);
 start();
