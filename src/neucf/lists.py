@@ -211,7 +211,8 @@ def recommend_all(
     _check_k(k)
     seen_users, seen_items = seen_pairs(model, exclude)
     users = np.flatnonzero(model.known_users)
-    candidates = _narrow(np.flatnonzero(model.listable()), candidate_mask(model, candidates))
+    allowed = candidate_mask(model, candidates)  # a narrowing of what the model can list
+    candidates = np.flatnonzero(model.listable() if allowed is None else allowed)
     if not len(candidates):
         raise DataError("no candidate item is one the model can list")
     column = np.full(len(model.item_ids), -1)

@@ -108,7 +108,7 @@ class MapScoring:
         self._attribute_catalogue(train)
         n_users, n_items = self.trained_sizes_
         items, users = self._features("item", np.arange(n_items)), self._features("user", np.arange(n_users))
-        self.maps_ = LinearMaps.fit(self._training_interactions(), items, users)
+        self.maps_, self._histories = LinearMaps.fit(self._training_interactions(), items, users), None
         # each map's line onto the model's scores, from random pairs of known users and items
         rng = np.random.default_rng(self.seed)
         users = np.repeat(rng.choice(np.flatnonzero(self.known_users), 500), 8)
@@ -128,14 +128,16 @@ class MapScoring:
                 if needs <= set(sides)]  # fmt: skip
 
     def _raw_map_scores(self, kind: str, u: np.ndarray, i: np.ndarray, history=None) -> np.ndarray:
-        if kind == "item" and history is None:  # old users' histories through W, once per user
-            unique, inverse = np.unique(u, return_inverse=True)
-            history = np.asarray(self._training_interactions()[unique] @ self.maps_.item)[inverse]
+        if kind == "item" and history is None:  # old users' histories through W, made once
+            if getattr(self, "_histories", None) is None:
+                self._histories = np.asarray(self._training_interactions() @ self.maps_.item)
+            history = self._histories[u]
         features = self._features("user", u) if kind != "item" else None
         item_features = self._features("item", i) if kind != "user" else None
         return self.maps_.raw(kind, history, features, i, item_features)
 
     def attribute_sides(self) -> tuple[str, ...]:
+        """The sides that have a map."""
         maps = getattr(self, "maps_", None)
         return () if maps is None or getattr(self, "catalogue_", None) is None else maps.sides()
 
@@ -166,4 +168,4 @@ class MapScoring:
         return self.maps_.to_dict()
 
     def _restore_attributes(self, state: dict) -> None:
-        self.maps_ = LinearMaps.from_dict(state)
+        self.maps_, self._histories = LinearMaps.from_dict(state), None

@@ -202,6 +202,7 @@ class TowerScoring:
         self.towers_ = fit_towers(self, self.catalogue_, self.train_, self.tower_settings, self.seed)
 
     def attribute_sides(self) -> tuple[str, ...]:
+        """The sides that have a tower."""
         towers = getattr(self, "towers_", None) if getattr(self, "catalogue_", None) is not None else None
         return tuple(side for side in SIDES if towers is not None and side in towers)
 
