@@ -25,7 +25,8 @@ iterations. neucf's models choose their own settings on the validation part (a t
 where a split has none) and never see the test part. On ml-100k the best peer is taken per
 fold, then the mean. Figures: NDCG@10 and Recall@10 (``neucf.metrics``), fit seconds.
 
-``--quick`` runs u1 and ml1m. Also measured on ML-1M: the whole ``neucf train --task ranking``
+A neucf row named with ``+attributes`` (``--rows "neucf ranking,neucf ranking+attributes"``) is
+the same model fitted with the MovieLens release's own attributes. ``--quick`` runs u1 and ml1m. Also measured on ML-1M: the whole ``neucf train --task ranking``
 command (start to exit, a subprocess), every user's top 10 (``neucf recommend --all-users``),
 and fold-in plus top 10 for a new user with 20 interactions (median over 50 users); on u1,
 new users: 100 users held out of training post half their ratings to the app
@@ -49,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from neucf.attributes import movielens_attributes
 from neucf.datasets import Ratings, load, read_ratings_file, write_split_dir
 from neucf.datasets.filters import k_core
 from neucf.datasets.synthetic import PRESETS, generate_ratings
@@ -208,11 +210,16 @@ def run_dataset(name: str, rows: list[str]) -> dict:
     train, valid, test = (ratings.subset(getattr(split, p)) for p in ("train", "valid", "test"))
     out = {"interactions": len(ratings), "users": ratings.n_users, "items": ratings.n_items, "relevant": threshold}
     for row in rows:
-        if row in NEUCF_ROWS:
-            model, task = NEUCF_ROWS[row]
+        base, attributes = row.removesuffix("+attributes"), row.endswith("+attributes")
+        if base in NEUCF_ROWS:
+            model, task = NEUCF_ROWS[base]
             if task == "rating" and ratings.implicit:
                 continue
-            result = neucf_model(model, task, train, valid, test, threshold)
+            data = train
+            if attributes:  # the release's own attributes, beside the same fit without them
+                release = os.environ["NEUCF_ML1M" if name == "ml1m" else "NEUCF_ML100K"]
+                data = train.with_attributes(*movielens_attributes(release))
+            result = neucf_model(model, task, data, valid, test, threshold)
         elif row == "EASE":
             result = peer_ease(train, valid, test, threshold)
         else:
