@@ -23,12 +23,20 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+log = logging.getLogger(__name__)
+
+#: the most items the item map is solved for: its solve holds two items x items matrices of
+#: float64 (1.6 GB at this size) and its eigendecomposition's time grows with the cube of the
+#: items (seconds at ML-1M's 3,706, minutes here)
+MAX_ITEMS = 10_000
 
 
 @dataclass
@@ -41,10 +49,26 @@ class LinearMaps:
     calibration: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, x: sp.csr_matrix, items: np.ndarray | None, users: np.ndarray | None) -> LinearMaps:
+    def fit(
+        cls, x: sp.csr_matrix, items: np.ndarray | None, users: np.ndarray | None, max_items: int = MAX_ITEMS
+    ) -> LinearMaps:
         """The maps of interactions ``x`` (users x items) and the features of the same items
-        (``items``, rows of ``x``'s columns) and users (``users``, rows of ``x``'s rows)."""
+        (``items``, rows of ``x``'s columns) and users (``users``, rows of ``x``'s rows). The
+        item map's exact solve holds two items x items matrices: above ``max_items`` items it
+        is not made (said in the log), and new items are then not scored from attributes.
+
+        Examples:
+            >>> x = sp.csr_matrix(np.eye(3, dtype=np.float32))
+            >>> LinearMaps.fit(x, np.eye(3), None, max_items=2).sides()
+            ()
+        """
         w = h = None
+        if items is not None and x.shape[1] > max_items:
+            log.warning(
+                "new items are not scored from attributes: the item map's exact solve holds two %d x %d matrices "
+                "(it is made up to %d items)", x.shape[1], x.shape[1], max_items,
+            )  # fmt: skip
+            items = None
         if items is not None:
             gram = (x.T @ x).toarray().astype(np.float64)
             s, u = np.linalg.eigh(gram)
