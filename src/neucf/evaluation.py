@@ -191,8 +191,7 @@ def evaluate_ranking(
 
 def _attribute_users(model) -> dict:
     """The users (as text) that ``model`` knows by attributes only, and their indices."""
-    index = np.flatnonzero(~model.known_users)
-    index = index[model._attribute_known("user", index)]
+    index = np.flatnonzero(model.scorable("user") & ~model.known_users)
     return {id_text(model.user_ids[u]): int(u) for u in index}
 
 

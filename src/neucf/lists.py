@@ -135,7 +135,7 @@ def recommend_index(
     model._check_fitted()
     _check_k(k)
     in_map = 0 <= u < len(model.user_ids)
-    if not in_map or not (model.known_users[u] or model._attribute_known("user", np.array([u]))[0]):
+    if not in_map or not model.scorable("user")[u]:
         shown = show_id(model.user_ids[u]) if in_map else f"index {u}"
         raise DataError(f"user {shown} has no training rating, so there is nothing to personalise")
     seen = model._rated_by(u)

@@ -73,8 +73,9 @@ class LinearMaps:
             gram = (x.T @ x).toarray().astype(np.float64)
             s, u = np.linalg.eigh(gram)
             features = items.astype(np.float64)
-            t, v = np.linalg.eigh(features.T @ features)
-            lam = max(float(np.diag(gram).mean() * np.diag(features.T @ features).mean()), 1e-6)
+            cross = features.T @ features
+            t, v = np.linalg.eigh(cross)
+            lam = max(float(np.diag(gram).mean() * np.diag(cross).mean()), 1e-6)
             # X^T X W A^T A + lam W = X^T X A, diagonal in both eigenbases
             w = u @ ((u.T @ (gram @ features) @ v) / (np.outer(np.maximum(s, 0), np.maximum(t, 0)) + lam)) @ v.T
         if users is not None:

@@ -305,7 +305,7 @@ class Recommender:
         if table is None:
             return np.zeros(0)
         ids = self.user_ids if side == "user" else self.item_ids
-        new = table.ids[~np.isin([id_text(x) for x in table.ids], [id_text(x) for x in ids])]
+        new = table.ids[lookup_ids(ids, table.ids, side, missing_ok=True) < 0]
         if not len(new):
             return new
         if ids.dtype == new.dtype:
@@ -391,19 +391,28 @@ class Recommender:
         and ratings) for items known only by attributes; models that read attributes give it."""
         raise NotImplementedError
 
+    def scorable(self, side: str) -> np.ndarray:
+        """Which users or items (``side``; a mask over its id map) this model scores: those
+        with training data, and those it scores from their attributes.
+
+        Examples:
+            >>> from neucf.models import Biases
+            >>> Biases().fit(Ratings.from_arrays([1], [1], [4.0])).scorable("user").tolist()
+            [True]
+        """
+        known = self.known_users if side == "user" else self.known_items
+        return known | self._attribute_known(side, np.arange(len(known)))
+
     def listable(self) -> np.ndarray:
-        """Which items (a mask over the id map) a list may hold: those with training data, and
-        those this model scores from attributes.
+        """Which items (a mask over the id map) a list may hold: those this model scores
+        (:meth:`scorable`).
 
         Examples:
             >>> from neucf.models import Biases
             >>> Biases().fit(Ratings.from_arrays([1], [1], [4.0])).listable().tolist()
             [True]
         """
-        mask = self.known_items.copy()
-        if "item" in self.attribute_sides():
-            mask |= self.catalogue_.has["item"]
-        return mask
+        return self.scorable("item")
 
     def _user_scores(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
         """:meth:`_score_user` for items a list may hold and a user known by training data

@@ -76,7 +76,7 @@ def _attributes_out(model) -> dict | None:
 def _attributes_in(model, data: dict | None) -> None:
     from .attribute_towers import Catalogue
 
-    model.catalogue_, model.towers_, model._sides = None, None, None
+    model.catalogue_ = None
     if data is not None:
         model.catalogue_ = Catalogue.from_dict(data["catalogue"])
         model._restore_attributes(data["scorers"])
@@ -98,10 +98,10 @@ def from_payload(data: dict, device: str = "cpu"):
     model.mean_, model.user_bias_, model.item_bias_ = float(mean), bu.numpy(), bi.numpy()
     model.history = None if data["history"] is None else History.from_dict(data["history"])
     attributes = data.get("attributes")
-    if attributes is not None:
+    if attributes is not None:  # the network is rebuilt at the size it was trained at
         model.trained_sizes_ = tuple(attributes["trained_sizes"])
     model._restore(data["state"], device)
-    _attributes_in(model, data.get("attributes"))
+    _attributes_in(model, attributes)
     return model
 
 

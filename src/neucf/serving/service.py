@@ -94,7 +94,7 @@ class RecommendationService:
             raise UsageError("the service needs a fitted model")
         self.model = model
         self.metrics = dict(metrics or {})
-        users = model.known_users | model._attribute_known("user", np.arange(len(model.user_ids)))
+        users = model.scorable("user")
         self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if users[i]}
         keys = [id_text(x) for x in model.item_ids]
         listable = model.listable()
