@@ -164,6 +164,33 @@ def topn_section() -> list[str]:
     return [*lines, "", provenance(record, "topn.json"), ""]
 
 
+def scale_topn_section() -> list[str]:
+    record = load("scale_topn.json")
+    if record is None:
+        return []
+    lines = [
+        "## Lists at any catalogue size",
+        "",
+        "Generated interactions (taste groups, Zipf popularity), `user-ratio` split, NDCG@10 on 10,000 test "
+        "users; neucf's default (the hybrid, which picks its path by the data's size) beside `implicit`'s ALS "
+        "and SANSA; peak memory of the process that fitted it; every user's top 10.",
+        "",
+        "| set | users | items | lists from | NDCG@10 | fit s | peak GB | all-users top 10 s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, rows in record["results"].items():
+        size = record["sets"][name]
+        for row, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {name} | {size['users']:,} | {size['items']:,} | {row} | {r['error']} | | | |")
+                continue
+            lines.append(
+                f"| {name} | {size['users']:,} | {size['items']:,} | {row} | {r['ndcg']:.4f} | "
+                f"{r['fit_seconds']:.0f} | {r['peak_gb']:.1f} | {r['all_users_seconds']:.0f} |"
+            )
+    return [*lines, "", provenance(record, "scale_topn.json"), ""]
+
+
 def scale_section() -> list[str]:
     record = load("scale.json")
     if record is None:
@@ -277,8 +304,8 @@ def benchmarks_page() -> str:
         "the machines differ between dates, so compare only figures of one table.",
         "",
     ]
-    sections = (quality_section, attributes_section, topn_section, cold_section, scale_section, foldin_section,
-                serve_section)  # fmt: skip
+    sections = (quality_section, attributes_section, topn_section, scale_topn_section, cold_section, scale_section,
+                foldin_section, serve_section)  # fmt: skip
     for section in sections:
         parts.extend(section())
     return "\n".join(parts) + "\n"

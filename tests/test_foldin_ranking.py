@@ -301,7 +301,8 @@ def test_every_registered_model_says_whether_it_folds_in():
         "autorec": True, "mean": True, "bias": True, "pop": True, "mf": True, "gmf": True, "mlp": True,
         "neumf": True, "ensemble": True}  # fmt: skip
     assert {name: model_class(name, "ranking").can_fold_in for name in model_names("ranking")} == {
-        "pop": True, "ease": True, "als": True, "bpr": True, "hybrid": True, "neumf": True}  # fmt: skip
+        "pop": True, "ease": True, "als": True, "bpr": True, "hybrid": True, "neumf": True,
+        "sparse-ease": True}  # fmt: skip
 
 
 # ---- top-k lists as a server computes them ------------------------------------------------
@@ -312,6 +313,48 @@ def test_top_k_is_the_head_of_a_stable_sort(values, k):
 
     scores = np.array(values, dtype=np.float64)
     assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from([0.0, 1.0, 2.0, -1.0, np.inf, -np.inf, np.nan]), min_size=12, max_size=12),
+             min_size=1, max_size=6),
+    st.integers(1, 14),
+)  # fmt: skip
+def test_each_rows_top_is_the_head_of_a_stable_sort(rows, k):
+    """Every row's top k (ties to the smaller column; NaN below every number), however many ties."""
+    from neucf.lists import top_rows
+
+    scores = np.array(rows, dtype=np.float64)
+    expected = np.argsort(-np.where(np.isnan(scores), -np.inf, scores), axis=1, kind="stable")[:, :k]
+    assert top_rows(scores, k).tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, -1.0, np.nan]), min_size=10, max_size=10),
+             min_size=1, max_size=5),
+    st.lists(st.booleans(), min_size=10, max_size=10),
+    st.integers(0, 2**31),
+    st.integers(1, 10),
+)  # fmt: skip
+def test_sparse_scores_make_the_lists_their_dense_matrix_makes(rows, listable, seed, k):
+    """Ranking a sparse matrix (missing entries 0) by its stored entries gives the dense lists,
+    excluded and unlistable columns never listed, -1 where a row runs out."""
+    import scipy.sparse as sp
+
+    from neucf.lists import top_rows, top_sparse
+
+    dense = np.array(rows)
+    excluded = np.random.default_rng(seed).random(dense.shape) < 0.2
+    listable = np.array(listable)
+    ranked = np.where(np.isnan(dense), -np.inf, dense)
+    ranked[:, ~listable] = -np.inf
+    ranked[excluded] = -np.inf
+    expected = top_rows(ranked, k)
+    expected = np.where(np.isfinite(np.take_along_axis(ranked, expected, axis=1)), expected, -1)
+    got = top_sparse(sp.csr_matrix(dense), sp.csr_matrix(excluded.astype(float)), listable, k)
+    assert got.tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from neucf.cli import main
 from neucf.datasets import Ratings, k_core, read_ratings_file
 from neucf.errors import DataError, UsageError
 from neucf.evaluation import sampled_ranking
-from neucf.models import EASE, Popularity, make_model, model_names
+from neucf.models import EASE, Popularity, SparseEASE, make_model, model_names
 from neucf.serving import RecommendationService, create_app
 from neucf.splits import leave_last_out_split, user_ratio_split
 
@@ -27,6 +27,7 @@ FAST = {
     "ease": {},
     "hybrid": {},
     "pop": {},
+    "sparse-ease": {"neighbours": 4},
 }
 
 
@@ -53,7 +54,7 @@ def group_of_item(raw: str, n_items: int = 12) -> int:
     return int(raw[1:]) // (n_items // 2)
 
 
-@pytest.mark.parametrize("name", ["ease", "als", "bpr", "neumf", "hybrid"])
+@pytest.mark.parametrize("name", ["ease", "als", "bpr", "neumf", "hybrid", "sparse-ease"])
 def test_each_ranking_model_recommends_the_users_own_group(name, groups):
     model = make_model(name, task="ranking", **FAST[name]).fit(groups)
     hits = 0
@@ -73,6 +74,59 @@ def test_ease_matches_a_direct_solve(groups):
     direct = np.eye(x.shape[1]) - p / np.diag(p)  # B = I - P diag(1 / diag(P))
     np.testing.assert_allclose(model.weights_, direct, atol=1e-5)
     assert np.allclose(np.diag(model.weights_), 0)
+
+
+def test_sparse_ease_with_every_other_item_as_a_neighbour_is_ease():
+    """Each item's ridge regression on all the others is EASE's column (here every pair of items
+    co-occurs); fewer neighbours keep each item's most similar ones by cosine."""
+    from neucf.models.sparse_ease import gram, nearest
+
+    rng = np.random.default_rng(0)
+    dense = rng.random((60, 9)) < 0.5
+    r = Ratings.from_arrays(*np.nonzero(dense), implicit=True)
+    x = r.user_item.toarray().astype(np.float64)
+    assert (x.T @ x > 0).all()
+    for p in (0.0, 0.5):
+        full = SparseEASE(l2=3.0, dropout=p, neighbours=8).fit(r)
+        np.testing.assert_allclose(full.b_.toarray(), EASE(l2=3.0, dropout=p).fit(r).weights_, atol=1e-5)
+    g = x.T @ x
+    cosine = g / np.sqrt(np.outer(np.diag(g), np.diag(g)))
+    np.fill_diagonal(cosine, -1)
+    index, real = nearest(gram(r.user_item.tocsr().astype(np.float32)), 3)
+    assert real.all() and (np.sort(cosine, 1)[:, ::-1][:, :3] == np.take_along_axis(cosine, index, 1)).all()
+    few = SparseEASE(l2=3.0, dropout=0.0, neighbours=3).fit(r)
+    assert (np.diff(few.b_.tocsc().indptr) <= 3).all() and few.b_.diagonal().sum() == 0
+
+
+def test_the_default_list_model_picks_its_path_by_the_catalogues_size(groups, monkeypatch, tmp_path):
+    """Above DENSE_ITEMS items, 'will they pick it' is the neighbourhood EASE; the choice is in
+    the model's params (a replay takes the same path) and in the log."""
+    from neucf.models import hybrid
+
+    assert make_model("hybrid", task="ranking").fit(groups).get_params()["pick"] == "ease"
+    monkeypatch.setattr(hybrid, "DENSE_ITEMS", 10)  # groups has 12 items
+    model = make_model("hybrid", task="ranking", neighbours=4).fit(groups)
+    assert model.get_params()["pick"] == "sparse-ease" and isinstance(model.pick_, SparseEASE)
+    assert group_of_item(model.recommend("u0", k=1)["item"].iloc[0]) == 0  # its own group
+    loaded = type(model).load(model.save(tmp_path / "m.pt"))
+    assert loaded.get_params()["pick"] == "sparse-ease"
+    assert loaded.recommend("u40", k=3)["item"].tolist() == model.recommend("u40", k=3)["item"].tolist()
+    assert make_model("hybrid", task="ranking", pick="ease").fit(groups).get_params()["pick"] == "ease"
+    rated = synthetic_ratings(n_users=80, n_items=40, density=0.3)
+    both = make_model("hybrid", task="ranking", like="bias", neighbours=8).fit(rated)
+    assert isinstance(both.pick_, SparseEASE) and both.like_ is not None and both.slope_ in (0.7, 1.0, 1.4)
+    assert (both.pick_relevant_ is not None) == (both.mix_ > 0)
+    assert np.isfinite(both.recommend(rated.user_ids[0], k=5)["prediction"]).all()
+    # every list through the sparse scores is the list of the dense scores
+    for fitted in (model, both):
+        sparse = fitted.recommend_all(k=5)
+        monkeypatch.setattr(type(fitted), "_sparse_scores", lambda self, users: None)
+        dense = fitted.recommend_all(k=5)
+        monkeypatch.undo()
+        assert sparse[["user", "item", "rank"]].equals(dense[["user", "item", "rank"]])
+        np.testing.assert_allclose(sparse["prediction"], dense["prediction"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(UsageError, match="pick must be one of ease, sparse-ease"):
+        make_model("hybrid", task="ranking", pick="dense")
 
 
 def test_ease_chooses_its_settings_on_validation_and_the_dropout_term_is_edlae(groups):
@@ -316,5 +370,32 @@ def test_ease_refuses_an_item_count_its_matrices_cannot_hold(groups, monkeypatch
     from neucf.models import memory
 
     monkeypatch.setattr(memory, "memory_bytes", lambda: 24 * 10 * 10 * 2)  # room for 10 items
-    with pytest.raises(UsageError, match=r"12 items take .* allow at most 10 items.*--model als or --model neumf"):
+    with pytest.raises(UsageError, match=r"12 items take .* allow at most 10 items.*--model sparse-ease"):
         EASE().fit(groups)
+
+
+def test_the_taste_group_generator_is_the_shared_scripts_row_for_row(tmp_path):
+    """``taste_group_frame`` (at least as many items as its 400 groups) gives the rows of ``../shared/tools/synth_implicit.py`` (the issue's
+    generator) for the same arguments, and the same rows for the same seed."""
+    import subprocess
+    import sys
+
+    from neucf.datasets.synthetic import taste_group_frame
+
+    frame = taste_group_frame(300, 5000, 8, seed=3)
+    assert frame.equals(taste_group_frame(300, 5000, 8, seed=3)) and not frame.equals(taste_group_frame(300, 5000, 8))
+    assert frame.groupby("user").size().min() >= 1 and frame["item"].max() < 5000
+    script = Path(__file__).resolve().parents[2] / "shared" / "tools" / "synth_implicit.py"
+    if not script.exists():
+        pytest.skip(f"{script} is not here to compare with")
+    out = tmp_path / "s.csv"
+    subprocess.run([sys.executable, str(script), str(out), "300", "5000", "8", "3"], check=True, capture_output=True)
+    assert frame.equals(pd.read_csv(out))
+
+
+def test_sparse_ease_refuses_data_whose_gram_matrix_cannot_fit(groups, monkeypatch):
+    from neucf.models import memory
+
+    monkeypatch.setattr(memory, "memory_bytes", lambda: 10_000)
+    with pytest.raises(UsageError, match=r"sparse EASE on 240 interactions would take about .*--neighbours"):
+        SparseEASE().fit(groups)

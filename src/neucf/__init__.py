@@ -3,7 +3,7 @@
 Examples:
     >>> import neucf
     >>> neucf.__version__
-    '0.8.0'
+    '0.9.0'
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .datasets import Ratings
 from .datasets.ratings import id_text, lookup_ids
 from .errors import DataError, UsageError
-from .lists import recommend_all, recommend_index, top_rows
+from .lists import batch_rows, float_copy, recommend_all, recommend_index, top_rows, top_sparse
 from .metrics import default_relevance, mae, ranking_metrics, rmse
 
 
@@ -29,7 +30,8 @@ def lists_metrics(
     score_users, seen, users: np.ndarray, items: np.ndarray, k: int = 10, listable: np.ndarray | None = None
 ) -> dict:
     """Ranking metrics of top-``k`` lists given by index: ``score_users(batch)`` scores a batch
-    of user indices against every item (a (len(batch), n_items) array); a user's ``seen``
+    of user indices against every item (a (len(batch), n_items) array, or a sparse matrix whose
+    missing entries are 0: :func:`~neucf.lists.top_sparse`); a user's ``seen``
     items (a users x items sparse matrix) are never listed, nor items outside ``listable`` (a
     mask; default: the items some user has seen); ``users``/``items``: the relevant (user,
     item) pairs. What the ranking models' validation and the benchmarks' peers are scored
@@ -50,9 +52,14 @@ def lists_metrics(
     relevant = np.split(items, starts[1:])
     unknown = ~listable if listable is not None else np.asarray(seen.sum(0)).ravel() == 0
     tops = []
-    for start in range(0, len(who), 1024):
-        batch = who[start : start + 1024]
-        scores = np.array(score_users(batch), dtype=np.float64)
+    size = batch_rows(seen.shape[1], 1024)
+    for start in range(0, len(who), size):
+        batch = who[start : start + size]
+        scores = score_users(batch)
+        if sp.issparse(scores):  # missing entries are 0: the top of the stored ones, mostly
+            tops.append(top_sparse(scores, seen[batch], ~unknown, k))
+            continue
+        scores = float_copy(scores)
         scores[:, unknown] = -np.inf
         rows = seen[batch].tocoo()
         scores[rows.row, rows.col] = -np.inf
@@ -156,10 +163,12 @@ def evaluate_ranking(
     """
     threshold = relevance_threshold(model, test, relevant)
     texts = np.vectorize(id_text, otypes=[object])
-    tops = recommend_all(model, k=k, exclude=exclude)
+    users, by_user = _relevant_by_user(test, threshold)
+    # lists only for the users scored: their ids as the model's indices
+    mapped = lookup_ids(model.user_ids, test.user_ids[np.unique(test.users)], "user", missing_ok=True)
+    tops = recommend_all(model, k=k, exclude=exclude, users=mapped[mapped >= 0])
     tops = tops.assign(user=texts(tops["user"].to_numpy()), item=texts(tops["item"].to_numpy()))
     lists = tops.groupby("user", sort=False)["item"].apply(np.asarray).to_dict()
-    users, by_user = _relevant_by_user(test, threshold)
     baseline = None
     top = np.full((len(users), k), None, dtype=object)
     by_attributes = _attribute_users(model)

@@ -18,9 +18,12 @@ Examples:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+import torch
 
 from .datasets import Ratings
 from .datasets.ratings import id_text, lookup_ids, show_id
@@ -201,60 +204,180 @@ def seen_pairs(model, exclude: Ratings | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recommend_all(
-    model, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256, candidates=None
+    model, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256, candidates=None, users=None
 ) -> pd.DataFrame:
-    """Every known user's top ``k`` in one vectorised pass: columns user, item, rank (1 =
-    best), prediction (the score). Candidates are the items a list may hold that the user
-    did not see in training nor in ``exclude`` (e.g. the validation part), narrowed to
-    ``candidates`` (raw ids) when given."""
+    """Every known user's top ``k`` (of ``users``, model indices, when given) in one vectorised
+    pass: columns user, item, rank (1 = best), prediction (the score). Candidates are the items
+    a list may hold that the user did not see in training nor in ``exclude`` (e.g. the
+    validation part), narrowed to ``candidates`` (raw ids) when given. The frames of
+    :func:`recommend_batches`, joined."""
+    frames = list(recommend_batches(model, k, exclude, batch_users, candidates, users))
+    if not frames:
+        return pd.DataFrame({"user": [], "item": [], "rank": [], "prediction": []})
+    return pd.concat(frames, ignore_index=True)
+
+
+def recommend_batches(
+    model, k: int = 10, exclude: Ratings | None = None, batch_users: int = 256, candidates=None, users=None
+) -> Iterator[pd.DataFrame]:
+    """:func:`recommend_all` as one frame per ``batch_users`` users (fewer where the catalogue
+    is too large for that many, :func:`batch_rows`), made as they are asked for: memory bounded
+    by one batch's scores, whatever the number of users and items (a file of every user's list
+    is written as it is made).
+
+    Examples:
+        >>> from neucf.models import Biases
+        >>> r = Ratings.from_arrays([1, 1, 2, 2], [1, 2, 2, 3], [5.0, 3.0, 4.0, 2.0])
+        >>> [len(f) for f in recommend_batches(Biases().fit(r), k=1, batch_users=1)]
+        [1, 1]
+    """
     model._check_fitted()
     _check_k(k)
     seen_users, seen_items = seen_pairs(model, exclude)
-    users = np.flatnonzero(model.known_users)
+    known = model.known_users
+    users = np.flatnonzero(known) if users is None else np.unique(np.asarray(users, np.int64)[known[users]])
     allowed = candidate_mask(model, candidates)  # a narrowing of what the model can list
     candidates = np.flatnonzero(model.listable() if allowed is None else allowed)
     if not len(candidates):
         raise DataError("no candidate item is one the model can list")
     column = np.full(len(model.item_ids), -1)
     column[candidates] = np.arange(len(candidates))
-    frames = []
+    batch_users = batch_rows(len(candidates), batch_users)
+    # items known only by attributes are scored densely, from their attributes
+    sparse_ok = bool(model.known_items[candidates].all())
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        predictions = model._users_scores(batch, candidates)
-        scores = np.array(model._rank(predictions, candidates), dtype=np.float64)
         position = np.full(len(model.user_ids), -1)
         position[batch] = np.arange(len(batch))
         mine = (position[seen_users] >= 0) & (column[seen_items] >= 0)
-        scores[position[seen_users[mine]], column[seen_items[mine]]] = -np.inf
-        order = top_rows(scores, k)
-        valid = np.isfinite(np.take_along_axis(scores, order, axis=1))
-        picked = np.take_along_axis(predictions, order, axis=1)
-        rows, ranks = np.nonzero(valid)
-        frames.append(pd.DataFrame({
+        sparse = model._sparse_scores(batch) if sparse_ok else None
+        if sparse is not None:
+            excluded = sp.csr_matrix((np.ones(int(mine.sum()), np.float32),
+                                      (position[seen_users[mine]], seen_items[mine])), shape=sparse.shape)  # fmt: skip
+            items = top_sparse(sparse, excluded, column >= 0, k)
+            rows, ranks = np.nonzero(items >= 0)
+            picked = np.asarray(sparse[rows, items[rows, ranks]]).ravel()
+            items = items[rows, ranks]
+        else:
+            predictions = model._users_scores(batch, candidates)
+            scores = float_copy(model._rank(predictions, candidates))
+            scores[position[seen_users[mine]], column[seen_items[mine]]] = -np.inf
+            order = top_rows(scores, k)
+            rows, ranks = np.nonzero(np.isfinite(np.take_along_axis(scores, order, axis=1)))
+            picked = predictions[rows, order[rows, ranks]]
+            items = candidates[order[rows, ranks]]
+        yield pd.DataFrame({
             "user": model.user_ids[batch[rows]],
-            "item": model.item_ids[candidates[order[valid]]],
+            "item": model.item_ids[items],
             "rank": ranks + 1,
-            "prediction": picked[valid].astype(np.float32),
-        }))  # fmt: skip
-    return pd.concat(frames, ignore_index=True)
+            "prediction": np.asarray(picked, np.float32),
+        })  # fmt: skip
+
+
+#: the most scores (users x items) one batch of lists holds: about 200 MB in 32 bits
+BATCH_SCORES = 50_000_000
+
+
+def batch_rows(n_items: int, most: int) -> int:
+    """How many users' scores one batch holds: ``most``, fewer where a catalogue of ``n_items``
+    would take more than :data:`BATCH_SCORES` numbers (memory bounded whatever its size).
+
+    Examples:
+        >>> batch_rows(3_000, 1024), batch_rows(1_000_000, 1024)
+        (1024, 50)
+    """
+    return int(max(1, min(most, BATCH_SCORES // max(n_items, 1))))
+
+
+def top_sparse(scores: sp.spmatrix, excluded: sp.spmatrix | None, listable: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_rows` of sparse scores whose missing entries are 0, never listing the
+    non-zeros of ``excluded`` (same shape) nor the columns outside ``listable``: -1 where a row
+    has fewer than ``k`` such columns. A row with ``k`` positive scores left has its top among
+    its stored entries (work in proportion to them, not to the columns); any other row is
+    made dense and ranked by :func:`top_rows` (the same lists, ties to the smaller column).
+
+    Examples:
+        >>> s = sp.csr_matrix(np.array([[0.0, 2.0, 0.0, 1.0], [0.0, 0.0, -1.0, 0.0]]))
+        >>> top_sparse(s, None, np.array([True, True, True, False]), 2).tolist()
+        [[1, 0], [0, 1]]
+    """
+    scores = sp.csr_matrix(scores)
+    n, m = scores.shape
+    coo = scores.tocoo()
+    row, col, value = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    ok = listable[col] & (value > 0)
+    if excluded is not None and excluded.nnz:
+        gone = excluded.tocoo()
+        ok &= ~np.isin(row * m + col, gone.row.astype(np.int64) * m + gone.col)
+    row, col, value = row[ok], col[ok], value[ok]
+    order = np.lexsort((col, -value, row))  # by row, then value (highest first), then column
+    row, col = row[order], col[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, np.arange(n))[row]
+    keep = rank < k
+    top = np.full((n, k), -1, dtype=np.int64)
+    top[row[keep], rank[keep]] = col[keep]
+    lacking = np.flatnonzero(np.bincount(row[keep], minlength=n) < k)
+    if len(lacking):  # zeros (in column order) and negative scores may make their lists
+        dense = float_copy(scores[lacking].toarray())
+        dense[:, ~listable] = -np.inf
+        if excluded is not None:
+            gone = sp.csr_matrix(excluded)[lacking].tocoo()
+            dense[gone.row, gone.col] = -np.inf
+        best = top_rows(dense, k)
+        top[lacking] = np.where(np.isfinite(np.take_along_axis(dense, best, axis=1)), best, -1)
+    return top
+
+
+def float_copy(scores) -> np.ndarray:
+    """A writable copy of ``scores`` in floating point: 32-bit floats stay 32-bit (their order
+    is the same in 64 bits; the copy of a large batch is half the memory and time).
+
+    Examples:
+        >>> float_copy(np.array([1, 2])).dtype, float_copy(np.zeros(2, np.float32)).dtype
+        (dtype('float64'), dtype('float32'))
+    """
+    scores = np.array(scores)
+    return scores if scores.dtype in (np.float32, np.float64) else scores.astype(np.float64)
 
 
 def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     """Each row's ``k`` highest columns (all of them where a row has fewer), highest first,
-    ties to the smaller column: a partition, then a stable sort of what it keeps.
+    ties to the smaller column, NaN below every number: the k-th best value (torch's top-k),
+    then a stable sort of the columns that reach it.
 
     Examples:
         >>> top_rows(np.array([[1.0, 3.0, 2.0, 3.0]]), 2).tolist()
         [[1, 3]]
     """
+    if np.isnan(scores).any():  # never listed: below every number
+        scores = np.where(np.isnan(scores), -np.inf, scores)
     if k >= scores.shape[1]:
         return np.argsort(-scores, axis=1, kind="stable")
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
-    # every column scoring at least the k-th best, ties included, in column order
-    keep = scores >= kth
-    width = int(keep.sum(1).max())
-    pool = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-    values = np.take_along_axis(scores, pool, axis=1)
-    values[~np.take_along_axis(keep, pool, axis=1)] = -np.inf
-    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    # torch's top-k is many times faster than numpy's partition
+    values, index = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=True)
+    kth = values[:, -1].numpy()
+    values, index = values.numpy(), index.numpy()
+    top = np.take_along_axis(index, np.lexsort((index, -values)), axis=1)  # ties to the smaller column
+    # rows where the k-th best value is shared past the k-th column: which of the tied columns
+    # top-k kept is not defined, so they are taken again, the first columns in order
+    crowded = np.flatnonzero((scores >= kth[:, None]).sum(1) > k)
+    if len(crowded):
+        top[crowded] = _top_of_ties(scores[crowded], kth[crowded], k)
+    return top
+
+
+def _top_of_ties(scores: np.ndarray, kth: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_rows` of rows whose ``k``-th best value ``kth`` is tied past the ``k``-th column."""
+    # every column scoring at least the k-th best, row by row in column order (the work grows
+    # with what is kept, not with the row's width)
+    rows, cols = np.nonzero(scores >= kth[:, None])
+    above = scores[rows, cols] > kth[rows]
+    # of the columns tied with the k-th best, the first ones, as many as the row lacks
+    tied = np.cumsum(~above)
+    starts = np.searchsorted(rows, np.arange(len(scores)))
+    before = np.concatenate([[0], tied])[starts]
+    lacking = k - np.bincount(rows[above], minlength=len(scores))
+    keep = above | (tied - before[rows] <= lacking[rows])
+    pool = cols[keep].reshape(len(scores), k)
+    order = np.argsort(-np.take_along_axis(scores, pool, axis=1), axis=1, kind="stable")
     return np.take_along_axis(pool, order, axis=1)

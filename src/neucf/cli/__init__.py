@@ -8,7 +8,7 @@ stderr.
 
 Examples:
     >>> main(["--version"])
-    neucf 0.8.0
+    neucf 0.9.0
     0
 """
 

@@ -11,11 +11,13 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from tqdm.auto import tqdm
 
 from ..datasets import read_table
 from ..errors import DataError, UsageError
 from ..evaluation import sampled_ranking
 from ..files import atomic_write, check_output_dir, check_output_file
+from ..lists import recommend_batches
 from ..metrics import check_relevance
 from ..models import make_model, model_class, model_names
 from ..models.base import TASKS
@@ -298,6 +300,10 @@ def predict(
     typer.echo(f"wrote {out}: {len(result):,} predictions")
 
 
+#: users whose lists ``recommend --all-users`` makes at once
+BATCH_USERS = 256
+
+
 def recommend(
     run_dir: RunDirArg,
     user: Annotated[str | None, typer.Option("--user", help="Raw user id.")] = None,
@@ -322,10 +328,17 @@ def recommend(
         check_output_file(out, [candidates, run_dir / "model.pt", *recorded_inputs(run_dir)])
         fitted = read_run(run_dir)
         join_attributes(fitted, item_attributes, user_attributes, attribute_types)
-        tops = fitted.recommend_all(k=k, exclude=run_part(run_dir, "valid", fitted), candidates=pool)
+        batches = recommend_batches(fitted, k, run_part(run_dir, "valid", fitted), BATCH_USERS, pool)
+        listed = 0
+        # written batch by batch into the temporary file, renamed over --out once complete
         with atomic_write(out, "w", on_commit=work_done(f"{out} was written")) as handle:
-            tops.to_csv(handle, index=False, float_format="%.6g")
-        typer.echo(f"wrote {out}: top {k} of {tops['user'].nunique():,} users")
+            total = -(-int(fitted.known_users.sum()) // BATCH_USERS)
+            for n, tops in enumerate(tqdm(batches, total=total, unit="batch", leave=False, disable=None)):
+                tops.to_csv(handle, index=False, header=n == 0, float_format="%.6g")
+                listed += tops["user"].nunique()
+            if not listed:
+                handle.write("user,item,rank,prediction\n")
+        typer.echo(f"wrote {out}: top {k} of {listed:,} users")
         return
     if user is None:
         raise UsageError("give --user U (with --history to fold a new user in), or --all-users --out FILE")
@@ -347,12 +360,13 @@ def models():
     """The registered models: name, task, how each is fitted, whether it reads attributes
     (scores users and items without ratings from them), its parameters.
     Example: neucf models"""
+    width = max(len(name) for name in model_names()) + 1
     for task in TASKS:
         for name in model_names(task):
             cls = model_class(name, task)
             params = ", ".join(cls.parameters()) or "no parameters"
             attributes = "attributes" if cls.uses_attributes else "-"
-            typer.echo(f"{name:<8} {task:<8} {cls.fitted_by:<12} {attributes:<11} {params}")
+            typer.echo(f"{name:<{width}}{task:<8} {cls.fitted_by:<12} {attributes:<11} {params}")
 
 
 def add_commands(app: typer.Typer) -> None:

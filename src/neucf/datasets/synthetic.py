@@ -184,3 +184,48 @@ def generate_ratings(spec: SyntheticSpec = SyntheticSpec(), seed: int = 0) -> Ra
         value = low + np.round((value - low) / spec.step) * spec.step
     value = np.clip(value, low, high)
     return Ratings.from_arrays(users + 1, items + 1, value.astype(np.float32), scale=spec.scale)
+
+
+def taste_group_frame(
+    n_users: int = 200_000, n_items: int = 100_000, mean: float = 25.0, seed: int = 0, groups: int = 400
+) -> pd.DataFrame:
+    """Interactions with a planted structure, for benchmarks at any catalogue size: users and
+    items belong to ``groups`` taste groups; each user's interactions (lognormal in number,
+    ``mean`` on average, at least 5) come 70% from their group's items and 30% from the whole
+    catalogue, both with Zipf-like popularity. Columns ``user, item, timestamp`` (0-based ids;
+    timestamps increase per user), row for row those of ``../shared/tools/synth_implicit.py``
+    for the same arguments.
+
+    Examples:
+        >>> f = taste_group_frame(50, 400, 6, seed=1, groups=20)
+        >>> list(f.columns), bool(f.groupby("user").size().min() >= 1)
+        (['user', 'item', 'timestamp'], True)
+    """
+    rng = np.random.default_rng(seed)
+    item_group = rng.integers(0, groups, n_items)
+    if np.bincount(item_group, minlength=groups).min() == 0:
+        raise UsageError(f"{n_items:,} items leave some of the {groups} taste groups empty; give more items")
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    pop = pop[rng.permutation(n_items)]
+    order = np.argsort(item_group, kind="stable")
+    bounds = np.searchsorted(item_group[order], np.arange(groups + 1))
+    group_cdf = []
+    for g in range(groups):
+        members = order[bounds[g] : bounds[g + 1]]
+        group_cdf.append((members, np.cumsum(pop[members] / pop[members].sum())))
+    global_cdf = np.cumsum(pop / pop.sum())
+    counts = np.maximum(5, rng.lognormal(np.log(mean) - 0.5, 1.0, n_users).astype(int))
+    user_group = rng.integers(0, groups, n_users)
+    users, items = [], []
+    # one user at a time, as the reference script draws: the same seed gives the same rows
+    for u in range(n_users):
+        c = counts[u]
+        k_in = rng.binomial(c, 0.7)
+        members, cdf = group_cdf[user_group[u]]
+        a = members[np.minimum(np.searchsorted(cdf, rng.random(k_in)), len(members) - 1)]
+        b = np.minimum(np.searchsorted(global_cdf, rng.random(c - k_in)), n_items - 1)
+        its = np.unique(np.concatenate([a, b]))
+        users.append(np.full(len(its), u, dtype=np.int64))
+        items.append(rng.permutation(its))
+    users, items = np.concatenate(users), np.concatenate(items)
+    return pd.DataFrame({"user": users, "item": items, "timestamp": 1_600_000_000 + np.arange(len(users))})

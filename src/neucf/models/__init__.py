@@ -4,7 +4,7 @@ rank items for top-N lists.
 One family per module: ``neumf`` (NeuMF, GMF, MLP as siblings over shared parts) and
 ``neumf_ranking`` (NeuMF made to rank: a ranking objective over interaction rows), ``mf``
 (biased MF), ``baselines`` (mean, biases, popularity), ``ease`` (EASE and its dropout-
-regularised form), ``factorization`` (implicit ALS and BPR), ``hybrid`` (the recommended
+regularised form), ``sparse_ease`` (EASE on each item's nearest neighbours, for any catalogue size), ``factorization`` (implicit ALS and BPR), ``hybrid`` (the recommended
 ranking configuration: will they pick it, will they like it), ``autorec`` (item-based
 AutoRec), ``ensemble`` (a weighted average of fitted models); ``base`` is the estimator
 every model is, ``biases`` the bias baseline, ``ranking`` what ranking models share,
@@ -16,7 +16,7 @@ Examples:
     >>> sorted(model_names("rating"))
     ['autorec', 'bias', 'ensemble', 'gmf', 'mean', 'mf', 'mlp', 'neumf', 'pop']
     >>> sorted(model_names("ranking"))
-    ['als', 'bpr', 'ease', 'hybrid', 'neumf', 'pop']
+    ['als', 'bpr', 'ease', 'hybrid', 'neumf', 'pop', 'sparse-ease']
 """
 
 from .autorec import AutoRec, AutoRecConfig, AutoRecNet
@@ -31,6 +31,7 @@ from .neumf import GMF, MLP, MLPConfig, NetworkConfig, NeuMF, RatingVectorModel,
 from .neumf_ranking import NeuMFRanking, RankingNet, RankingNetworkConfig
 from .ranking import RankingConfig, RankingModel
 from .registry import make_model, model_class, model_classes, model_names, register
+from .sparse_ease import SparseEASE, SparseEASEConfig
 from .torch_estimator import TorchRecommender
 
 __all__ = [
@@ -69,6 +70,8 @@ __all__ = [
     "RatingVectorModel",
     "RatingVectorNet",
     "Recommender",
+    "SparseEASE",
+    "SparseEASEConfig",
     "TorchRecommender",
     "bias_regularisation",
     "fit_biases",

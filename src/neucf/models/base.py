@@ -34,6 +34,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..datasets import Ratings
 from ..datasets.ratings import id_text, lookup_ids, show_id
@@ -582,6 +583,13 @@ class Recommender:
         user's list at once; models with a faster whole-matrix product override it)."""
         scores = self.predict_index(np.repeat(users, len(items)), np.tile(items, len(users)))
         return scores.reshape(len(users), len(items))
+
+    def _sparse_scores(self, users: np.ndarray) -> sp.csr_matrix | None:
+        """Scores of known ``users`` x every item as a sparse matrix whose missing entries are
+        exactly 0, for models whose lists rank such scores (:func:`neucf.lists.top_sparse`
+        then works in proportion to the non-zeros, not to the catalogue); None: this model's
+        scores are dense."""
+        return None
 
     def _rank(self, predictions: np.ndarray, items: np.ndarray) -> np.ndarray:
         """What top-k lists are sorted by (highest first): the predicted ratings, unless a

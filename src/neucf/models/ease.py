@@ -48,7 +48,7 @@ def check_item_count(n_items: int, what: str = "EASE") -> None:
         raise UsageError(
             f"{what} needs items x items matrices: {n_items:,} items take {24 * n_items**2 / 1e9:.0f} GB, and this "
             f"machine's {allowed / 1e9:.0f} GB allow at most {most:,} items; keep fewer (--min-item-ratings, "
-            "--k-core) or use --model als or --model neumf"
+            "--k-core) or use --model sparse-ease (EASE on each item's nearest neighbours: any size) or --model als"
         )
 
 

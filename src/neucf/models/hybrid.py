@@ -8,14 +8,18 @@ never pick on top of everyone's list. So a list is ranked by
     score(u, i) = max(pick(u, i), 0) x like(u, i)
 
 ``pick`` is EASE (Steck 2019; with the dropout term of EDLAE as an option) on every
-interaction of train, ratings included whatever their value, mixed with a share (``mix``) of
-EASE on the ratings at or above the relevance threshold alone; ``like`` is a rating model's
+interaction of train, ratings included whatever their value (up to :data:`DENSE_ITEMS`
+items; above, where EASE's items x items inverse grows past what pays, EASE on each item's
+nearest neighbours, :class:`~neucf.models.SparseEASE`: chosen by the data's size, never by
+the machine, and recorded in the model's ``pick``), mixed with a share (``mix``) of EASE on
+the ratings at or above the relevance threshold alone; ``like`` is a rating model's
 (NeuMF's) predicted rating turned into a probability-like weight,
 ``sigmoid((r - c) / s)``, ``c`` halfway between the relevance threshold and the rating value
 below it (3.5 for "4 and up" on 1-5), ``s`` a share of the scale. EASE's ``lambda`` and
 dropout, the mix and the slope ``s`` are chosen together on the validation part (NDCG@10 of the lists
 against the items rated at or above the threshold; a seeded tenth of train when the split
-has none, after which both models are fitted on all of train). On interactions without
+has none, after which both models are fitted on all of train; with the neighbourhood EASE,
+its own ``lambda`` and dropout first, then the mix and slope). On interactions without
 ratings there is nothing to like or dislike: the list is EASE's alone.
 
 Examples:
@@ -33,6 +37,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import UsageError
 from ..training import help_metadata
@@ -40,6 +45,7 @@ from .ease import EASE, check_item_count, check_penalties, solve
 from .persistence import from_payload, payload
 from .ranking import RankingConfig, RankingModel, interactions
 from .registry import make_model, model_class, register
+from .sparse_ease import VALIDATION_USERS, SparseEASE
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,12 @@ log = logging.getLogger(__name__)
 SLOPES = (0.7, 1.0, 1.4)
 #: the shares of ``pick`` tried for EASE on the relevant ratings alone
 MIXES = (0.0, 0.3)
+#: the most items for which ``pick`` is dense EASE when not named: its validation grid solves
+#: an items x items inverse nine times (time items^3: seconds at 5,000 items, ten minutes at
+#: 10,000); above, the neighbourhood EASE, as good there and linear in items
+DENSE_ITEMS = 5_000
+#: what ``pick`` may be
+PICKS = ("ease", "sparse-ease")
 
 
 @dataclass
@@ -62,6 +74,10 @@ class HybridConfig(RankingConfig):
             (unset: chosen on validation from :data:`SLOPES`).
         mix: the share of ``pick`` that is EASE on the relevant ratings alone (its lambda
             scaled to their number per item; unset: chosen on validation from :data:`MIXES`).
+        pick: the "will they pick it" model, ``ease`` or ``sparse-ease`` (unset: ``ease`` up
+            to :data:`DENSE_ITEMS` items in train, else ``sparse-ease``; a fitted model
+            holds the one it used).
+        neighbours: the neighbourhood EASE's weights per item.
 
     Examples:
         >>> HybridConfig().like
@@ -85,6 +101,13 @@ class HybridConfig(RankingConfig):
         default=None,
         metadata=help_metadata("Hybrid: share of EASE on the relevant ratings alone in 'pick' (unset: chosen)."),
     )
+    pick: str | None = field(
+        default=None,
+        metadata=help_metadata(
+            f"Hybrid: 'will they pick it': ease (dense) or sparse-ease (unset: ease up to {DENSE_ITEMS:,} items)."
+        ),
+    )
+    neighbours: int = field(default=50, metadata=help_metadata("Sparse EASE: weights per item (its neighbours)."))
 
     def __post_init__(self):
         check_penalties(self.l2, self.dropout)
@@ -94,6 +117,10 @@ class HybridConfig(RankingConfig):
             raise UsageError(f"slope must be a positive number, got {self.slope}")
         if self.mix is not None and not 0 <= self.mix <= 1:
             raise UsageError(f"mix must be in [0, 1], got {self.mix}")
+        if self.pick is not None and self.pick not in PICKS:
+            raise UsageError(f"pick must be one of {', '.join(PICKS)}, got {self.pick!r}")
+        if self.neighbours < 1:
+            raise UsageError(f"neighbours must be >= 1, got {self.neighbours}")
 
 
 @register("hybrid")
@@ -116,10 +143,25 @@ class Hybrid(RankingModel):
         """The ratings at or above the relevance threshold."""
         return ratings.subset(np.flatnonzero(ratings.ratings >= self.relevance_threshold))
 
+    def _pick_kind(self, train) -> str:
+        """``pick`` as given, else chosen by ``train``'s item count (:data:`DENSE_ITEMS`)."""
+        if self.config.pick is not None:
+            return self.config.pick
+        return "ease" if len(np.unique(train.items)) <= DENSE_ITEMS else "sparse-ease"
+
+    def _sparse_pick(self, **settings) -> SparseEASE:
+        cfg = self.config
+        given = {"l2": cfg.l2, "dropout": cfg.dropout, "relevant": cfg.relevant} | settings
+        return SparseEASE(neighbours=cfg.neighbours, seed=self.seed, **given)
+
     def check_size(self, train):
-        """Refuse an item count whose EASE matrices do not fit (:func:`check_item_count`), and
-        data too large for the "will they like it" model."""
-        check_item_count(train.n_items, "the hybrid's EASE")
+        """Refuse data whose "will they pick it" model does not fit (dense EASE's items x items
+        matrices, :func:`check_item_count`; the neighbourhood EASE's own check), and data too
+        large for the "will they like it" model."""
+        if self._pick_kind(train) == "ease":
+            check_item_count(train.n_items, "the hybrid's EASE")
+        else:
+            self._sparse_pick().check_size(train)
         if not train.implicit:
             make_model(self.config.like).check_size(train)
 
@@ -144,13 +186,30 @@ class Hybrid(RankingModel):
         # lambda for EASE on the relevant ratings: the same share of their own count per item
         per_item = lambda part: len(part) / max(len(np.unique(part.items)), 1)  # noqa: E731
         relevant_scale = per_item(self._relevant(train)) / per_item(train) if rated else 1.0
+        kind = self._pick_kind(train)
+        log.info("hybrid: 'will they pick it' is %s (%s items; dense EASE is the default up to %s)", kind,
+                 f"{len(np.unique(train.items)):,}", f"{DENSE_ITEMS:,}")  # fmt: skip
+        self.config = dataclasses.replace(cfg, pick=kind)  # recorded, so that a replay takes the same path
+        if kind == "sparse-ease":
+            self._fit_sparse(train, fit_part, check, like, mixes, slopes, relevant_scale, options)
+        else:
+            self._fit_dense(train, fit_part, check, like, grid, mixes, slopes, relevant_scale)
+        if like is not None and not given:  # chosen on a held-out share: the final one sees all of train
+            like = make_model(cfg.like, seed=self.seed, unknown="fallback")
+            like.fit(train, None, device=options.device, progress=options.progress)
+        self.like_ = like
+        self.history = None if like is None else like.history
+
+    def _fit_dense(self, train, fit_part, check, like, grid, mixes, slopes, relevant_scale):
+        """EASE's lambda and dropout, the mix and the slope chosen together on ``check``; the
+        EASE models fitted on all of train."""
+        rated = like is not None
         if len(grid) * len(slopes) * len(mixes) > 1:
+            liked = self._liked(like, np.arange(train.n_users), train.n_items)
             x = interactions(fit_part)
             gram = (x.T @ x).toarray().astype(np.float64)
             x_rel = interactions(self._relevant(fit_part)) if rated else None
             gram_rel = None if x_rel is None else (x_rel.T @ x_rel).toarray().astype(np.float64)
-            # the like model's predictions, once for every user the validation ranks
-            liked = None if like is None else self._like_scores(like, np.arange(train.n_users))
             scored = []
             for l2, p in grid:
                 weights = solve(gram, l2, p).astype(np.float32)
@@ -164,7 +223,7 @@ class Hybrid(RankingModel):
                             pick = np.asarray(x[users] @ w)
                             if m:
                                 pick = (1 - m) * pick + m * np.asarray(x_rel[users] @ w_rel)
-                            return pick if liked is None else np.maximum(pick, 0) * self._like_weights(liked[users], s)
+                            return pick if liked is None else np.maximum(pick, 0) * self._like_weights(liked(users), s)
 
                         scored.append((self._validation_ndcg(scores, x, check), l2, p, mix, slope))
                         log.info("hybrid: lambda %.4g, dropout %g, mix %g, slope %s: validation NDCG@10 %.4f",
@@ -177,11 +236,80 @@ class Hybrid(RankingModel):
         self.pick_relevant_ = None
         if mix:
             self.pick_relevant_ = EASE(l2=l2 * relevant_scale, dropout=p, seed=self.seed).fit(self._relevant(train))
-        if like is not None and not given:  # chosen on a held-out share: the final one sees all of train
-            like = make_model(cfg.like, seed=self.seed, unknown="fallback")
-            like.fit(train, None, device=options.device, progress=options.progress)
-        self.like_ = like
-        self.history = None if like is None else like.history
+
+    def _fit_sparse(self, train, fit_part, check, like, mixes, slopes, relevant_scale, options):
+        """The neighbourhood EASE chooses its own lambda on ``check`` (its Gram blocks gathered
+        once for the whole grid), then the mix and the slope are chosen with it on a sample of
+        ``check``'s users (:data:`~neucf.models.sparse_ease.VALIDATION_USERS`); refitted on all
+        of train when ``check`` was held out of it."""
+        fitting = {"device": options.device, "progress": options.progress}
+        pick = self._sparse_pick().fit(fit_part, check, **fitting)
+        l2, p = pick.l2_, pick.dropout_
+        pick_rel = None
+        if like is not None and any(mixes):
+            pick_rel = self._sparse_pick(l2=l2 * relevant_scale, dropout=p).fit(self._relevant(fit_part), **fitting)
+        mix, slope = mixes[0], slopes[0]
+        if len(mixes) * len(slopes) > 1:
+            check = self._validation_sample(check, VALIDATION_USERS)
+            liked = self._liked(like, np.unique(check.users), train.n_items)
+            x = interactions(fit_part)
+            scored = []
+            for mix in mixes:
+                for slope in slopes:
+
+                    def scores(users, m=mix, s=slope):
+                        return self._sparse_combine(users, pick, pick_rel, m, s, lambda r, c: liked(users)[r, c])
+
+                    scored.append((self._validation_ndcg(scores, x, check), mix, slope))
+                    log.info("hybrid: mix %g, slope %s: validation NDCG@10 %.4f", mix, slope, scored[-1][0])
+            _, mix, slope = max(scored, key=lambda s: np.nan_to_num(s[0], nan=-1.0))
+        self.l2_, self.dropout_, self.mix_, self.slope_ = float(l2), float(p), float(mix), slope
+        if fit_part is not train:
+            pick = self._sparse_pick(l2=l2, dropout=p).fit(train, **fitting)
+            pick_rel = None if not mix else self._sparse_pick(l2=l2 * relevant_scale, dropout=p).fit(
+                self._relevant(train), **fitting)  # fmt: skip
+        self.pick_, self.pick_relevant_ = pick, pick_rel if mix else None
+
+    def _sparse_combine(self, users, pick, pick_rel, mix, slope, like_of) -> sp.csr_matrix | None:
+        """The hybrid's scores of ``users`` from neighbourhood EASE models as a sparse matrix
+        (missing entries 0, as ``max(pick, 0)`` makes them): ``like_of(rows, cols)`` gives
+        the like model's predicted ratings of the stored pairs (None without a like model)."""
+        scores = pick._sparse_scores(users)
+        if scores is None:
+            return None
+        if mix:
+            scores = (1 - mix) * scores + mix * pick_rel._sparse_scores(users)
+        scores = sp.csr_matrix(scores, dtype=np.float32)
+        if like_of is None:
+            return scores
+        scores = scores.maximum(0).tocsr()
+        scores.eliminate_zeros()
+        coo = scores.tocoo()  # the order of the stored entries, row by row
+        scores.data = (scores.data * self._like_weights(like_of(coo.row, coo.col), slope)).astype(np.float32)
+        return scores
+
+    def _sparse_scores(self, users):
+        like = None
+        if self.like_ is not None:
+            like = lambda r, c: self.like_.predict_index(users[r], c, unknown="fallback")  # noqa: E731
+        return self._sparse_combine(users, self.pick_, self.pick_relevant_, self.mix_, self.slope_, like)
+
+    #: below this many users x items numbers, the like model's predictions for validation are
+    #: made once for every user (else again for each batch of each setting)
+    LIKED_CACHE = 50_000_000
+
+    def _liked(self, like, users: np.ndarray, n_items: int):
+        """``users -> predicted ratings x every item`` of the like model (None without one),
+        made once for ``users`` (the users validation scores) where they fit in
+        :attr:`LIKED_CACHE` numbers."""
+        if like is None:
+            return None
+        if len(users) * n_items <= self.LIKED_CACHE:
+            every = self._like_scores(like, users)
+            row = np.full(int(users.max(initial=-1)) + 1, -1)
+            row[users] = np.arange(len(users))
+            return lambda asked: every[row[asked]]
+        return lambda asked: self._like_scores(like, asked)
 
     @staticmethod
     def _like_scores(like, users) -> np.ndarray:
