@@ -351,8 +351,9 @@ def main() -> None:
             if len(values) == len(folds):
                 summary[row] = float(np.mean(values))
         peers = [r for r in ("EASE", "implicit als", "implicit bpr", "pop") if r in rows]
-        summary["best peer per fold, mean"] = float(np.mean([max(results[f][p]["ndcg"] for p in peers if p in results[f])
-                                                             for f in folds]))  # fmt: skip
+        if all(any(p in results[f] for p in peers) for f in folds):
+            summary["best peer per fold, mean"] = float(np.mean([max(results[f][p]["ndcg"] for p in peers
+                                                                     if p in results[f]) for f in folds]))  # fmt: skip
     record = {
         "command": " ".join(["python", "benchmarks/topn.py", *sys.argv[1:]]),
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",

@@ -205,7 +205,8 @@ class Hybrid(RankingModel):
         EASE models fitted on all of train."""
         rated = like is not None
         if len(grid) * len(slopes) * len(mixes) > 1:
-            liked = self._liked(like, np.arange(train.n_users), train.n_items)
+            # the like model's predictions, once for every user the validation ranks
+            liked = None if like is None else self._like_scores(like, np.arange(train.n_users))
             x = interactions(fit_part)
             gram = (x.T @ x).toarray().astype(np.float64)
             x_rel = interactions(self._relevant(fit_part)) if rated else None
@@ -223,7 +224,7 @@ class Hybrid(RankingModel):
                             pick = np.asarray(x[users] @ w)
                             if m:
                                 pick = (1 - m) * pick + m * np.asarray(x_rel[users] @ w_rel)
-                            return pick if liked is None else np.maximum(pick, 0) * self._like_weights(liked(users), s)
+                            return pick if liked is None else np.maximum(pick, 0) * self._like_weights(liked[users], s)
 
                         scored.append((self._validation_ndcg(scores, x, check), l2, p, mix, slope))
                         log.info("hybrid: lambda %.4g, dropout %g, mix %g, slope %s: validation NDCG@10 %.4f",
@@ -240,8 +241,9 @@ class Hybrid(RankingModel):
     def _fit_sparse(self, train, fit_part, check, like, mixes, slopes, relevant_scale, options):
         """The neighbourhood EASE chooses its own lambda on ``check`` (its Gram blocks gathered
         once for the whole grid), then the mix and the slope are chosen with it on a sample of
-        ``check``'s users (:data:`~neucf.models.sparse_ease.VALIDATION_USERS`); refitted on all
-        of train when ``check`` was held out of it."""
+        ``check``'s users (:data:`~neucf.models.sparse_ease.VALIDATION_USERS`), the like model
+        predicting only the pairs with a positive pick; refitted on all of train when ``check``
+        was held out of it."""
         fitting = {"device": options.device, "progress": options.progress}
         pick = self._sparse_pick().fit(fit_part, check, **fitting)
         l2, p = pick.l2_, pick.dropout_
@@ -251,14 +253,13 @@ class Hybrid(RankingModel):
         mix, slope = mixes[0], slopes[0]
         if len(mixes) * len(slopes) > 1:
             check = self._validation_sample(check, VALIDATION_USERS)
-            liked = self._liked(like, np.unique(check.users), train.n_items)
             x = interactions(fit_part)
             scored = []
             for mix in mixes:
                 for slope in slopes:
 
                     def scores(users, m=mix, s=slope):
-                        return self._sparse_combine(users, pick, pick_rel, m, s, lambda r, c: liked(users)[r, c])
+                        return self._sparse_combine(users, pick, pick_rel, m, s, self._like_of(like, users))
 
                     scored.append((self._validation_ndcg(scores, x, check), mix, slope))
                     log.info("hybrid: mix %g, slope %s: validation NDCG@10 %.4f", mix, slope, scored[-1][0])
@@ -289,27 +290,16 @@ class Hybrid(RankingModel):
         return scores
 
     def _sparse_scores(self, users):
-        like = None
-        if self.like_ is not None:
-            like = lambda r, c: self.like_.predict_index(users[r], c, unknown="fallback")  # noqa: E731
+        like = self._like_of(self.like_, users)
         return self._sparse_combine(users, self.pick_, self.pick_relevant_, self.mix_, self.slope_, like)
 
-    #: below this many users x items numbers, the like model's predictions for validation are
-    #: made once for every user (else again for each batch of each setting)
-    LIKED_CACHE = 50_000_000
-
-    def _liked(self, like, users: np.ndarray, n_items: int):
-        """``users -> predicted ratings x every item`` of the like model (None without one),
-        made once for ``users`` (the users validation scores) where they fit in
-        :attr:`LIKED_CACHE` numbers."""
+    @staticmethod
+    def _like_of(like, users):
+        """A function of ``(rows, items)``: the like model's predicted ratings of the pairs
+        ``users[rows]`` x ``items`` (those a sparse list scores); None without a like model."""
         if like is None:
             return None
-        if len(users) * n_items <= self.LIKED_CACHE:
-            every = self._like_scores(like, users)
-            row = np.full(int(users.max(initial=-1)) + 1, -1)
-            row[users] = np.arange(len(users))
-            return lambda asked: every[row[asked]]
-        return lambda asked: self._like_scores(like, asked)
+        return lambda rows, items: like.predict_index(users[rows], items, unknown="fallback")
 
     @staticmethod
     def _like_scores(like, users) -> np.ndarray:
