@@ -242,18 +242,17 @@ def recommend_batches(
         raise DataError("no candidate item is one the model can list")
     column = np.full(len(model.item_ids), -1)
     column[candidates] = np.arange(len(candidates))
+    # every user's excluded items, found by row for each batch (work in proportion to the batch)
+    seen = sp.csr_matrix((np.ones(len(seen_users), np.float32), (seen_users, seen_items)),
+                         shape=(len(model.user_ids), len(model.item_ids)))  # fmt: skip
     batch_users = batch_rows(len(candidates), batch_users)
     # items known only by attributes are scored densely, from their attributes
     sparse_ok = bool(model.known_items[candidates].all())
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        position = np.full(len(model.user_ids), -1)
-        position[batch] = np.arange(len(batch))
-        mine = (position[seen_users] >= 0) & (column[seen_items] >= 0)
+        excluded = seen[batch]
         sparse = model._sparse_scores(batch) if sparse_ok else None
         if sparse is not None:
-            excluded = sp.csr_matrix((np.ones(int(mine.sum()), np.float32),
-                                      (position[seen_users[mine]], seen_items[mine])), shape=sparse.shape)  # fmt: skip
             items = top_sparse(sparse, excluded, column >= 0, k)
             rows, ranks = np.nonzero(items >= 0)
             picked = np.asarray(sparse[rows, items[rows, ranks]]).ravel()
@@ -261,7 +260,9 @@ def recommend_batches(
         else:
             predictions = model._users_scores(batch, candidates)
             scores = float_copy(model._rank(predictions, candidates))
-            scores[position[seen_users[mine]], column[seen_items[mine]]] = -np.inf
+            pairs = excluded.tocoo()
+            mine = column[pairs.col] >= 0
+            scores[pairs.row[mine], column[pairs.col[mine]]] = -np.inf
             order = top_rows(scores, k)
             rows, ranks = np.nonzero(np.isfinite(np.take_along_axis(scores, order, axis=1)))
             picked = predictions[rows, order[rows, ranks]]
