@@ -17,7 +17,7 @@ from ..datasets import read_table
 from ..errors import DataError, UsageError
 from ..evaluation import sampled_ranking
 from ..files import atomic_write, check_output_dir, check_output_file
-from ..lists import recommend_batches
+from ..lists import batch_rows, recommend_batches
 from ..metrics import check_relevance
 from ..models import make_model, model_class, model_names
 from ..models.base import TASKS
@@ -332,7 +332,7 @@ def recommend(
         listed = 0
         # written batch by batch into the temporary file, renamed over --out once complete
         with atomic_write(out, "w", on_commit=work_done(f"{out} was written")) as handle:
-            total = -(-int(fitted.known_users.sum()) // BATCH_USERS)
+            total = -(-int(fitted.known_users.sum()) // batch_rows(int(fitted.listable().sum()), BATCH_USERS))
             for n, tops in enumerate(tqdm(batches, total=total, unit="batch", leave=False, disable=None)):
                 tops.to_csv(handle, index=False, header=n == 0, float_format="%.6g")
                 listed += tops["user"].nunique()
