@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from .datasets import Ratings
 from .datasets.ratings import id_text, lookup_ids
 from .errors import DataError, UsageError
-from .lists import batch_rows, float_copy, recommend_all, recommend_index, top_rows, top_sparse
+from .lists import batch_rows, recommend_all, recommend_index, top_dense, top_sparse
 from .metrics import default_relevance, mae, ranking_metrics, rmse
 
 
@@ -56,15 +56,9 @@ def lists_metrics(
     for start in range(0, len(who), size):
         batch = who[start : start + size]
         scores = score_users(batch)
-        if sp.issparse(scores):  # missing entries are 0: the top of the stored ones, mostly
-            tops.append(top_sparse(scores, seen[batch], ~unknown, k))
-            continue
-        scores = float_copy(scores)
-        scores[:, unknown] = -np.inf
-        rows = seen[batch].tocoo()
-        scores[rows.row, rows.col] = -np.inf
-        top = top_rows(scores, k)
-        tops.append(np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1))
+        # sparse scores' missing entries are 0: their top is found among the stored ones, mostly
+        top = top_sparse if sp.issparse(scores) else top_dense
+        tops.append(top(scores, seen[batch], ~unknown, k))
     return ranking_metrics(np.concatenate(tops), relevant, k)
 
 

@@ -259,12 +259,8 @@ def recommend_batches(
             items = items[rows, ranks]
         else:
             predictions = model._users_scores(batch, candidates)
-            scores = float_copy(model._rank(predictions, candidates))
-            pairs = excluded.tocoo()
-            mine = column[pairs.col] >= 0
-            scores[pairs.row[mine], column[pairs.col[mine]]] = -np.inf
-            order = top_rows(scores, k)
-            rows, ranks = np.nonzero(np.isfinite(np.take_along_axis(scores, order, axis=1)))
+            order = top_dense(model._rank(predictions, candidates), excluded[:, candidates], None, k)
+            rows, ranks = np.nonzero(order >= 0)
             picked = predictions[rows, order[rows, ranks]]
             items = candidates[order[rows, ranks]]
         yield pd.DataFrame({
@@ -319,14 +315,28 @@ def top_sparse(scores: sp.spmatrix, excluded: sp.spmatrix | None, listable: np.n
     top[row[keep], rank[keep]] = col[keep]
     lacking = np.flatnonzero(np.bincount(row[keep], minlength=n) < k)
     if len(lacking):  # zeros (in column order) and negative scores may make their lists
-        dense = float_copy(scores[lacking].toarray())
-        dense[:, ~listable] = -np.inf
-        if excluded is not None:
-            gone = sp.csr_matrix(excluded)[lacking].tocoo()
-            dense[gone.row, gone.col] = -np.inf
-        best = top_rows(dense, k)
-        top[lacking] = np.where(np.isfinite(np.take_along_axis(dense, best, axis=1)), best, -1)
+        gone = None if excluded is None else sp.csr_matrix(excluded)[lacking]
+        top[lacking] = top_dense(scores[lacking].toarray(), gone, listable, k)
     return top
+
+
+def top_dense(scores: np.ndarray, excluded: sp.spmatrix | None, listable: np.ndarray | None, k: int) -> np.ndarray:
+    """:func:`top_rows` of ``scores`` (left as they are), never listing the non-zeros of
+    ``excluded`` (same shape) nor the columns outside ``listable`` (None: every column): -1
+    where a row has fewer than ``k`` such columns.
+
+    Examples:
+        >>> top_dense(np.array([[3.0, 2.0, 1.0]]), sp.csr_matrix([[1, 0, 0]]), None, 3).tolist()
+        [[1, 2, -1]]
+    """
+    scores = float_copy(scores)
+    if listable is not None:
+        scores[:, ~listable] = -np.inf
+    if excluded is not None:
+        gone = excluded.tocoo()
+        scores[gone.row, gone.col] = -np.inf
+    best = top_rows(scores, k)
+    return np.where(np.isfinite(np.take_along_axis(scores, best, axis=1)), best, -1)
 
 
 def float_copy(scores) -> np.ndarray:
