@@ -157,6 +157,15 @@ def test_attributes_score_new_users_and_items_and_leave_warm_predictions_alone(t
         assert ours["parts"][part]["rmse"] < theirs["parts"][part]["rmse"] - 0.2, part
 
 
+def test_a_known_users_list_scores_new_items_as_pairs_are_scored(gmf_fits):
+    model = gmf_fits[0]
+    items = np.flatnonzero(model.listable())
+    assert (~model.known_items[items]).any()
+    for u in np.flatnonzero(model.known_users)[:3]:
+        pairs = model.predict_index(np.full(len(items), u), items)
+        np.testing.assert_allclose(model._user_scores(int(u), items), pairs, rtol=1e-5, atol=1e-5)
+
+
 def test_a_model_with_attributes_saves_lists_and_takes_new_ids(taste, gmf_fits, tmp_path):
     from neucf.attributes import read_attributes
     from neucf.models import Recommender

@@ -3,7 +3,7 @@
 Examples:
     >>> import neucf
     >>> neucf.__version__
-    '0.9.0'
+    '0.10.0'
 """
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"

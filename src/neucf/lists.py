@@ -106,16 +106,10 @@ def recommend(
     elif history is not None:
         from .models.base import _history_frame
 
-        pool = np.flatnonzero(model.listable())
         rows = model._history_rows(_history_frame(history, user))
         key = id_text(user) if user is not None else next(iter(rows), None)
         items, ratings = rows.get(key, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-        known = model._known_user(user)
-        row = model._merged_row(known, items, ratings)
-        if exclude_seen:
-            pool = model._unseen(row[0] if known is None else np.union1d(row[0], model._rated_by(known)))
-        pool = _narrow(pool, allowed)
-        chosen, scores = best(model, model._folded_scores(row, pool, user), pool, k)
+        chosen, scores = recommend_history(model, model._known_user(user), items, ratings, k, exclude_seen, allowed)
     else:
         u = int(lookup_ids(model.user_ids, [user], "user")[0])
         chosen, scores = recommend_index(model, u, k, exclude_seen, allowed)
@@ -179,6 +173,26 @@ def recommend_row(
     row = model._checked_row(items, ratings)
     candidates = _narrow(model._unseen(row[0]), allowed)
     return best(model, model._folded_scores(row, candidates, None), candidates, k)
+
+
+def recommend_history(
+    model, known: int | None, items, ratings, k: int = 10, exclude_seen: bool = True,
+    allowed: np.ndarray | None = None, seen=(),
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The top ``k`` of a user given by a history (known item indices and their ratings, NaN
+    where an interaction has none), folded in: a new user (``known`` None) or the known user
+    of index ``known`` with more (the history merged into their training row, a newer rating
+    replacing the older); the history's items, their training items and ``seen`` (more item
+    indices, e.g. items the history names that the fold-in cannot read) excluded unless
+    ``exclude_seen`` is False. As arrays: item indices, best first, and their scores."""
+    _check_k(k)
+    row = model._merged_row(known, *model._checked_row(items, ratings))
+    pool = np.flatnonzero(model.listable())
+    if exclude_seen:
+        own = np.zeros(0, np.int64) if known is None else model._rated_by(known)
+        pool = model._unseen(np.concatenate([row[0], own, np.asarray(seen, np.int64)]).astype(np.int64))
+    pool = _narrow(pool, allowed)
+    return best(model, model._folded_scores(row, pool, None if known is None else model.user_ids[known]), pool, k)
 
 
 def recommend_attributes(

@@ -67,6 +67,7 @@ def train(
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
     ranking: Annotated[bool | None, typer.Option("--ranking/--no-ranking", help="Record ranking metrics of top-10 lists (default: when users x items <= 10^8).")] = None,
     nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", min=1, help="Train in this many processes on this machine (data-parallel: gloo on CPU, one GPU each on CUDA).")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="A feedback store (a neucf serve --store): leave out the rows of every user erased in it.")] = None,
     force: ForceOpt = False,
 ):  # fmt: skip
     """Train a model on a split and write a run folder (config, model, learning curve, metrics).
@@ -83,6 +84,7 @@ def train(
     splitting = splitting.for_data(source)
     splitting.check()
     check_output_dir(out, "run", inputs, force)
+    erased = _erased(store)
     if nproc_per_node is not None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError("--nproc-per-node starts its own processes: leave it out under torchrun")
@@ -101,6 +103,10 @@ def train(
         if world.rank:
             logging.getLogger("neucf").setLevel(logging.WARNING)
         ratings, parts = splitting.load(source, seed)
+        if erased:
+            from ..feedback import without_erased
+
+            parts = without_erased(ratings, parts, erased)
         train_part, valid_part, test_part = (ratings.subset(getattr(parts, p)) for p in ("train", "valid", "test"))
         if task is None and ratings.implicit:
             # interactions without ratings: lists are all there is to make
@@ -153,6 +159,27 @@ def train(
         line += f"; {metrics['train_seconds']:.1f} s"
     typer.echo(line)
     typer.echo(f"wrote {out}")
+
+
+def _erased(store: str | None) -> set[str]:
+    """The users erased in the feedback store ``store`` (none without one)."""
+    if store is None:
+        return set()
+    from sqlalchemy.engine import make_url
+
+    from ..feedback import FeedbackStore, StoreUnavailable, store_url
+
+    url = make_url(store_url(store))
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise UsageError(f"--store {store}: no such feedback store (the file neucf serve --store wrote)")
+    try:
+        feedback = FeedbackStore(store)
+        try:
+            return feedback.erased_users()
+        finally:
+            feedback.close()
+    except StoreUnavailable as exc:
+        raise UsageError(f"--store {store}: {exc}") from None
 
 
 def _model_for_task(model, config, params, seed, task):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -27,6 +28,16 @@ def _check_port(host: str, port: int) -> None:
         ) from None
 
 
+def _key(env: str | None, option: str) -> str | None:
+    """The key held in the environment variable ``env`` (None when not asked for)."""
+    if env is None:
+        return None
+    key = os.environ.get(env, "")
+    if not key:
+        raise UsageError(f"{option} {env}: that environment variable is unset or empty; export it first")
+    return key
+
+
 def serve(
     ctx: typer.Context,
     run_dir: RunDirArg,
@@ -35,6 +46,8 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes; each loads the model and takes --threads / N torch threads (default 1).")] = 1,
     items: Annotated[Path | None, typer.Option("--items", help="CSV item,title[,...]: titles for data without its own.")] = None,
     api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="Environment variable holding an API key that every API call must send as 'Authorization: Bearer <key>'.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Keep feedback, new items and erasures in this database: a SQLite file (path or sqlite:///PATH) or postgresql://...; outside the run folder. Without it the server keeps nothing.")] = None,
+    admin_key_env: Annotated[str | None, typer.Option("--admin-key-env", help="Environment variable holding the key that PUT /items and DELETE /users need (instead of the API key).")] = None,
     max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body in bytes (over it: 413).")] = 1_000_000,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request on stderr (its path, without the query string).")] = True,
 ):  # fmt: skip
@@ -48,14 +61,10 @@ def serve(
         raise UsageError(f"serving needs the serve extra ({exc.name} is missing): pip install 'neucf[serve]'") from None
     from ..serving import RecommendationService
 
-    api_key = None
-    if api_key_env is not None:
-        api_key = os.environ.get(api_key_env, "")
-        if not api_key:
-            raise UsageError(
-                f"--api-key-env {api_key_env}: that environment variable is unset or empty; export it first"
-            )
-    service = RecommendationService.from_run(run_dir, items)
+    api_key, admin_key = _key(api_key_env, "--api-key-env"), _key(admin_key_env, "--admin-key-env")
+    if admin_key is not None and store is None:
+        raise UsageError("--admin-key-env guards the feedback endpoints, which need --store")
+    service = RecommendationService.from_run(run_dir, items, store)
     _check_port(host, port)
     options = dict(host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5,
                    log_config=log_config())  # fmt: skip
@@ -66,8 +75,9 @@ def serve(
     threads = ctx.parent.params.get("threads") if ctx.parent is not None else None
     threads = max(1, (threads or workers) // workers)
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    kept = "" if service.store is None else f" keeping feedback in {service.store!r}"
     typer.echo(
-        f"serving {service.model.name} from {run_dir} on {where} (API docs at {where}/docs), {workers} worker(s) "
+        f"serving {service.model.name} from {run_dir}{kept} on {where} (API docs at {where}/docs), {workers} worker(s) "
         f"of {threads} torch thread(s); Ctrl-C stops",
         err=True,
     )
@@ -75,14 +85,19 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-        app = create_app(service, api_key=api_key, max_body=max_body)
+        app = create_app(service, api_key=api_key, max_body=max_body, admin_key=admin_key)
     else:
         # each worker process builds its own app from these settings (the key stays in its variable)
-        settings = {"run_dir": str(run_dir), "items": None if items is None else str(items),
-                    "api_key_env": api_key_env, "max_body": max_body, "threads": threads}  # fmt: skip
+        settings = {"run_dir": str(run_dir), "items": None if items is None else str(items), "store": store,
+                    "api_key_env": api_key_env, "admin_key_env": admin_key_env, "max_body": max_body,
+                    "threads": threads}  # fmt: skip
         os.environ[SETTINGS_ENV] = json.dumps(settings)
         app, options["factory"], options["workers"] = "neucf.serving.app:app_from_environment", True, workers
         del service  # loaded here only to check the run: the workers load their own
+    # the model's objects live as long as the server: out of the collector's full passes,
+    # which walked all of them and held up requests (a server's choice, not the library's)
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(app, **options)
     except Interrupted:

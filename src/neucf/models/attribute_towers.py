@@ -218,10 +218,41 @@ class TowerScoring:
         ``known``, else made by the side's tower from the attributes."""
         p_all, bu_all, q_all, bi_all, _ = self._cached_sides()
         reps, biases = (p_all, bu_all) if side == "user" else (q_all, bi_all)
-        rep, bias = reps[np.where(known, index, 0)].clone(), biases[np.where(known, index, 0)].clone()
+        # torch tensors as indices: indexing with numpy arrays takes a path many times slower
+        take = torch.from_numpy(np.where(known, index, 0).astype(np.int64))
+        rep, bias = reps[take], biases[take]  # copies
         if not known.all():
-            rep[~known], bias[~known] = self.towers_[side](self.catalogue_.dense(side, index[~known]))
+            cold = torch.from_numpy(~np.asarray(known, bool))
+            tower = self._tower_side(side)
+            if tower is not None:
+                rows = torch.from_numpy(np.asarray(index, np.int64))[cold]
+                rep[cold], bias[cold] = tower[0][rows], tower[1][rows]
+            else:
+                rep[cold], bias[cold] = self.towers_[side](self.catalogue_.dense(side, index[~known]))
         return rep, bias
+
+    #: the most ids of one side known only by attributes whose tower outputs are kept
+    COLD_KEPT: ClassVar[int] = 100_000
+
+    def _tower_side(self, side: str):
+        """The tower's representation and bias of every id of ``side`` (rows of the ids with
+        training data unused), computed once and kept until the weights or the catalogue
+        change: a server scores the same new items for every list. None past
+        :attr:`COLD_KEPT` such ids."""
+        sides, n = self._cached_sides(), len(self.user_ids if side == "user" else self.item_ids)
+        kept = getattr(self, "_cold_sides", None) or {}
+        if side in kept and kept[side][0] is sides and len(kept[side][1]) == n:
+            return kept[side][1:]
+        known = self.known_users if side == "user" else self.known_items
+        cold = np.flatnonzero(~known[:n])
+        if len(cold) > self.COLD_KEPT:
+            return None
+        with torch.no_grad():
+            rep, bias = self.towers_[side](self.catalogue_.dense(side, cold))
+        reps, biases = torch.zeros(n, rep.shape[1], dtype=rep.dtype), torch.zeros(n, dtype=bias.dtype)
+        reps[cold], biases[cold] = rep, bias
+        self._cold_sides = {**kept, side: (sides, reps, biases)}
+        return reps, biases
 
     def _cold_scores(self, u: np.ndarray, i: np.ndarray, user_known: np.ndarray, item_known: np.ndarray) -> np.ndarray:
         """Scores of pairs with a side known only by attributes (its tower's output takes the
@@ -242,6 +273,20 @@ class TowerScoring:
             q, bi = self._side_reps("item", items, self.known_items[items])
             mean = self._cached_sides()[4]
             return self._score_sides(p.expand(len(items), -1), q, mean + bias + bi).float().numpy()
+
+    def _user_scores(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
+        # a known user's items known only by attributes are scored from the user's learnt
+        # representation in one pass, not pair by pair (a server's list did both per request)
+        warm = self.known_items[items]
+        if warm.all() or not self.known_users[u] or "item" not in self.attribute_sides():
+            return super()._user_scores(u, items, unseen)
+        out = np.empty(len(items), np.float32)
+        if warm.any():
+            out[warm] = self._score_user(u, items[warm], unseen)
+        p_all, bu_all, *_ = self._cached_sides()
+        cold = self._rep_scores(p_all[u : u + 1], bu_all[u], items[~warm])
+        out[~warm] = np.clip(cold, *self.scale) if self.task == "rating" else cold
+        return out
 
     def _new_user_scores(self, features, items: np.ndarray) -> np.ndarray:
         """Scores of a user known only by attributes (a features row) for ``items``, unclipped."""

@@ -315,7 +315,7 @@ class Recommender:
             joined = np.array([id_text(x) for x in np.concatenate([ids, new])], dtype=object)
         zeros = np.zeros(len(new))
         if side == "user":
-            self.user_ids, self._by_user = joined, None
+            self.user_ids, self._by_user, self._rows_by_user = joined, None, None
             self.known_users = np.concatenate([self.known_users, zeros.astype(bool)])
             self.user_bias_ = np.concatenate([self.user_bias_, zeros]).astype(self.user_bias_.dtype)
         else:
@@ -473,7 +473,7 @@ class Recommender:
     def _remember_training(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
         """Keep the training ratings and which users and items they cover (the known ones)."""
         self.train_ = (users, items, values)
-        self._by_user = None
+        self._by_user = self._rows_by_user = None
         self.known_users = np.bincount(users, minlength=len(self.user_ids)) > 0
         self.known_items = np.bincount(items, minlength=len(self.item_ids)) > 0
 
@@ -611,11 +611,17 @@ class Recommender:
         return self.train_
 
     def _training_row(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        """User ``u``'s row as the model reads it (item indices in order, ratings)."""
+        """User ``u``'s row as the model reads it (item indices in order, ratings), from a
+        by-user index of :meth:`_model_inputs` built on first use (a server's fold-in of a
+        known user costs no scan of the training data)."""
         users, items, values = self._model_inputs()
-        mine = users == u
-        order = np.argsort(items[mine], kind="stable")
-        return items[mine][order].astype(np.int64), values[mine][order]
+        cached = getattr(self, "_rows_by_user", None)
+        if cached is None or cached[0] is not users:  # made again when the inputs change
+            order = np.lexsort((items, users))
+            starts = np.searchsorted(users[order], np.arange(len(self.user_ids) + 1))
+            cached = self._rows_by_user = (users, starts, items[order].astype(np.int64), values[order])
+        _, starts, items, values = cached
+        return items[starts[u] : starts[u + 1]], values[starts[u] : starts[u + 1]]
 
     def _check_fold_in(self) -> None:
         if not self.can_fold_in:

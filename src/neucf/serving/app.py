@@ -2,7 +2,8 @@
 
 Endpoints (JSON, ids as text): ``GET /health``, ``GET /model``, ``GET /users/{user}/recommendations``,
 ``POST /predictions``, ``POST /recommendations``, ``GET /items`` (``?newest=true``: the items known
-only by attributes); the web page at ``/`` (its files
+only by attributes); with a feedback store also ``POST /feedback``, ``GET /users/{user}/feedback``,
+``DELETE /users/{user}`` and ``PUT /items/{item}`` (a failing database: 503); the web page at ``/`` (its files
 under ``/static``) and the API docs at ``/docs`` and ``/openapi.json`` with their assets served by
 the app itself (fastapi-offline), so nothing is fetched from a CDN.
 
@@ -32,6 +33,7 @@ import logging
 import math
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +41,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -47,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import __version__
 from ..errors import NeucfError
+from ..feedback import Event, StoreUnavailable
+from ..feedback.store import MAX_ID
 from .service import MAX_HISTORY, InvalidRequest, RecommendationService, UnknownId
 
 STATIC = Path(__file__).parent / "static"
@@ -54,6 +58,8 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 1_000_000
 #: the most items one prediction request may ask about
 MAX_ITEMS = 10_000
+#: the most events one feedback request may hold
+MAX_EVENTS = 10_000
 
 
 # ---- request and response bodies --------------------------------------------------------------
@@ -131,6 +137,60 @@ class RecommendationRequest(BaseModel):
         return value
 
 
+class FeedbackEvent(BaseModel):
+    """One thing a user did: a rating, or (for a ranking run; the only kind an implicit run
+    takes) an interaction without one."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1, max_length=MAX_ID, description="Raw user id: any, trained or not.")
+    item: str = Field(min_length=1, max_length=MAX_ID, description="Raw item id: any, in the catalogue or not.")
+    rating: float | None = Field(
+        None, strict=True, allow_inf_nan=False,
+        description="Inside the model's rating scale; needed by a rating run, absent for an implicit run.",
+    )  # fmt: skip
+    timestamp: float | None = Field(None, ge=0, allow_inf_nan=False, description="Unix seconds (default: now).")
+    id: str | None = Field(
+        None, min_length=1, max_length=MAX_ID,
+        description="The client's id of the event: an event whose id was stored before is not stored again.",
+    )  # fmt: skip
+
+
+class FeedbackRequest(BaseModel):
+    """Events to store, all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class Stored(BaseModel):
+    """How many of the events were new (an event whose id was stored before is not)."""
+
+    stored: int
+
+
+class StoredEvent(BaseModel):
+    """A stored event."""
+
+    item: str
+    rating: float | None = None
+    timestamp: float
+
+
+class UserFeedback(BaseModel):
+    """A user's stored events, oldest first."""
+
+    user: str
+    events: list[StoredEvent]
+
+
+class ItemRequest(BaseModel):
+    """An item to create or replace: title and attributes (column -> value; labels as a list)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=1000)
+    attributes: dict[str, str | float | int | list[str] | None] = Field(default_factory=dict, max_length=256)
+
+
 class Health(BaseModel):
     """The server is up, serving this model."""
 
@@ -150,6 +210,7 @@ class ModelInfo(BaseModel):
     items: int
     scale: list[float] | None = Field(description="The rating scale (null for interactions without ratings).")
     titles: bool
+    feedback: bool = Field(description="Whether the server keeps feedback (started with --store).")
 
 
 class Prediction(BaseModel):
@@ -348,10 +409,15 @@ def _invalid(where: tuple, message: str) -> RequestValidationError:
 
 
 def create_app(
-    service: RecommendationService, api_key: str | None = None, max_body: int = MAX_BODY, body_timeout: float = 30.0
+    service: RecommendationService,
+    api_key: str | None = None,
+    max_body: int = MAX_BODY,
+    body_timeout: float = 30.0,
+    admin_key: str | None = None,
 ) -> FastAPI:
-    """The app answering from ``service``; ``api_key`` guards the API endpoints (see the module);
-    a body over ``max_body`` bytes is 413, one slower than ``body_timeout`` seconds a part 408."""
+    """The app answering from ``service``; ``api_key`` guards the API endpoints (see the module),
+    ``admin_key`` (instead) those that change the catalogue or erase a user; a body over
+    ``max_body`` bytes is 413, one slower than ``body_timeout`` seconds a part 408."""
     app = FastAPIOffline(
         title="neucf",
         version=__version__,
@@ -365,9 +431,20 @@ def create_app(
     def openapi() -> dict:
         # the rating scale is the model's: the schema says so, for clients and schema fuzzers
         schema = schema_of()
-        if service.model.scale is not None:
-            rating = schema["components"]["schemas"]["Rating"]["properties"]["rating"]
-            rating["minimum"], rating["maximum"] = (float(x) for x in service.model.scale)
+        model, bodies = service.model, schema["components"]["schemas"]
+        for name in ("Rating", "FeedbackEvent"):
+            if name not in bodies:
+                continue
+            body, rating = bodies[name], bodies[name]["properties"]["rating"]
+            if model.implicit:  # interactions only: no rating
+                body["properties"]["rating"] = {"type": "null", "description": "An implicit run takes no rating."}
+                continue
+            rating["minimum"], rating["maximum"] = map(float, model.scale)
+            if model.task == "rating":  # a rating model needs every rating: a number, never null
+                low, high = rating.pop("minimum"), rating.pop("maximum")
+                rating.pop("anyOf", None)
+                rating.update(type="number", minimum=low, maximum=high)
+                body["required"] = [*body.get("required", []), "rating"]
         return schema
 
     app.openapi = openapi
@@ -378,7 +455,11 @@ def create_app(
 
     @app.exception_handler(InvalidRequest)
     async def _invalid_ratings(request: Request, exc: InvalidRequest):
-        return await _unprocessable(request, _invalid(("body", "ratings"), str(exc)))
+        return await _unprocessable(request, _invalid(("body", exc.field), str(exc)))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: StoreUnavailable):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(NeucfError)
     async def _cannot(request: Request, exc: NeucfError):
@@ -408,11 +489,13 @@ def create_app(
     @api.get("/users/{user}/recommendations", response_model=Recommendations, response_model_exclude_none=True,
              responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
     async def user_recommendations(
-        user: Annotated[str, PathParam(description="A user the model knows.")],
+        user: Annotated[str, PathParam(description="A user the model knows (or, with --store, the store).")],
         k: Annotated[int, Query(ge=1, le=1000, description="How many items.")] = 10,
         exclude_seen: Annotated[bool, Query(description="Leave out items the user rated in training.")] = True,
     ):
-        """A known user's top k, best first."""
+        """A known user's top k, best first. With a feedback store, the user's stored events count
+        at once: merged into a trained user's history, or folded in for a user known only to the
+        store; the items they gave feedback on are left out unless ``exclude_seen`` is false."""
         items = service.recommend_user(user, k=k, exclude_seen=exclude_seen)
         return {"user": user, "items": [vars(x) for x in items]}
 
@@ -452,7 +535,61 @@ def create_app(
         return {"items": service.newest(limit) if newest else service.search(q, limit)}
 
     app.include_router(api)
+    if service.store is not None:
+        _feedback_routes(app, service, guarded, errors, admin_key)
     return app
+
+
+def _feedback_routes(app: FastAPI, service: RecommendationService, guarded: list, errors: dict, admin_key) -> None:
+    """The endpoints of a server that keeps feedback. They run in the event loop, as the others
+    do: in a thread of FastAPI's pool a write waited for the interpreter lock at each of its
+    database calls while the loop computed lists, and ingestion under a list load collapsed;
+    a commit holds the loop for about a millisecond."""
+    api = APIRouter(dependencies=guarded, responses=errors)
+    if admin_key:
+        admin = APIRouter(dependencies=[Depends(_bearer_check(admin_key))],
+                          responses={401: {"model": ErrorDetail, "description": "Missing or wrong admin key."}})  # fmt: skip
+    else:
+        admin = api
+    down = {503: {"model": ErrorDetail, "description": "The feedback store is unavailable; nothing was stored."}}
+
+    @api.post("/feedback", response_model=Stored, responses=down, tags=["feedback"])
+    async def post_feedback(body: FeedbackRequest):
+        """Store events (ratings or interactions) of any users and items, all or none: answered
+        only after the database committed them. A later event on the same user and item replaces
+        the earlier one; an event whose ``id`` was stored before is not stored again."""
+        now = time.time()
+        events = [Event(e.user, e.item, e.rating, now if e.timestamp is None else e.timestamp, e.id)
+                  for e in body.events]  # fmt: skip
+        return {"stored": service.record(events)}
+
+    @api.get("/users/{user}/feedback", response_model=UserFeedback, responses={**_NOT_FOUND, **down},
+             tags=["feedback"])  # fmt: skip
+    async def user_feedback(user: Annotated[str, PathParam(max_length=MAX_ID)]):
+        """A user's stored events, oldest first (404 when there are none)."""
+        events = service.feedback(user)
+        return {
+            "user": user,
+            "events": [{"item": e.item, "rating": e.rating, "timestamp": e.timestamp} for e in events],
+        }
+
+    @admin.delete("/users/{user}", status_code=204, responses=down, tags=["feedback"])
+    async def erase_user(user: Annotated[str, PathParam(max_length=MAX_ID)]):
+        """Erase a user: their stored events are deleted and the model stops answering for the id
+        at once, and every later training leaves out their rows (204, also for an id never seen)."""
+        service.erase(user)
+        return Response(status_code=204)
+
+    @admin.put("/items/{item}", responses=down, tags=["items"])
+    async def put_item(item: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)], body: ItemRequest) -> dict:
+        """Create or replace an item: it joins the catalogue at once (found by ``GET /items``;
+        listed from its attributes by a model that reads item attributes)."""
+        service.put_item(item, body.title, body.attributes)
+        return {"item": item, "title": body.title, "attributes": body.attributes}
+
+    app.include_router(api)
+    if admin is not api:
+        app.include_router(admin)
 
 
 #: the environment variable through which ``neucf serve --workers N`` hands its settings to workers
@@ -466,6 +603,11 @@ def app_from_environment() -> FastAPI:
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     torch.set_num_threads(settings["threads"])
-    service = RecommendationService.from_run(settings["run_dir"], settings.get("items"))
-    key_env = settings.get("api_key_env")
-    return create_app(service, api_key=os.environ[key_env] if key_env else None, max_body=settings["max_body"])
+    service = RecommendationService.from_run(settings["run_dir"], settings.get("items"), settings.get("store"))
+    key_env, admin_env = settings.get("api_key_env"), settings.get("admin_key_env")
+    return create_app(
+        service,
+        api_key=os.environ[key_env] if key_env else None,
+        max_body=settings["max_body"],
+        admin_key=os.environ[admin_env] if admin_env else None,
+    )

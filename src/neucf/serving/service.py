@@ -34,6 +34,7 @@ import pandas as pd
 from ..datasets import read_table
 from ..datasets.ratings import id_text
 from ..errors import DataError, UsageError
+from ..feedback import Event, FeedbackStore, StoredItem, store_url
 from ..models import Recommender
 from ..runs import read_json, read_run
 
@@ -44,13 +45,18 @@ MAX_HISTORY = 10_000
 class UnknownId(DataError):
     """A user or item id the model does not know (a server answers 404)."""
 
-    def __init__(self, kind: str, raw: str):
-        super().__init__(f"unknown {kind} {raw!r}: the model has no training rating of it")
+    def __init__(self, kind: str, raw: str, why: str = "the model has no training rating of it"):
+        super().__init__(f"unknown {kind} {raw!r}: {why}")
         self.kind, self.raw = kind, raw
 
 
 class InvalidRequest(DataError):
-    """A request that cannot be answered as asked, e.g. a rating outside the scale (422)."""
+    """A request that cannot be answered as asked, e.g. a rating outside the scale (422);
+    ``field`` names the part of the body at fault."""
+
+    def __init__(self, message: str, field: str = "ratings"):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -89,40 +95,70 @@ class RecommendationService:
     is read from items with training ratings only (the others are ignored).
     """
 
-    def __init__(self, model: Recommender, metrics: Mapping | None = None, titles: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        model: Recommender,
+        metrics: Mapping | None = None,
+        titles: Mapping[str, str] | None = None,
+        store: FeedbackStore | None = None,
+    ):
         if not hasattr(model, "train_"):
             raise UsageError("the service needs a fitted model")
         self.model = model
         self.metrics = dict(metrics or {})
+        self.store = store
         users = model.scorable("user")
         self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if users[i]}
+        self._titles = dict(titles) if titles is not None else None
+        self._put: dict[str, str | None] = {}  # items put into the store that the model cannot list
+        self._item_change = 0
+        self._lock = threading.Lock()
+        self._index_items()
+        if store is not None:
+            self._sync_items()
+
+    def _index_items(self) -> None:
+        """The maps from item ids to the model's indices, the titles and the search order, made
+        again whenever the catalogue grows; items put into the store that the model cannot
+        score are found by search only, after the model's."""
+        model = self.model
         keys = [id_text(x) for x in model.item_ids]
         listable = model.listable()
         self._items = {k: i for i, k in enumerate(keys) if listable[i]}
-        self._item_keys = np.array(keys, dtype=object)
-        if titles is not None:
-            self.titles = np.array([titles.get(k) for k in keys], dtype=object)
+        extra = [k for k in self._put if k not in self._items]
+        self._item_keys = np.array(keys + extra, dtype=object)
+        if self._titles is not None:  # a titles file replaces the data's titles
+            own = np.array([self._titles.get(k) for k in keys], dtype=object)
         elif model.item_titles is not None:
-            self.titles = model.item_titles
+            own = model.item_titles
         else:
-            self.titles = None
+            own = None if not self._put else np.full(len(keys), None, dtype=object)
+        if self._put and own is not None:  # a title put into the store wins
+            titles = [*own[: len(keys)], *[None] * len(extra)]
+            own = np.array([self._put.get(k) or t for k, t in zip(self._item_keys, titles)], dtype=object)
+        self.titles = own
         known = np.flatnonzero(listable)
         counts = np.bincount(model.train_[1], minlength=len(keys))
         # search answers the most rated items first, then the newest (those added last)
-        self._search_order = known[np.lexsort((-known, -counts[known]))]
+        order = known[np.lexsort((-known, -counts[known]))]
+        self._search_order = np.concatenate([order, np.arange(len(keys), len(self._item_keys))[::-1]]).astype(np.int64)
         searchable = self.titles if self.titles is not None else self._item_keys
         self._searchable = pd.Series(searchable[self._search_order]).fillna("").astype(str).str.lower()
-        self._lock = threading.Lock()
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, items_file: str | Path | None = None) -> RecommendationService:
+    def from_run(
+        cls, run_dir: str | Path, items_file: str | Path | None = None, store: str | None = None
+    ) -> RecommendationService:
         """The service of a run folder (``neucf train --out``), with titles from ``items_file``
-        when given (a missing folder is a :class:`UsageError`, a damaged one a :class:`DataError`)."""
+        when given and the feedback store of ``store`` (a path or database URL, see
+        :func:`~neucf.feedback.store_url`) when given (a missing folder is a
+        :class:`UsageError`, a damaged one a :class:`DataError`)."""
         titles = read_titles(items_file) if items_file is not None else None
+        url = None if store is None else store_url(store)  # refuses a file inside a run folder
         model = read_run(run_dir)
         path = Path(run_dir) / "metrics.json"
         metrics = read_json(path) if path.is_file() else {}
-        return cls(model, metrics=metrics, titles=titles)
+        return cls(model, metrics=metrics, titles=titles, store=None if url is None else FeedbackStore(url))
 
     # ---- answers ----------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -140,15 +176,124 @@ class RecommendationService:
             "items": len(self._items),
             "scale": None if scale is None else [float(x) for x in scale],
             "titles": self.titles is not None,
+            "feedback": self.store is not None,
         }
 
     def recommend_user(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[ItemScore]:
         """A known user's top ``k``, best first (items they rated in training excluded unless
-        ``exclude_seen`` is False)."""
-        u = self._user(user)
+        ``exclude_seen`` is False). With a feedback store the user's stored events count at
+        once: merged into a trained user's history, or the whole history of a user known only
+        to the store (folded in); the items they name are excluded too."""
+        from ..lists import recommend_history, recommend_index
+
+        events, erased = self._stored(user)
+        if not events:
+            u = self._user(user, erased)
+            with self._lock:
+                top = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
+            return self._scored(*top)
+        items, values, _ = self._history([(e.item, e.rating) for e in events])
+        named = [self._items[e.item] for e in events if e.item in self._items]
+        u = None if erased else self._users.get(user)
+        known = u if u is not None and self.model.known_users[u] else None
         with self._lock:
-            top = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
+            if self.model.can_fold_in:
+                top = recommend_history(self.model, known, items, values, k, exclude_seen, seen=named)
+            elif u is not None:  # a model that cannot fold in lists from training alone, less what was named
+                allowed = self.model.listable()
+                allowed[named] = not exclude_seen
+                top = recommend_index(self.model, u, k, exclude_seen, allowed)
+            else:
+                self.model._check_fold_in()
         return self._scored(*top)
+
+    # ---- feedback (with a store) --------------------------------------------------------------
+    def record(self, events: Sequence[Event]) -> int:
+        """Check ``events`` (ratings against the model's scale; a rating model needs one, an
+        implicit model takes none) and store them, all or none; returns how many were new."""
+        store = self._needs_store()
+        for n, e in enumerate(events):
+            try:
+                self._checked_rating(e.item, e.rating, where=f"event {n}: ")
+            except InvalidRequest as exc:
+                raise InvalidRequest(str(exc), "events") from None
+            if not (math.isfinite(e.timestamp) and e.timestamp >= 0):
+                raise InvalidRequest(
+                    f"event {n}: timestamp {e.timestamp!r} is not Unix seconds (a number >= 0)", "events"
+                )
+        return store.add(events)
+
+    def feedback(self, user: str) -> list[Event]:
+        """The stored events of ``user``, oldest first; none is an :class:`UnknownId`."""
+        events = self._needs_store().events_of(user)
+        if not events:
+            raise UnknownId("user", user, "the feedback store holds no event of it")
+        return events
+
+    def erase(self, user: str) -> None:
+        """Erase ``user``: their stored events go, and the served model stops answering for the
+        id (a trained user included); if the id gives feedback again, it is a new user."""
+        self._needs_store().erase(user)
+
+    def put_item(self, item: str, title: str | None = None, attributes: Mapping | None = None) -> None:
+        """Create or replace ``item`` in the store; it joins the catalogue at once: found by
+        :meth:`search`, listed from its attributes by a model that reads item attributes."""
+        self._needs_store().put_item(item, title, dict(attributes or {}))
+        self._sync_items()
+
+    def _needs_store(self) -> FeedbackStore:
+        if self.store is None:
+            raise UsageError("this server keeps no feedback: start it with --store")
+        return self.store
+
+    def _stored(self, user: str) -> tuple[list[Event], bool]:
+        """The user's stored events and whether the id was erased (none, False without a
+        store), the catalogue brought up to date first (one read of the database)."""
+        if self.store is None:
+            return [], False
+        events, erased, change = self.store.history(user)
+        if change != self._item_change:
+            self._sync_items()
+        return events, erased
+
+    def _catch_up(self) -> None:
+        """Bring the catalogue up to date when the store's items changed (one cheap read)."""
+        if self.store is not None and self.store.last_item_change() != self._item_change:
+            self._sync_items()
+
+    def _sync_items(self) -> None:
+        """Bring the items put into the store (by this worker or another) into the catalogue."""
+        with self._lock:
+            news = self.store.items_since(self._item_change)
+            if not news:
+                return
+            for x in news:
+                self._put[x.item] = x.title
+            self._add_to_model(news)
+            self._item_change = news[-1].seq
+            self._index_items()
+
+    def _add_to_model(self, news: Sequence[StoredItem]) -> None:
+        """Items new to the model join it from their attributes, when it reads item attributes
+        (attribute names it does not know are kept in the store and unused)."""
+        from ..attributes import Attributes
+
+        model = self.model
+        if "item" not in model.attribute_sides():
+            return
+        have = set(self._item_keys[: len(model.item_ids)])
+        fresh = {x.item: x for x in news if x.item not in have}
+        if not fresh:
+            return
+        columns = model.catalogue_.maps["item"].columns
+        table = pd.DataFrame(
+            {name: [_attribute_text(x.attributes.get(name)) for x in fresh.values()] for name, _, _ in columns}
+        )
+        titles = pd.Series({k: x.title for k, x in fresh.items() if x.title is not None}, dtype=object)
+        ids = np.array(list(fresh), dtype=object)
+        model.add_items(
+            Attributes(ids, table, {name: kind for name, kind, _ in columns}, titles if len(titles) else None)
+        )
 
     def recommend_new(
         self,
@@ -165,6 +310,7 @@ class RecommendationService:
         ignored (a catalogue grows between trainings; a model may read no user attributes)."""
         from ..lists import recommend_attributes, recommend_row
 
+        self._catch_up()
         items, values, ignored = self._history(ratings)
         allowed, unknown = self._allowed(candidates)
         usable, unread = self._attributes(attributes)
@@ -208,7 +354,9 @@ class RecommendationService:
 
         if (user is None) == (ratings is None and attributes is None):
             raise InvalidRequest("give either a known user or the ratings or attributes of a new one, not both")
-        u = None if user is None else self._user(user)
+        if user is None:
+            self._catch_up()
+        u = None if user is None else self._user(user, self._stored(user)[1])
         index = np.array([self._item(x) for x in items], dtype=np.int64)
         ignored: list[str] = []
         usable, unread = self._attributes(attributes)
@@ -227,6 +375,7 @@ class RecommendationService:
     def newest(self, limit: int = 20) -> list[dict]:
         """The items nobody rated in training, known by their attributes (added to the
         catalogue since, or never rated), the newest (added last) first."""
+        self._catch_up()
         fresh = np.array([i for i in self._items.values() if not self.model.known_items[i]], dtype=np.int64)
         index = np.sort(fresh)[::-1][: max(int(limit), 0)]
         return [{"item": self._item_keys[i], "title": self._title(i)} for i in index]
@@ -234,12 +383,17 @@ class RecommendationService:
     def search(self, query: str = "", limit: int = 20) -> list[dict]:
         """Items whose title (or id, when there are no titles) contains ``query``, ignoring case;
         the most rated first."""
+        self._catch_up()
         matches = self._searchable.str.contains(query.lower(), regex=False) if query else self._searchable.astype(bool)
         index = self._search_order[np.flatnonzero(matches.to_numpy())[: max(int(limit), 0)]]
         return [{"item": self._item_keys[i], "title": self._title(i)} for i in index]
 
     # ---- checks and conversions -----------------------------------------------------------
-    def _user(self, user: str) -> int:
+    def _user(self, user: str, erased: bool = False) -> int:
+        """The model's index of ``user``; an id it does not know, or one ``erased`` from the
+        feedback store, is an :class:`UnknownId`."""
+        if erased:
+            raise UnknownId("user", user, "erased from the feedback store")
         if user not in self._users:
             raise UnknownId("user", user)
         return self._users[user]
@@ -266,19 +420,20 @@ class RecommendationService:
         items = np.fromiter(history, np.int64, len(history))
         return items, np.fromiter(history.values(), np.float32, len(history)), list(dict.fromkeys(ignored))
 
-    def _checked_rating(self, item: str, rating: float | None) -> float:
+    def _checked_rating(self, item: str, rating: float | None, where: str = "") -> float:
         model = self.model
         if rating is None:
             if model.task == "rating":
-                raise InvalidRequest(f"item {item!r}: the {model.name} model needs a rating for every item")
+                raise InvalidRequest(f"{where}item {item!r}: the {model.name} model needs a rating for every item")
             return math.nan
         if model.implicit:
             raise InvalidRequest(
-                f"item {item!r}: this model learnt from interactions without ratings; send the item without a rating"
+                f"{where}item {item!r}: this model learnt from interactions without ratings; "
+                "send the item without a rating"
             )
         low, high = model.scale
         if not (math.isfinite(rating) and low <= rating <= high):
-            raise InvalidRequest(f"item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
+            raise InvalidRequest(f"{where}item {item!r}: rating {rating!r} is outside the scale {low:g}..{high:g}")
         return float(rating)
 
     def _scored(self, items: np.ndarray, predictions: np.ndarray) -> list[ItemScore]:
@@ -293,3 +448,12 @@ class RecommendationService:
 
 def _finite(value) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
+
+
+def _attribute_text(value) -> str:
+    """An attribute value as an attribute file holds it: labels joined by ``|``, none as ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "|".join(str(x) for x in value)
+    return str(value)

@@ -1,18 +1,24 @@
 // The page of `neucf serve`: search items, rate them, and see a new user's recommendations
 // (fold-in), or a known user's; the newest items (known by attributes), ranked for you. Plain JavaScript, no build step, nothing from a CDN.
+// On a server that keeps feedback (--store) the visitor's stars are stored under a random id
+// kept in this browser, and "Forget me" erases them.
 "use strict";
 
-const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, newest: [], key: sessionStorage.getItem("neucf-key") };
+const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, newest: [], key: sessionStorage.getItem("neucf-key"), visitor: null };
 const $ = (id) => document.getElementById(id);
 
-async function api(path, body) {
+async function api(path, body, method) {
   const headers = { "Content-Type": "application/json" };
   if (state.key) headers.Authorization = `Bearer ${state.key}`;
-  const response = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+  const options = { headers, method: method || (body === undefined ? "GET" : "POST") };
+  if (body !== undefined) options.body = JSON.stringify(body);
+  const response = await fetch(path, options);
   if (response.status === 401) {
+    if (method === "DELETE") throw new Error("only this server's administrator can erase users here");
     $("key-form").hidden = false;
     throw new Error("this server needs an API key");
   }
+  if (response.status === 204) return {};
   const data = await response.json();
   if (!response.ok) throw new Error(typeof data.detail === "string" ? data.detail : data.detail.map((d) => d.msg).join("; "));
   return data;
@@ -92,10 +98,74 @@ function showRecommendations(title, items) {
   fill($("recommendations"), items.map((it) => row(label(it.item, it.title), score(it.prediction))), "nothing to recommend");
 }
 
+function visitorId() {
+  // random, so never a trained user's id; kept in this browser until "Forget me"
+  let id = localStorage.getItem("neucf-visitor");
+  if (!id) {
+    id = `visitor-${crypto.randomUUID()}`;
+    localStorage.setItem("neucf-visitor", id);
+  }
+  return id;
+}
+
+async function showPopular() {
+  const data = await api("items?limit=10");
+  $("recommendations-title").textContent = "Popular (rate a few items for your own list)";
+  fill($("recommendations"), data.items.map((it) => row(label(it.item, it.title), document.createElement("span"))), "nothing yet");
+}
+
+async function showVisitorList() {
+  const data = await api(`users/${encodeURIComponent(state.visitor)}/recommendations?k=10`);
+  const what = state.implicit ? "like" : "rating";
+  const n = state.ratings.size;
+  showRecommendations(`Recommended for you (from ${n} ${what}${n > 1 ? "s" : ""})`, data.items);
+}
+
+async function rateStored(item, value) {
+  // stored first (the answer comes once the database committed it), then the list follows it
+  const event = value === null ? { user: state.visitor, item } : { user: state.visitor, item, rating: value };
+  try {
+    await api("feedback", { events: [event] });
+    $("message").textContent = "";
+    await showVisitorList();
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
+async function loadVisitor() {
+  state.visitor = visitorId();
+  $("forget-me").hidden = false;
+  try {
+    const data = await api(`users/${encodeURIComponent(state.visitor)}/feedback`);
+    for (const e of data.events) state.ratings.set(e.item, { rating: e.rating, title: null });
+    showRated();
+    await showVisitorList();
+  } catch (error) {
+    await showPopular();  // nothing stored yet: the popular items, until the first rating
+  }
+}
+
+async function forgetMe() {
+  try {
+    await api(`users/${encodeURIComponent(state.visitor)}`, undefined, "DELETE");
+    localStorage.removeItem("neucf-visitor");
+    state.ratings.clear();
+    state.visitor = visitorId();
+    showRated();
+    search();
+    $("message").textContent = "Forgotten: your ratings were erased from this server.";
+    await showPopular();
+  } catch (error) {
+    $("message").textContent = error.message;
+  }
+}
+
 async function rate(item, title, value) {
   state.ratings.set(item, { rating: value, title });
   showRated();
   search();
+  if (state.visitor) return rateStored(item, value);
   const ratings = [...state.ratings.entries()].map(([i, r]) => (r.rating === null ? { item: i } : { item: i, rating: r.rating }));
   const what = state.implicit ? "like" : "rating";
   try {
@@ -155,6 +225,7 @@ async function start() {
     $("key-form").hidden = true;
     search();
     showNewest();
+    if (model.feedback) loadVisitor();
   } catch (error) {
     $("model-line").textContent = error.message;
   }
@@ -170,4 +241,5 @@ let timer;
 $("search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
 $("user-form").addEventListener("submit", knownUser);
 $("rank-newest").addEventListener("click", rankNewest);
+$("forget-me").addEventListener("click", forgetMe);
 start();

@@ -1,0 +1,370 @@
+"""The feedback store: what users did, the items added since training and the erasures, in a
+SQLite file or a PostgreSQL database, through SQLAlchemy.
+
+Four tables, made on first use:
+
+- ``feedback_events``: one row per (user, item): rating (NULL for an interaction without
+  one), timestamp (Unix seconds), the order it was stored in (``seq``). A later event on the
+  same user and item replaces the earlier one; one that is older (by timestamp) than the
+  stored one is acknowledged and dropped.
+- ``feedback_event_ids``: the client ids of the events ever stored, so that a retried
+  request stores nothing twice (an id seen before: the event is acknowledged and dropped).
+- ``feedback_erasures``: who was erased and when (``seq`` orders it among the events: a user's
+  events stored after their erasure are a new person's).
+- ``feedback_items``: items put since training: title, attributes (JSON); ``seq`` grows with
+  every put, so that each worker reads only what changed since it last looked.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk before it is
+acknowledged), takes its write lock at the start of a write transaction (``BEGIN IMMEDIATE``:
+two workers never deadlock upgrading a read lock) and waits up to 30 s for it. Every failure
+of the database itself (full disk, lost connection, lock timeout) is a :class:`StoreUnavailable`
+naming its first line; the transaction is rolled back, so a request stores all or nothing.
+
+Examples:
+    >>> store = FeedbackStore("sqlite://")  # in memory, for the example
+    >>> store.add([Event("u1", "i1", 4.0, 1.0), Event("u1", "i2", None, 2.0)])
+    2
+    >>> [(e.item, e.rating) for e in store.events_of("u1")]
+    [('i1', 4.0), ('i2', None)]
+    >>> store.erase("u1"); store.events_of("u1"), store.erased_users()
+    ([], {'u1'})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..errors import NeucfError, UsageError
+from ..files import refuse_inside_output
+
+log = logging.getLogger(__name__)
+
+#: the longest user or item id, event id and title the store keeps
+MAX_ID = 256
+#: how long a SQLite writer waits for another's lock before the request fails (503)
+SQLITE_WAIT_S = 30.0
+
+
+class StoreUnavailable(NeucfError):
+    """The database failed (full disk, connection lost, locked too long): nothing was stored
+    by the failed call (a server answers 503 and recovers when the database does)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a user did: ``rating`` None for an interaction without one; ``timestamp``
+    Unix seconds; ``id`` the client's id for it (a retried request stores nothing twice)."""
+
+    user: str
+    item: str
+    rating: float | None
+    timestamp: float
+    id: str | None = None
+
+
+class History(NamedTuple):
+    """A user's stored events (oldest first), whether the id was ever erased, and the newest
+    item change number (see :meth:`FeedbackStore.history`)."""
+
+    events: list[Event]
+    erased: bool
+    item_change: int
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item put into the store: its change number, id, title and attributes."""
+
+    seq: int
+    item: str
+    title: str | None
+    attributes: dict
+
+
+_meta = sa.MetaData()
+# a 64-bit key, which SQLite spells INTEGER to make it the rowid
+_Key = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_events = sa.Table(
+    "feedback_events", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(MAX_ID), nullable=False),
+    sa.Column("item_id", sa.String(MAX_ID), nullable=False),
+    sa.Column("rating", sa.Float, nullable=True),
+    sa.Column("timestamp", sa.Float, nullable=False),
+    sa.UniqueConstraint("user_id", "item_id", name="feedback_events_user_item"),
+)  # fmt: skip
+_event_ids = sa.Table("feedback_event_ids", _meta, sa.Column("event_id", sa.String(MAX_ID), primary_key=True))
+_erasures = sa.Table(
+    "feedback_erasures", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(MAX_ID), nullable=False, index=True),
+    sa.Column("erased_at", sa.Float, nullable=False),
+)  # fmt: skip
+_items = sa.Table(
+    "feedback_items", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(MAX_ID), nullable=False, unique=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("attributes", sa.Text, nullable=False),
+)  # fmt: skip
+
+
+def store_url(store: str) -> str:
+    """The database URL of a ``--store``: a URL as it is (``postgresql://`` through the
+    psycopg driver), a file path as a SQLite file (``sqlite:///`` and its absolute path); one that cannot be a database, or a SQLite file
+    inside a neucf output folder (a run), is a :class:`~neucf.errors.UsageError`.
+
+    Examples:
+        >>> store_url("postgresql://neucf@db/neucf")
+        'postgresql+psycopg://neucf@db/neucf'
+        >>> store_url("mysql://x/y")
+        Traceback (most recent call last):
+        ...
+        neucf.errors.UsageError: --store 'mysql://x/y': the feedback store is a SQLite file or a PostgreSQL database (sqlite:///PATH, postgresql://...)
+    """
+    if "://" not in store:
+        store = "sqlite:///" + str(Path(store).expanduser().resolve())
+    try:
+        url = make_url(store)
+    except (ArgumentError, ValueError):
+        raise UsageError(f"--store {store!r} is not a file path nor a database URL; use e.g. feedback.db") from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise UsageError(
+            f"--store {store!r}: the feedback store is a SQLite file or a PostgreSQL database "
+            "(sqlite:///PATH, postgresql://...)"
+        )
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        refuse_inside_output(url.database, f"--store {store!r}")
+        folder = Path(url.database).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"--store {store!r}: cannot write the database in {folder} (no such writable folder)")
+    if backend == "postgresql" and url.drivername == "postgresql":
+        store = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return store
+
+
+def _sqlite_engine(url: str, writer: bool) -> sa.Engine:
+    # pysqlite's own transaction handling is turned off so that a write can begin IMMEDIATE
+    # (SQLAlchemy's documented recipe); readers begin deferred and never wait in WAL mode
+    memory = make_url(url).database in (None, "", ":memory:")
+    options = {"poolclass": sa.pool.StaticPool} if memory else {}
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_WAIT_S, "check_same_thread": False}, **options)
+
+    @sa_event.listens_for(engine, "connect")
+    def _settings(connection, _record):
+        connection.isolation_level = None
+        cursor = connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class FeedbackStore:
+    """What users did, the items put since training and the erasures, in the database of
+    ``store`` (see :func:`store_url`; SQLite in memory with ``"sqlite://"``). Safe to share
+    between threads, worker processes and servers (one database, many writers).
+
+    Examples:
+        >>> store = FeedbackStore("sqlite://")
+        >>> store.put_item("new", "A new film", {"genres": ["Comedy"]})
+        >>> [(x.item, x.title) for x in store.items_since(0)]
+        [('new', 'A new film')]
+    """
+
+    def __init__(self, store: str | os.PathLike):
+        store = os.fspath(store)
+        url = store_url(store) if store != "sqlite://" else store
+        self.url = url
+        self._sqlite = make_url(url).get_backend_name() == "sqlite"
+        if self._sqlite:
+            self._write = _sqlite_engine(url, writer=True)
+            self._read = self._write if make_url(url).database in (None, "", ":memory:") else _sqlite_engine(url, False)
+        else:
+            self._write = self._read = sa.create_engine(url, pool_pre_ping=True)
+        compiled = _HISTORY.compile(dialect=self._read.dialect)
+        self._history_sql = (str(compiled), compiled.positiontup)
+        self._driver_error = self._read.dialect.loaded_dbapi.Error
+        with self._failing("make its tables"):
+            for wait in (0.1, 0.5, 0):  # several workers may start at once: one makes them
+                try:
+                    _meta.create_all(self._write)
+                    break
+                except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                    if not wait:
+                        raise
+                    time.sleep(wait)
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, self._driver_error) as exc:
+            raise StoreUnavailable(
+                f"the feedback store could not {doing} ({_first_line(exc)}); nothing was changed: "
+                "retry when the database is back"
+            ) from None
+
+    def close(self) -> None:
+        """Close every connection (a new call opens them again)."""
+        self._write.dispose()
+        self._read.dispose()
+
+    # ---- events -----------------------------------------------------------------------------
+    def add(self, events: Sequence[Event]) -> int:
+        """Store ``events`` in one transaction (all or none); returns how many were new: an
+        event whose ``id`` was stored before is dropped, and counts as not new.
+
+        Of the events on one user and item the latest (by timestamp, then by order) is kept.
+        """
+        latest: dict[tuple[str, str], Event] = {}
+        ids: set[str] = set()
+        fresh = []
+        for e in events:
+            if e.id is not None:
+                if e.id in ids:
+                    continue
+                ids.add(e.id)
+            fresh.append(e)
+        with self._failing("store the events"), self._write.begin() as conn:
+            if ids:
+                # one statement compiled once, its rows sent in batches (SQLAlchemy's
+                # "insertmanyvalues"); a statement of literal rows is compiled anew each time
+                new = set(conn.scalars(_NEW_IDS[self._sqlite], [{"event_id": x} for x in ids]))
+                fresh = [e for e in fresh if e.id is None or e.id in new]
+            for e in fresh:
+                key = (e.user, e.item)
+                if key not in latest or e.timestamp >= latest[key].timestamp:
+                    latest[key] = e
+            if latest:
+                rows = [{"user_id": e.user, "item_id": e.item, "rating": e.rating, "timestamp": e.timestamp}
+                        for e in latest.values()]  # fmt: skip
+                conn.execute(_UPSERT[self._sqlite], rows)
+        return len(fresh)
+
+    def events_of(self, user: str) -> list[Event]:
+        """The stored events of ``user``, oldest first (by timestamp, then by order stored)."""
+        return self.history(user).events
+
+    def history(self, user: str) -> History:
+        """What a server needs to answer for ``user``, read in one transaction: their stored
+        events (oldest first), whether the id was ever erased, the newest item change."""
+        # one statement (a consistent snapshot without a transaction) on the driver's own
+        # cursor: SQLAlchemy's layers cost a server a sixth of a list's time here
+        sql, order = self._history_sql
+        params = tuple(user for _ in order) if order else {"user": user}
+        with self._failing("read the user's events"):
+            raw = self._read.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+                cursor.close()
+                raw.commit()  # ends PostgreSQL's implicit transaction (SQLite has none open)
+            except self._driver_error:
+                raw.invalidate()
+                raise
+            finally:
+                raw.close()
+        erased, change = rows[0][:2]
+        events = [Event(user, item, rating, ts) for _, _, item, rating, ts in rows if item is not None]
+        return History(events, bool(erased), int(change))
+
+    def erase(self, user: str) -> None:
+        """Delete every stored event of ``user`` and record the erasure (which keeps every
+        later training from the user's rows: see :meth:`erased_users`)."""
+        with self._failing("erase the user"), self._write.begin() as conn:
+            conn.execute(sa.delete(_events).where(_events.c.user_id == user))
+            conn.execute(sa.insert(_erasures).values(user_id=user, erased_at=time.time()))
+
+    def erased_users(self) -> set[str]:
+        """Every user id ever erased."""
+        with self._failing("read the erasures"), self._read.begin() as conn:
+            return set(conn.scalars(sa.select(_erasures.c.user_id).distinct()))
+
+    def count(self) -> int:
+        """How many (user, item) events the store holds."""
+        with self._failing("count the events"), self._read.begin() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(_events)))
+
+    # ---- items ------------------------------------------------------------------------------
+    def put_item(self, item: str, title: str | None, attributes: dict) -> None:
+        """Create or replace ``item`` (its change number grows, so every reader sees it)."""
+        with self._failing("store the item"), self._write.begin() as conn:
+            conn.execute(sa.delete(_items).where(_items.c.item_id == item))
+            conn.execute(sa.insert(_items).values(item_id=item, title=title, attributes=json.dumps(attributes)))
+
+    def items_since(self, seq: int) -> list[StoredItem]:
+        """The items put after change number ``seq`` (0: all), in the order they were put."""
+        query = sa.select(_items).where(_items.c.seq > seq).order_by(_items.c.seq)
+        with self._failing("read the items"), self._read.begin() as conn:
+            rows = conn.execute(query).all()
+        return [StoredItem(int(r.seq), r.item_id, r.title, json.loads(r.attributes)) for r in rows]
+
+    def last_item_change(self) -> int:
+        """The newest item's change number (0 when none): a cheap test for news."""
+        with self._failing("read the items"), self._read.begin() as conn:
+            return int(conn.scalar(sa.select(_last_item_change())))
+
+
+def _last_item_change():
+    return sa.select(sa.func.coalesce(sa.func.max(_items.c.seq), sa.literal_column("0"))).scalar_subquery()
+
+
+# a server reads these on every list: built once (SQLAlchemy then reuses their compiled form)
+# a user's history: whether they were erased and the newest item change, joined to their
+# events (one row of NULL events when there are none)
+_STATE = sa.select(
+    sa.exists().where(_erasures.c.user_id == sa.bindparam("user")).label("erased"),
+    _last_item_change().label("item_change"),
+).subquery()
+_HISTORY = (
+    sa.select(_STATE.c.erased, _STATE.c.item_change, _events.c.item_id, _events.c.rating, _events.c.timestamp)
+    .select_from(_STATE.outerjoin(_events, _events.c.user_id == sa.bindparam("user")))
+    .order_by(_events.c.timestamp, _events.c.seq)
+)
+
+
+def _upsert(insert):
+    """An event replaces the stored one on the same user and item unless it is older."""
+    stmt = insert(_events)
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id", "item_id"],
+        set_={"rating": stmt.excluded.rating, "timestamp": stmt.excluded.timestamp},
+        where=stmt.excluded.timestamp >= _events.c.timestamp,
+    )
+
+
+# by dialect (True: SQLite): the event ids not stored before, and the events' upsert
+_NEW_IDS = {lite: insert(_event_ids).on_conflict_do_nothing().returning(_event_ids.c.event_id)
+            for lite, insert in ((True, sqlite.insert), (False, postgresql.insert))}  # fmt: skip
+_UPSERT = {True: _upsert(sqlite.insert), False: _upsert(postgresql.insert)}
