@@ -117,3 +117,19 @@ def chromium_path() -> str:
     if not path:
         pytest.skip("no Chromium: install Debian's chromium package (.ci/run does) or set NEUCF_CHROMIUM")
     return path
+
+
+@contextlib.contextmanager
+def page_of(app):
+    """A Chromium page (through Playwright) beside ``app`` served on a loopback port (:func:`served`):
+    yields (page, base URL); skipped, with the reason, without Chromium or Playwright."""
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with served(app) as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            yield page, base
+        finally:
+            browser.close()

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import chromium_path, run, served, synthetic_ratings, write_ratings
+from conftest import page_of, run, synthetic_ratings, write_ratings
 from neucf.evaluation import PART_KINDS, part_kinds, rating_metrics
 
 
@@ -289,16 +289,11 @@ def test_ranking_models_list_new_items_by_their_attributes(tmp_path):
 def test_the_page_offers_the_newest_items_in_chromium(gmf_fits):
     from neucf.serving import RecommendationService, create_app
 
-    executable = chromium_path()
-    sync_api = pytest.importorskip("playwright.sync_api")
     model = gmf_fits[0]
     service = RecommendationService(model)
     newest = service.newest(10)
     assert newest and all(not model.known_items[service._items[x["item"]]] for x in newest)
-    with served(create_app(service)) as base, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
+    with page_of(create_app(service)) as (page, base):
         page.goto(base + "/")
         page.wait_for_selector("#newest li")
         assert page.locator("#newest li").count() == len(newest)
@@ -308,7 +303,6 @@ def test_the_page_offers_the_newest_items_in_chromium(gmf_fits):
         shown = page.locator("#recommendations li").all_inner_texts()
         assert len(shown) == len(newest)
         assert {t.split("\n")[0] for t in shown} == {f"item {x['item']}" for x in newest}
-        browser.close()
 
 
 def test_a_releases_tags_are_an_opt_in(tmp_path, capsys):

@@ -365,15 +365,10 @@ def test_two_workers_lose_nothing_and_kill_9_loses_nothing_acknowledged(run_dir,
 
 # ---- the page, in a real browser --------------------------------------------------------------
 def test_the_page_stores_its_visitors_stars_and_forgets_them_in_chromium(run_dir, tmp_path):
-    from conftest import chromium_path, served
+    from conftest import page_of
 
-    executable = chromium_path()
-    sync_api = pytest.importorskip("playwright.sync_api")
     service = RecommendationService.from_run(run_dir, store=str(tmp_path / "feedback.db"))
-    with served(create_app(service)) as base, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
+    with page_of(create_app(service)) as (page, base):
         page.goto(base + "/")
         page.wait_for_function("document.getElementById('recommendations-title').textContent.includes('Popular')")
         assert page.locator("#recommendations li").count() == 10
@@ -392,7 +387,6 @@ def test_the_page_stores_its_visitors_stars_and_forgets_them_in_chromium(run_dir
         page.wait_for_function("document.getElementById('recommendations-title').textContent.includes('Popular')")
         assert service.store.history(visitor)[:2] == ([], True)
         assert page.evaluate("localStorage.getItem('neucf-visitor')") != visitor
-        browser.close()
 
 
 def test_a_postgres_that_stops_is_503_and_the_server_recovers_when_it_returns(run_dir):

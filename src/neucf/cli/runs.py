@@ -161,10 +161,9 @@ def train(
     typer.echo(f"wrote {out}")
 
 
-def _erased(store: str | None) -> set[str]:
-    """The users erased in the feedback store ``store`` (none without one)."""
-    if store is None:
-        return set()
+def _existing_store(store: str):
+    """The feedback store ``store`` names, which must exist (a SQLite file ``neucf serve
+    --store`` wrote, or a database that answers)."""
     from sqlalchemy.engine import make_url
 
     from ..feedback import FeedbackStore, StoreUnavailable, store_url
@@ -173,13 +172,49 @@ def _erased(store: str | None) -> set[str]:
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         raise UsageError(f"--store {store}: no such feedback store (the file neucf serve --store wrote)")
     try:
-        feedback = FeedbackStore(store)
-        try:
-            return feedback.erased_users()
-        finally:
-            feedback.close()
+        return FeedbackStore(store)
     except StoreUnavailable as exc:
         raise UsageError(f"--store {store}: {exc}") from None
+
+
+def _erased(store: str | None) -> set[str]:
+    """The users erased in the feedback store ``store`` (none without one)."""
+    if store is None:
+        return set()
+    feedback = _existing_store(store)
+    try:
+        return feedback.erased_users()
+    finally:
+        feedback.close()
+
+
+def retrain(
+    run_dir: RunDirArg,
+    store: Annotated[str, typer.Option("--store", help="The feedback store the run's server kept (neucf serve --store).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write (outside RUN_DIR).")],
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (run-time: not saved with the model).")] = "auto",
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar and epoch lines (default: when stderr is a terminal).")] = None,
+    force: ForceOpt = False,
+):  # fmt: skip
+    """Train a run again, with its settings, on its data plus the events its server stored, less
+    erased users; judge both runs on each user's newest stored event. Example: neucf retrain
+    runs/ml1m --store feedback.db --out runs/ml1m-2"""
+    from .. import retraining
+
+    check_output_dir(out, "run", (run_dir,), force)
+    feedback = _existing_store(store)
+    show = sys.stderr.isatty() if progress is None else progress
+    fitted, metrics = retraining.retrain(run_dir, feedback, out, device=device, progress=show, force=force)
+    judged, name = metrics["retrain"], fitted.name
+    metric = "rmse" if fitted.task == "rating" else f"ndcg@{retraining.K}"
+    new, live = judged["new"][metric], judged["live"][metric]
+    if new is None:
+        line = f"{name}: no user has 2 stored events, so no held-out event to judge the runs on"
+    else:
+        line = (f"{name}: {metric.upper()} on the newest stored event of {judged['held_out']:,} users: "
+                f"new {new:.4f}, live {live:.4f}")  # fmt: skip
+    typer.echo(f"{line}; from {judged['events']:,} stored events, {judged['seconds']:.1f} s")
+    typer.echo(f"wrote {out}")
 
 
 def _model_for_task(model, config, params, seed, task):
@@ -399,6 +434,7 @@ def models():
 def add_commands(app: typer.Typer) -> None:
     """Register train, evaluate, predict, recommend and models on ``app``."""
     app.command("train")(data_options(split_options()(model_options()(train))))
+    app.command("retrain")(retrain)
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
     app.command("recommend")(recommend)

@@ -65,6 +65,8 @@ class Ratings:
         if ratings is None and not implicit:
             raise DataError("ratings are needed unless the data is implicit (interactions without ratings)")
         values = np.ones(len(u_idx), np.float32) if ratings is None else np.asarray(ratings, dtype=np.float32)
+        if not values.flags.writeable:  # pandas' copy-on-write columns are read-only; torch wants to own them
+            values = values.copy()
         if len(values) == 0:
             raise DataError(f"no {'interactions' if implicit else 'ratings'}: the data is empty")
         if implicit:

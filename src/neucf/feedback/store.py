@@ -276,7 +276,7 @@ class FeedbackStore:
         return self.history(user).events
 
     def history(self, user: str) -> History:
-        """What a server needs to answer for ``user``, read in one transaction: their stored
+        """What a server needs to answer for ``user``, read in one statement: their stored
         events (oldest first), whether the id was ever erased, the newest item change."""
         # one statement (a consistent snapshot without a transaction) on the driver's own
         # cursor: SQLAlchemy's layers cost a server a sixth of a list's time here
@@ -298,6 +298,13 @@ class FeedbackStore:
         erased, change = rows[0][:2]
         events = [Event(user, item, rating, ts) for _, _, item, rating, ts in rows if item is not None]
         return History(events, bool(erased), int(change))
+
+    def all_events(self) -> list[Event]:
+        """Every stored event, in the order stored (a retraining reads them)."""
+        query = sa.select(_events.c.user_id, _events.c.item_id, _events.c.rating, _events.c.timestamp)
+        with self._failing("read the events"), self._read.begin() as conn:
+            rows = conn.execute(query.order_by(_events.c.seq)).all()
+        return [Event(*row) for row in rows]
 
     def erase(self, user: str) -> None:
         """Delete every stored event of ``user`` and record the erasure (which keeps every
