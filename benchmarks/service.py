@@ -11,15 +11,17 @@ temporary folder) and measures, with users and items drawn with a seed:
    are folded in with them): events/s stored, and the p50/p99 of the lists during the ingestion.
 2. ``foldin``: a user known only to the store, with 200 stored ratings: the median time of their
    top-10 (sequential requests); and whether a posted event changes the next list.
-3. ``two-workers``: ``--workers 2`` on one SQLite file, and ``two-servers``: two servers on one
+3. ``retrain`` (``--retrain-events``, default 10,000): ``neucf retrain`` of the run on that many
+   stored events against ``neucf train`` of the run's data and settings: wall seconds of each.
+4. ``two-workers``: ``--workers 2`` on one SQLite file, and ``two-servers``: two servers on one
    PostgreSQL database (``--postgres URL`` or ``$NEUCF_POSTGRES``; left out without one):
    ``--concurrent-events`` posted at once by 8 clients across them, and how many the store holds.
 
     python benchmarks/service.py --run runs/ml1m-neumf [--events 40000] [--repeats 5] [--concurrent-events 100000]
 
-Targets (issue 37, ML-1M NeuMF run, this 2-core machine): ingest >= 2,000 events/s with list p99
-<= 50 ms at concurrency 8; fold-in from 200 stored events <= 20 ms median; every concurrent
-event stored.
+Targets (issues 37 and 38, ML-1M NeuMF run, this 2-core machine): ingest >= 2,000 events/s with
+list p99 <= 50 ms at concurrency 8; fold-in from 200 stored events <= 20 ms median; every
+concurrent event stored; retrain on 10,000 stored events <= 1.5x train.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neucf.feedback import FeedbackStore
+from neucf.feedback import Event, FeedbackStore
 from neucf.runs import read_run
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -242,6 +244,40 @@ def concurrent(run: Path, model, store: str, n_events: int, servers: int, worker
             "seconds": wall, "events_per_second": n_events / wall}  # fmt: skip
 
 
+def retraining(run: Path, model, folder: Path, n_events: int, repeats: int, seed: int) -> dict:
+    """``neucf retrain`` of the run on ``n_events`` stored events (known users, a fifth of the
+    events from new ones, 20 each, ratings drawn at random) against ``neucf train`` of the run's
+    data and settings, alternated ``--retrain-repeats`` times: wall seconds of each."""
+    config = json.loads((run / "config.json").read_text())
+    data = (config.get("source") or {}).get("path")
+    if not data:
+        sys.exit(f"{run}: the run records no data file to train on again (trained from --split-dir?)")
+    rng = np.random.default_rng(seed)
+    users, items = model.user_ids[model.known_users], model.item_ids[model.known_items]
+    store = FeedbackStore(folder / "retrain.db")
+    events, known = [], n_events * 4 // 5 // 20
+    for n in range(n_events // 20):
+        user = str(rng.choice(users)) if n < known else f"visitor-{n}"
+        events += [Event(user, str(i), float(rng.integers(1, 6)), float(t))
+                   for t, i in enumerate(rng.choice(items, 20, replace=False))]  # fmt: skip
+    store.add(events)
+    store.close()
+    train = [sys.executable, "-m", "neucf", "train", "--data", data, "--model", config["model"], "--seed",
+             str(config.get("seed", 0)), "--no-progress", "--force", "--out", str(folder / "trained")]  # fmt: skip
+    again = [sys.executable, "-m", "neucf", "retrain", str(run), "--store", str(folder / "retrain.db"),
+             "--no-progress", "--force", "--out", str(folder / "retrained")]  # fmt: skip
+    seconds = {"train": [], "retrain": []}
+    for _ in range(repeats):
+        for name, command in (("train", train), ("retrain", again)):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            seconds[name].append(time.perf_counter() - start)
+    judged = json.loads((folder / "retrained" / "metrics.json").read_text())["retrain"]
+    train_s, retrain_s = float(np.median(seconds["train"])), float(np.median(seconds["retrain"]))
+    return {"events": len(events), "train_seconds": train_s, "retrain_seconds": retrain_s,
+            "ratio": retrain_s / train_s, "runs": seconds, "judged": judged}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (neucf train --out)")
@@ -251,6 +287,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="ingestion runs (their medians are reported)")
     parser.add_argument("--concurrent-events", type=int, default=100_000)
     parser.add_argument("--postgres", default=os.environ.get("NEUCF_POSTGRES"), help="an empty PostgreSQL database")
+    parser.add_argument("--retrain-events", type=int, default=10_000, help="stored events of the retraining (0: none)")
+    parser.add_argument("--retrain-repeats", type=int, default=1, help="train/retrain pairs (medians reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "service.json")
     args = parser.parse_args()
@@ -264,6 +302,8 @@ def main() -> None:
         rows = {"ingest": {**{k: float(np.median([r[k] for r in runs])) for k in runs[0] if k != "rate_asked"},
                            "rate_asked": args.ingest_rate or None, "runs": runs}}  # fmt: skip
         rows["foldin"] = foldin(args.run, model, folder, args.seed)
+        if args.retrain_events:
+            rows["retrain"] = retraining(args.run, model, folder, args.retrain_events, args.retrain_repeats, args.seed)
         rows["two-workers"] = concurrent(args.run, model, str(folder / "shared.db"), args.concurrent_events, 1, 2, 1)
         if args.postgres:
             rows["two-servers"] = concurrent(args.run, model, args.postgres, args.concurrent_events, 2, 1, 2)
@@ -281,11 +321,16 @@ def main() -> None:
             c = rows[name]
             print(f"{name}: {c['posted']:,} events posted at once, {c['stored']:,} stored, "
                   f"{c['post_failures']} failed requests, {c['events_per_second']:,.0f} events/s")  # fmt: skip
+    if "retrain" in rows:
+        r = rows["retrain"]
+        print(f"retrain on {r['events']:,} stored events: {r['retrain_seconds']:.1f} s against train "
+              f"{r['train_seconds']:.1f} s ({r['ratio']:.2f}x)")  # fmt: skip
     met = {
         "ingest": i["events_per_second"] >= 2000 and i["post_failures"] == 0,
         "list_p99": i["list_p99_ms"] <= 50 and i["list_errors"] == 0,
         "foldin": f["median_ms"] <= 20 and f["next_list_changed"],
         **{n: rows[n]["stored"] == rows[n]["posted"] for n in ("two-workers", "two-servers") if n in rows},
+        **({"retrain": rows["retrain"]["ratio"] <= 1.5} if "retrain" in rows else {}),
     }
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)

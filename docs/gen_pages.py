@@ -256,7 +256,7 @@ def service_section() -> list[str]:
     i, f = rows["ingest"], rows["foldin"]
     each = ", ".join(f"{r['list_p99_ms']:.1f}" for r in i["runs"])
     lines = [
-        "## A server that remembers",
+        "## A server that remembers, and learns",
         "",
         f"`neucf serve --store` on an ML-1M {record['model']} run, one worker unless said (the clients on the "
         "same cores): feedback posted in batches of 100 while 8 clients ask for random users' top-10 lists; a "
@@ -281,6 +281,12 @@ def service_section() -> list[str]:
                 f"| {label}: events stored of posted at once | {c['stored']:,} of {c['posted']:,} "
                 f"({c['events_per_second']:,.0f} events/s) | all | {'yes' if met[name] else 'no'} |"
             )
+    if "retrain" in rows:
+        r = rows["retrain"]
+        lines.append(
+            f"| `neucf retrain` on {r['events']:,} stored events against `neucf train` | {r['retrain_seconds']:.1f} s "
+            f"against {r['train_seconds']:.1f} s ({r['ratio']:.2f}x) | <= 1.5x | {'yes' if met['retrain'] else 'no'} |"
+        )
     return [*lines, "", provenance(record, "service.json"), ""]
 
 

@@ -74,10 +74,13 @@ def test_retrain_writes_a_run_judged_beside_the_live_one(rated, tmp_path, capsys
 def test_retrain_judges_a_ranking_run_by_its_lists(tmp_path, capsys):
     data = synthetic_ratings(n_users=40, n_items=25, density=0.4)
     path = write_ratings(tmp_path / "ratings.csv", data)
-    assert main(["train", "--data", str(path), "--task", "ranking", "--model", "ease", "--out", str(tmp_path / "run")]) == 0
-    store = FeedbackStore(tmp_path / "feedback.db")
-    store.add([Event(str(u), str(i), None, float(t)) for u in data.user_ids[:5] for t, i in enumerate(data.item_ids[:2])])
-    assert main(["retrain", str(tmp_path / "run"), "--store", str(tmp_path / "feedback.db"), "--out", str(tmp_path / "r2")]) == 0
+    run, store_path = tmp_path / "run", tmp_path / "feedback.db"
+    assert main(["train", "--data", str(path), "--task", "ranking", "--model", "ease", "--out", str(run)]) == 0
+    store = FeedbackStore(store_path)
+    store.add(
+        [Event(str(u), str(i), None, float(t)) for u in data.user_ids[:5] for t, i in enumerate(data.item_ids[:2])]
+    )
+    assert main(["retrain", str(run), "--store", str(store_path), "--out", str(tmp_path / "r2")]) == 0
     judged = json.loads((tmp_path / "r2" / "metrics.json").read_text())["retrain"]
     assert judged["held_out"] == 5 and 0 <= judged["new"]["ndcg@10"] <= 1 and 0 <= judged["live"]["ndcg@10"] <= 1
     capsys.readouterr()
