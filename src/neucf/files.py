@@ -157,6 +157,18 @@ def refuse_inside_output(path: str | Path, what: str) -> None:
         )
 
 
+def check_database_url(url, what: str) -> None:
+    """Refuse (:class:`~neucf.errors.UsageError`) a database ``url`` (SQLAlchemy's ``URL``) whose
+    SQLite file lies inside a neucf output folder or cannot be made; ``what`` names it in the
+    message (``--store 'f.db'``). Other databases, and SQLite in memory, pass."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    refuse_inside_output(url.database, what)
+    folder = Path(url.database).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{what}: cannot create the database in {folder} (no such writable folder)")
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file (links, hard links included); False when either is missing.
 

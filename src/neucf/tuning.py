@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .datasets import Ratings
 from .errors import DataError, Interrupted, UsageError, on_stop_signals
-from .files import atomic_write, mark_output, refuse_inside_output
+from .files import atomic_write, check_database_url, mark_output
 from .models import model_class
 from .runs import write_json
 from .splits import held_out_mask
@@ -43,11 +43,7 @@ def check_storage(storage: str) -> None:
         url = make_url(storage)
     except (ArgumentError, ValueError):
         raise UsageError(f"--storage {storage!r} is not a database URL; use e.g. sqlite:///tune.db") from None
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        refuse_inside_output(url.database, f"--storage {storage!r}")
-        folder = Path(url.database).resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"--storage {storage!r}: cannot create the database in {folder} (no such writable folder)")
+    check_database_url(url, f"--storage {storage!r}")
 
 
 #: the tables of an Optuna database (RDB storage): one missing is a damaged study, which Optuna

@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..errors import NeucfError, UsageError
-from ..files import refuse_inside_output
+from ..files import check_database_url
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,7 @@ def store_url(store: str) -> str:
             f"--store {store!r}: the feedback store is a SQLite file or a PostgreSQL database "
             "(sqlite:///PATH, postgresql://...)"
         )
-    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
-        refuse_inside_output(url.database, f"--store {store!r}")
-        folder = Path(url.database).resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"--store {store!r}: cannot write the database in {folder} (no such writable folder)")
+    check_database_url(url, f"--store {store!r}")
     if backend == "postgresql" and url.drivername == "postgresql":
         store = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return store
