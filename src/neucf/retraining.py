@@ -13,8 +13,13 @@ stored events folded in as its server serves them (merged into a trained user's 
 RMSE for a rating run (an item or user neither can score gets the mean), NDCG@10 of the top-10
 list, the held-out item the relevant one, for a ranking run.
 
+``retrain("runs/ml1m", "feedback.db", "runs/ml1m-2")`` is ``neucf retrain runs/ml1m --store
+feedback.db --out runs/ml1m-2``.
+
 Examples:
-    >>> retrain("runs/ml1m", "feedback.db", "runs/ml1m-2")  # doctest: +SKIP
+    >>> from neucf.datasets import Ratings
+    >>> rows_of(Ratings.from_arrays([1, 2], [10, 10], [4.0, 5.0])).values.tolist()
+    [['1', '10', 4.0], ['2', '10', 5.0]]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ kept in a real database (:class:`FeedbackStore`: a SQLite file, the embedded def
 PostgreSQL for several servers).
 
 ``neucf serve RUN --store STORE`` keeps it; ``neucf train --store STORE`` leaves out the rows
-of every user erased in it. The store needs SQLAlchemy (installed with neucf) and, for
+of every user erased in it; ``neucf retrain`` (:mod:`neucf.retraining`) learns from it. The store needs SQLAlchemy (installed with neucf) and, for
 PostgreSQL, the ``psycopg`` driver (the ``serve`` extra).
 
 Examples:
