@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -198,6 +199,13 @@ def test_a_trained_users_feedback_is_merged_with_their_history(keeping):
     client.post("/feedback", json={"events": [{"user": user, "item": x, "rating": 5.0} for x in new]}, headers=KEY)
     want = service.model.recommend(user, k=5, history={x: 5.0 for x in new})["item"]
     assert listed(client, user) == [str(x) for x in want]
+    asked = [x for x in service._items if x not in new][:4]
+    answer = client.post("/predictions", json={"user": user, "items": asked}, headers=KEY).json()
+    stored = pd.DataFrame({"user": user, "item": new, "rating": 5.0})
+    folded = service.model.predict([service.model.user_ids[service._users[user]]] * 4, asked, history=stored)
+    assert [p["prediction"] for p in answer["predictions"]] == pytest.approx(list(folded), abs=1e-5)
+    trained_only = service.model.predict([service.model.user_ids[service._users[user]]] * 4, asked)
+    assert not np.allclose(folded, trained_only, atol=1e-4)  # the stored events did count
 
 
 def test_a_bad_event_stores_nothing(keeping):

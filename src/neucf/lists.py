@@ -186,13 +186,25 @@ def recommend_history(
     indices, e.g. items the history names that the fold-in cannot read) excluded unless
     ``exclude_seen`` is False. As arrays: item indices, best first, and their scores."""
     _check_k(k)
-    row = model._merged_row(known, *model._checked_row(items, ratings))
+    row = _history_row(model, known, items, ratings)
     pool = np.flatnonzero(model.listable())
     if exclude_seen:
         own = np.zeros(0, np.int64) if known is None else model._rated_by(known)
         pool = model._unseen(np.concatenate([row[0], own, np.asarray(seen, np.int64)]).astype(np.int64))
     pool = _narrow(pool, allowed)
     return best(model, model._folded_scores(row, pool, None if known is None else model.user_ids[known]), pool, k)
+
+
+def predict_history(model, known: int | None, items, ratings, targets: np.ndarray) -> np.ndarray:
+    """Scores of the item indices ``targets`` for a user given by a history, folded in as
+    :func:`recommend_history` folds it (merged into the training row of the known user
+    ``known``, when not None)."""
+    row = _history_row(model, known, items, ratings)
+    return model._folded_scores(row, np.asarray(targets, np.int64), None if known is None else model.user_ids[known])
+
+
+def _history_row(model, known: int | None, items, ratings) -> tuple[np.ndarray, np.ndarray]:
+    return model._merged_row(known, *model._checked_row(items, ratings))
 
 
 def recommend_attributes(

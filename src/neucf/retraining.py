@@ -138,7 +138,7 @@ def new_scores(model: Recommender, data: Retraining) -> dict:
 
 
 def _scores(model: Recommender, data: Retraining, fold: bool) -> dict:
-    from .lists import recommend_history, recommend_index
+    from .lists import predict_history, recommend_history, recommend_index
 
     users = {id_text(x): i for i, x in enumerate(model.user_ids)}
     items = {id_text(x): i for i, x in enumerate(model.item_ids)}
@@ -156,8 +156,7 @@ def _scores(model: Recommender, data: Retraining, fold: bool) -> dict:
             if i is None or not scorable[i] or (known is None and not len(seen)):
                 predicted.append(float(model.mean_))
             elif fold and model.can_fold_in and len(seen):
-                row = model._merged_row(known, *model._checked_row(*history))
-                predicted.append(float(model._folded_scores(row, np.array([i]), e.user)[0]))
+                predicted.append(float(predict_history(model, known, *history, np.array([i]))[0]))
             else:
                 user = np.array([-1 if u is None else u])
                 predicted.append(float(model._predict_mapped(user, np.array([i]), "fallback")[0][0]))

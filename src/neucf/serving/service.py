@@ -349,18 +349,27 @@ class RecommendationService:
         """Predicted ratings (a ranking model's: scores) of ``items`` in their order, for a
         known ``user`` or for a new user given by their history and/or ``attributes`` (the
         history when it holds an item the model can read, else the attributes); and the
-        history's items and the attributes the model does not read, which were ignored."""
-        from ..lists import new_user_scores
+        history's items and the attributes the model does not read, which were ignored. With a
+        feedback store a ``user``'s stored events count, as in :meth:`recommend_user`."""
+        from ..lists import new_user_scores, predict_history
 
         if (user is None) == (ratings is None and attributes is None):
             raise InvalidRequest("give either a known user or the ratings or attributes of a new one, not both")
+        events, erased = self._stored(user) if user is not None else ([], False)
         if user is None:
             self._catch_up()
-        u = None if user is None else self._user(user, self._stored(user)[1])
+        elif not (events and self.model.can_fold_in):
+            u = self._user(user, erased)
         index = np.array([self._item(x) for x in items], dtype=np.int64)
         ignored: list[str] = []
         usable, unread = self._attributes(attributes)
-        if u is not None:
+        if user is not None and events and self.model.can_fold_in:  # stored feedback counts, as in lists
+            rated, values, _ = self._history([(e.item, e.rating) for e in events])
+            u = None if erased else self._users.get(user)
+            known = u if u is not None and self.model.known_users[u] else None
+            with self._lock:
+                out = predict_history(self.model, known, rated, values, index)
+        elif user is not None:
             with self._lock:
                 out = self.model.predict_index(np.full(len(index), u), index)
         else:
