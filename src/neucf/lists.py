@@ -168,11 +168,8 @@ def recommend_row(
     """The top ``k`` for a new user given as a row (known item indices and their ratings, NaN
     where an interaction has none), folded in, the row's items excluded: item indices, best
     first, and their scores (the index-level :func:`recommend` with a history); ``allowed``:
-    a mask of the items it may list."""
-    _check_k(k)
-    row = model._checked_row(items, ratings)
-    candidates = _narrow(model._unseen(row[0]), allowed)
-    return best(model, model._folded_scores(row, candidates, None), candidates, k)
+    a mask of the items it may list (:func:`recommend_history` for a user the model never saw)."""
+    return recommend_history(model, None, items, ratings, k, allowed=allowed)
 
 
 def recommend_history(

@@ -37,7 +37,7 @@ from .attributes import read_folder_attributes
 from .datasets import Ratings
 from .datasets.ratings import id_text
 from .errors import DataError
-from .feedback import Event, FeedbackStore
+from .feedback import Event, FeedbackStore, erased_rows
 from .models import Recommender, make_model
 from .runs import environment, fit_and_score, read_run, read_run_config, run_part, write_run
 
@@ -142,15 +142,15 @@ def _scores(model: Recommender, data: Retraining, fold: bool) -> dict:
 
     users = {id_text(x): i for i, x in enumerate(model.user_ids)}
     items = {id_text(x): i for i, x in enumerate(model.item_ids)}
-    scorable, listable = model.scorable("item"), model.listable()
+    scorable, listable, served = model.scorable("item"), model.listable(), model.scorable("user")
     truth, predicted, gains = [], [], []
     for e in data.held_out:
         u, i = users.get(e.user), items.get(e.item)
         known = u if u is not None and model.known_users[u] else None
         others = data.others.get(e.user, []) if fold else []
-        seen = [items[x.item] for x in others if x.item in items and model.known_items[items[x.item]]]
-        values = [x.rating for x in others if x.item in items and model.known_items[items[x.item]]]
-        history = (np.array(seen, np.int64), np.array(values, np.float32))
+        read = [(items[x.item], x.rating) for x in others if x.item in items and model.known_items[items[x.item]]]
+        seen = [item for item, _ in read]
+        history = (np.array(seen, np.int64), np.array([rating for _, rating in read], np.float32))
         if model.task == "rating":
             truth.append(e.rating)
             if i is None or not scorable[i] or (known is None and not len(seen)):
@@ -163,7 +163,7 @@ def _scores(model: Recommender, data: Retraining, fold: bool) -> dict:
             continue
         if fold and model.can_fold_in and (len(seen) or known is not None):
             top, _ = recommend_history(model, known, *history, k=K)
-        elif u is not None and model.scorable("user")[u]:
+        elif u is not None and served[u]:
             top, _ = recommend_index(model, u, K)
         else:
             top = np.zeros(0, np.int64)
@@ -199,7 +199,7 @@ def retrain(
     items, users = read_folder_attributes(run_dir)
     train = data.train.with_attributes(items, users)
     if test is not None:
-        test = test.subset(np.flatnonzero(~np.isin([id_text(x) for x in test.user_ids], list(erased))[test.users]))
+        test = test.subset(np.flatnonzero(~erased_rows(test, erased)))
     if test is None or len(test) == 0:
         raise DataError(f"{run_dir}: the run has no test part left to score the new run on")
     model = make_model(config["model"], task=config.get("task"), seed=config.get("seed", 0), **config["params"])
