@@ -290,6 +290,50 @@ def service_section() -> list[str]:
     return [*lines, "", provenance(record, "service.json"), ""]
 
 
+def learning_section() -> list[str]:
+    record = load("learning.json")
+    if record is None:
+        return []
+    rows, met = record["rows"], record["targets_met"]
+    w = rows["swap"]
+    each = ", ".join(f"{r['p99_ms_during']:.1f}" for r in w["runs"])
+    lines = [
+        "## A server that learns",
+        "",
+        f"A swap under load: `neucf serve --store --runs-dir` on an ML-1M run, 8 clients asking for known users' "
+        f"top-10 lists ({w['requests']:,.0f} requests), `neucf rollback` to another ML-1M run after one second; "
+        f"medians of {len(w['runs'])} runs.",
+        "",
+        "| measure | figure | target | met |",
+        "|---|---|---|---|",
+        f"| failed requests | {w['failed']:.0f} | 0 | {'yes' if met['swap_failed'] else 'no'} |",
+        f"| p99 from the rollback to a second after the swap (each run: {each}) | {w['p99_ms_during']:.1f} ms | "
+        f"<= 100 ms | {'yes' if met['swap_p99'] else 'no'} |",
+        f"| rollback to the swap | {w['swap_seconds']:.2f} s | | |",
+        f"| all requests: p50 / p99 | {w['p50_ms']:.1f} / {w['p99_ms']:.1f} ms | | |",
+    ]
+    if "replay" in rows:
+        r = rows["replay"]
+        s_, t = r["static"], r["retraining"]
+        went = sum(x["status"] == "live" for x in t["runs"])
+        lines += [
+            "",
+            f"A replay: the last 10% of each ml-100k user's ratings ({r['held_back']:,}) posted in time order to a "
+            f"server of a {r['model']} run trained on the rest, each after asking for the user's top-10 and "
+            f"predicting the rating; one server never retrains, the other retrains every 1,000 events "
+            f"({len(t['runs'])} retrainings, {went} went live).",
+            "",
+            "| server | next-rating RMSE | online hit rate |",
+            "|---|---|---|",
+            f"| no retraining | {s_['rmse']:.4f} | {s_['hit_rate']:.4f} |",
+            f"| retraining every 1,000 events | {t['rmse']:.4f} | {t['hit_rate']:.4f} |",
+            "",
+            f"Targets: the retraining server better on RMSE: {'met' if met['replay_rmse'] else 'not met'}; "
+            f"on the hit rate: {'met' if met['replay_hit_rate'] else 'not met'}.",
+        ]
+    return [*lines, "", provenance(record, "learning.json"), ""]
+
+
 def foldin_section() -> list[str]:
     record = load("foldin.json")
     if record is None:
@@ -353,7 +397,7 @@ def benchmarks_page() -> str:
         "",
     ]
     sections = (quality_section, attributes_section, topn_section, scale_topn_section, cold_section, scale_section,
-                foldin_section, serve_section, service_section)  # fmt: skip
+                foldin_section, serve_section, service_section, learning_section)  # fmt: skip
     for section in sections:
         parts.extend(section())
     return "\n".join(parts) + "\n"

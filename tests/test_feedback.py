@@ -81,6 +81,26 @@ def test_items_are_read_since_a_change_number(url):
     assert store.last_item_change() == news[-1].seq
 
 
+def test_served_lists_hits_runs_and_the_lock_in_both_databases(url):
+    from neucf.feedback.store import ServedList
+
+    store, now = FeedbackStore(url), time.time()
+    store.record_lists([ServedList("u", ("a", "b"), now - 10, 0.01, "r1"), ServedList("v", ("a",), now - 5, 0.02)])
+    store.add([Event("u", "b", 5.0, 1.0), Event("v", "c", 5.0, 1.0), Event("v", "a", 2.0, 1.0)], [True, True, False])
+    assert store.hit_rate(0) == (2, 1) and store.hit_rate(now + 1) == (0, 0)
+    activity = store.activity(now - 3600)
+    assert sum(x["lists"] for x in activity["lists"]) == 2 and activity["events"][0]["events"] == 3
+    assert store.events_since(0) == 3 and store.events_since(store.last_batch()) == 0
+    assert store.take_lock("retrain", "a", 60) and not store.take_lock("retrain", "b", 60)
+    store.release_lock("retrain", "a")
+    assert store.take_lock("retrain", "b", 60)
+    seq = store.start_run("/runs/2", store.last_batch())
+    store.make_live("/runs/1", now - 100)
+    assert store.live_run().path == "/runs/1"
+    store.finish_run(seq, "live", {"judged": "ok"}, now)
+    assert store.live_run().path == "/runs/2" and [r.status for r in store.runs()] == ["live", "live"]
+
+
 def _post_batches(url: str, worker: int, batches: int, size: int) -> None:
     store = FeedbackStore(url)
     for b in range(batches):
@@ -290,6 +310,8 @@ def test_schema_fuzzing_of_the_feedback_endpoints_finds_no_server_error(keeping)
     assert not failures, "\n".join(failures)
     count, failures = fuzzed(create_app(service), tags={"items"})
     assert count == 2 and not failures, "\n".join(failures)  # GET /items, PUT /items/{item}
+    count, failures = fuzzed(create_app(service), tags={"service"})
+    assert count == 4 and not failures, "\n".join(failures)  # /health, /model, /metrics, /dashboard/data
 
 
 def test_a_server_without_a_store_keeps_nothing(run_dir):

@@ -217,6 +217,23 @@ def retrain(
     typer.echo(f"wrote {out}")
 
 
+def rollback(
+    run_dir: RunDirArg,
+    store: Annotated[str, typer.Option("--store", help="The feedback store the servers share (neucf serve --store).")],
+):  # fmt: skip
+    """Make a run live: every server following the store (neucf serve --runs-dir) swaps to it
+    between requests. Refused for a run trained before the store's newest erasure. Example:
+    neucf rollback runs/retrained/run-20261206-101500-000000 --store feedback.db"""
+    from ..retraining import rollback as make_live
+
+    feedback = _existing_store(store)
+    try:
+        live = make_live(feedback, run_dir)
+    finally:
+        feedback.close()
+    typer.echo(f"{live.path} is the live run of {feedback!r}")
+
+
 def _model_for_task(model, config, params, seed, task):
     """``(name, params, seed, estimator, refusal)``: the model to train for ``task`` (see
     :func:`~neucf.cli.options.resolve_model`). Without a task it is checked as made for
@@ -435,6 +452,7 @@ def add_commands(app: typer.Typer) -> None:
     """Register train, evaluate, predict, recommend and models on ``app``."""
     app.command("train")(data_options(split_options()(model_options()(train))))
     app.command("retrain")(retrain)
+    app.command("rollback")(rollback)
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
     app.command("recommend")(recommend)

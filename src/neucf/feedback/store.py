@@ -1,7 +1,7 @@
 """The feedback store: what users did, the items added since training and the erasures, in a
 SQLite file or a PostgreSQL database, through SQLAlchemy.
 
-Four tables, made on first use:
+Its tables, made on first use:
 
 - ``feedback_events``: one row per (user, item): rating (NULL for an interaction without
   one), timestamp (Unix seconds), the order it was stored in (``seq``). A later event on the
@@ -13,6 +13,13 @@ Four tables, made on first use:
   events stored after their erasure are a new person's).
 - ``feedback_items``: items put since training: title, attributes (JSON); ``seq`` grows with
   every put, so that each worker reads only what changed since it last looked.
+- ``feedback_batches``: each stored request: how many events it held and when the server
+  received it (events per hour, and the events since the last retraining, are read here).
+- ``feedback_lists``: each list a server gave a user: its items (JSON), when, from which run,
+  how long it took, and when a later positive event on one of its items made it a hit.
+- ``feedback_runs`` and ``feedback_locks``: the runs of a retraining server (trained when,
+  judged how, live since when: the live run is the one that went live last) and the lock that
+  lets one retraining run at a time across workers and servers.
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk before it is
 acknowledged), takes its write lock at the start of a write transaction (``BEGIN IMMEDIATE``:
@@ -123,6 +130,70 @@ _items = sa.Table(
 )  # fmt: skip
 
 
+_batches = sa.Table(
+    "feedback_batches", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False, index=True),
+)  # fmt: skip
+_lists = sa.Table(
+    "feedback_lists", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(MAX_ID), nullable=False),
+    sa.Column("item_ids", sa.Text, nullable=False),
+    sa.Column("run", sa.Text, nullable=True),
+    sa.Column("served_at", sa.Float, nullable=False, index=True),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("hit_at", sa.Float, nullable=True),
+    sa.Index("feedback_lists_user", "user_id", "served_at"),
+)  # fmt: skip
+_runs = sa.Table(
+    "feedback_runs", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("trained_at", sa.Float, nullable=True),
+    sa.Column("live_since", sa.Float, nullable=True, index=True),
+    sa.Column("batch", sa.BigInteger, nullable=False),
+    sa.Column("scores", sa.Text, nullable=False),
+)  # fmt: skip
+_locks = sa.Table(
+    "feedback_locks", _meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(MAX_ID), nullable=False),
+    sa.Column("until", sa.Float, nullable=False),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServedList:
+    """A list a server gave ``user``: its items, when, how long it took, from which run."""
+
+    user: str
+    items: tuple[str, ...]
+    served_at: float
+    seconds: float
+    run: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run of a retraining server: its folder, status (``live``: it went live; ``rejected``:
+    judged worse than the live run; ``failed``; ``training``), when its training started and
+    ended, when it last went live (None: never), the events stored before its training
+    started (a batch number) and its ``scores`` (JSON: the judgement)."""
+
+    seq: int
+    path: str
+    status: str
+    started_at: float
+    trained_at: float | None
+    live_since: float | None
+    batch: int
+    scores: dict
+
+
 def store_url(store: str) -> str:
     """The database URL of a ``--store``: a URL as it is (``postgresql://`` through the
     psycopg driver), a file path as a SQLite file (``sqlite:///`` and its absolute path); one that cannot be a database, or a SQLite file
@@ -206,6 +277,11 @@ class FeedbackStore:
             self._write = self._read = sa.create_engine(url, pool_pre_ping=True)
         compiled = _HISTORY.compile(dialect=self._read.dialect)
         self._history_sql = (str(compiled), compiled.positiontup)
+        marker = "?" if self._sqlite else "%s"
+        self._insert_list_sql = (
+            "INSERT INTO feedback_lists (user_id, item_ids, run, served_at, seconds) VALUES "
+            f"({', '.join([marker] * 5)})"
+        )
         self._driver_error = self._read.dialect.loaded_dbapi.Error
         with self._failing("make its tables"):
             for wait in (0.1, 0.5, 0):  # several workers may start at once: one makes them
@@ -236,28 +312,32 @@ class FeedbackStore:
         self._read.dispose()
 
     # ---- events -----------------------------------------------------------------------------
-    def add(self, events: Sequence[Event]) -> int:
+    def add(self, events: Sequence[Event], positive: Sequence[bool] | None = None, window: float = 86_400.0) -> int:
         """Store ``events`` in one transaction (all or none); returns how many were new: an
         event whose ``id`` was stored before is dropped, and counts as not new.
 
         Of the events on one user and item the latest (by timestamp, then by order) is kept.
+        A new event marked ``positive`` makes each list served to its user in the last
+        ``window`` seconds that holds its item a hit (see :meth:`record_lists`).
         """
         latest: dict[tuple[str, str], Event] = {}
         ids: set[str] = set()
         fresh = []
-        for e in events:
+        marks = [False] * len(events) if positive is None else list(positive)
+        for e, mark in zip(events, marks):
             if e.id is not None:
                 if e.id in ids:
                     continue
                 ids.add(e.id)
-            fresh.append(e)
+            fresh.append((e, mark))
+        now = time.time()
         with self._failing("store the events"), self._write.begin() as conn:
             if ids:
                 # one statement compiled once, its rows sent in batches (SQLAlchemy's
                 # "insertmanyvalues"); a statement of literal rows is compiled anew each time
                 new = set(conn.scalars(_NEW_IDS[self._sqlite], [{"event_id": x} for x in ids]))
-                fresh = [e for e in fresh if e.id is None or e.id in new]
-            for e in fresh:
+                fresh = [(e, mark) for e, mark in fresh if e.id is None or e.id in new]
+            for e, _ in fresh:
                 key = (e.user, e.item)
                 if key not in latest or e.timestamp >= latest[key].timestamp:
                     latest[key] = e
@@ -265,7 +345,87 @@ class FeedbackStore:
                 rows = [{"user_id": e.user, "item_id": e.item, "rating": e.rating, "timestamp": e.timestamp}
                         for e in latest.values()]  # fmt: skip
                 conn.execute(_UPSERT[self._sqlite], rows)
+                conn.execute(sa.insert(_batches).values(events=len(fresh), received_at=now))
+            hits = {(e.user, e.item) for e, mark in fresh if mark}
+            if hits:
+                self._mark_hits(conn, hits, now - window, now)
         return len(fresh)
+
+    def _mark_hits(self, conn, hits: set[tuple[str, str]], since: float, now: float) -> None:
+        """Make a hit of each list served since ``since`` (not one yet) to a user of ``hits``
+        that holds the item."""
+        users = sorted({u for u, _ in hits})
+        query = sa.select(_lists.c.seq, _lists.c.user_id, _lists.c.item_ids).where(
+            _lists.c.user_id.in_(users), _lists.c.served_at >= since, _lists.c.hit_at.is_(None)
+        )
+        listed = conn.execute(query).all()
+        won = [seq for seq, user, items in listed if any((user, i) in hits for i in json.loads(items))]
+        if won:
+            conn.execute(sa.update(_lists).where(_lists.c.seq.in_(won)).values(hit_at=now))
+
+    def record_lists(self, lists: Sequence[ServedList]) -> None:
+        """Store the lists a server gave, in one transaction: the online hit rate counts them."""
+        if not lists:
+            return
+        # the driver's own executemany: SQLAlchemy's layers held a server's event loop for tens
+        # of milliseconds over a second's lists
+        rows = [(x.user, json.dumps(x.items), x.run, x.served_at, x.seconds) for x in lists]
+        with self._failing("store the served lists"):
+            raw = self._write.raw_connection()
+            try:
+                cursor = raw.cursor()
+                if self._sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.executemany(self._insert_list_sql, rows)
+                cursor.close()
+                raw.commit()
+            except self._driver_error:
+                raw.invalidate()
+                raise
+            finally:
+                raw.close()
+
+    def hit_rate(self, since: float) -> tuple[int, int]:
+        """Lists served since ``since`` (Unix seconds) and how many of them were hits."""
+        query = sa.select(sa.func.count(), sa.func.count(_lists.c.hit_at)).where(_lists.c.served_at >= since)
+        with self._failing("read the served lists"), self._read.begin() as conn:
+            lists, hits = conn.execute(query).one()
+        return int(lists), int(hits)
+
+    def activity(self, since: float, bucket: float = 3600.0) -> dict[str, list]:
+        """What happened since ``since``, by ``bucket`` of seconds (start times, Unix seconds):
+        events stored, lists served with their hits and mean and longest time."""
+        width = int(bucket)
+        served = sa.cast(_lists.c.served_at, sa.BigInteger) // width
+        received = sa.cast(_batches.c.received_at, sa.BigInteger) // width
+        lists = (
+            sa.select(served.label("b"), sa.func.count(), sa.func.count(_lists.c.hit_at),
+                      sa.func.avg(_lists.c.seconds), sa.func.max(_lists.c.seconds))
+            .where(_lists.c.served_at >= since).group_by(served).order_by(served)
+        )  # fmt: skip
+        events = (
+            sa.select(received.label("b"), sa.func.sum(_batches.c.events))
+            .where(_batches.c.received_at >= since).group_by(received).order_by(received)
+        )  # fmt: skip
+        with self._failing("read the activity"), self._read.begin() as conn:
+            listed = conn.execute(lists).all()
+            stored = conn.execute(events).all()
+        return {
+            "lists": [{"at": int(b) * width, "lists": int(n), "hits": int(h), "mean_s": float(m), "max_s": float(x)}
+                      for b, n, h, m, x in listed],
+            "events": [{"at": int(b) * width, "events": int(n)} for b, n in stored],
+        }  # fmt: skip
+
+    def last_batch(self) -> int:
+        """The newest stored request's number (0 when none)."""
+        with self._failing("read the events"), self._read.begin() as conn:
+            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(_batches.c.seq), 0))))
+
+    def events_since(self, batch: int) -> int:
+        """How many events were stored after request number ``batch`` (see :meth:`last_batch`)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(_batches.c.events), 0)).where(_batches.c.seq > batch)
+        with self._failing("read the events"), self._read.begin() as conn:
+            return int(conn.scalar(query))
 
     def events_of(self, user: str) -> list[Event]:
         """The stored events of ``user``, oldest first (by timestamp, then by order stored)."""
@@ -314,6 +474,11 @@ class FeedbackStore:
         with self._failing("read the erasures"), self._read.begin() as conn:
             return set(conn.scalars(sa.select(_erasures.c.user_id).distinct()))
 
+    def last_erasure(self) -> float | None:
+        """When the newest erasure was made (None: never)."""
+        with self._failing("read the erasures"), self._read.begin() as conn:
+            return conn.scalar(sa.select(sa.func.max(_erasures.c.erased_at)))
+
     def count(self) -> int:
         """How many (user, item) events the store holds."""
         with self._failing("count the events"), self._read.begin() as conn:
@@ -337,6 +502,79 @@ class FeedbackStore:
         """The newest item's change number (0 when none): a cheap test for news."""
         with self._failing("read the items"), self._read.begin() as conn:
             return int(conn.scalar(sa.select(_last_item_change())))
+
+    # ---- runs of a retraining server ----------------------------------------------------------
+    def start_run(self, path: str, batch: int) -> int:
+        """Record that a run's training began (status ``training``); returns its number."""
+        values = dict(path=path, status="training", started_at=time.time(), batch=batch, scores="{}")
+        with self._failing("record the run"), self._write.begin() as conn:
+            return int(conn.execute(sa.insert(_runs).values(**values)).inserted_primary_key[0])
+
+    def finish_run(self, seq: int, status: str, scores: dict, trained_at: float | None = None) -> None:
+        """Record how run ``seq`` ended (``live`` makes it the live run now)."""
+        values = dict(status=status, scores=json.dumps(scores), trained_at=trained_at)
+        if status == "live":
+            values["live_since"] = time.time()
+        with self._failing("record the run"), self._write.begin() as conn:
+            conn.execute(sa.update(_runs).where(_runs.c.seq == seq).values(**values))
+
+    def make_live(self, path: str, trained_at: float, batch: int = 0) -> None:
+        """Make the run at ``path`` live now; a run never recorded is recorded first, as begun
+        now after request number ``batch`` (a server's first run, a rollback's)."""
+        now = time.time()
+        with self._failing("record the run"), self._write.begin() as conn:
+            seq = conn.scalar(sa.select(sa.func.max(_runs.c.seq)).where(_runs.c.path == path))
+            if seq is None:
+                conn.execute(sa.insert(_runs).values(
+                    path=path, status="live", started_at=now, trained_at=trained_at, live_since=now,
+                    batch=batch, scores="{}",
+                ))  # fmt: skip
+            else:
+                conn.execute(sa.update(_runs).where(_runs.c.seq == seq).values(status="live", live_since=now))
+
+    def live_run(self) -> RunRecord | None:
+        """The run that went live last (None: none did)."""
+        query = sa.select(_runs).where(_runs.c.live_since.is_not(None))
+        with self._failing("read the runs"), self._read.begin() as conn:
+            row = conn.execute(query.order_by(_runs.c.live_since.desc(), _runs.c.seq.desc()).limit(1)).first()
+        return None if row is None else _run_record(row)
+
+    def runs(self) -> list[RunRecord]:
+        """Every recorded run, oldest first."""
+        with self._failing("read the runs"), self._read.begin() as conn:
+            return [_run_record(row) for row in conn.execute(sa.select(_runs).order_by(_runs.c.seq)).all()]
+
+    def take_lock(self, name: str, holder: str, seconds: float) -> bool:
+        """Take (or renew) the lock ``name`` for ``seconds`` unless another holder's is still
+        valid; True when ``holder`` has it. A holder that dies loses it when it runs out."""
+        now = time.time()
+        insert = (sqlite.insert if self._sqlite else postgresql.insert)(_locks)
+        stmt = insert.values(name=name, holder=holder, until=now + seconds).on_conflict_do_update(
+            index_elements=["name"],
+            set_={"holder": holder, "until": now + seconds},
+            where=(_locks.c.until < now) | (_locks.c.holder == holder),
+        )
+        with self._failing("take the lock"), self._write.begin() as conn:
+            conn.execute(stmt)
+            return conn.scalar(sa.select(_locks.c.holder).where(_locks.c.name == name)) == holder
+
+    def release_lock(self, name: str, holder: str) -> None:
+        """Give the lock ``name`` back, if ``holder`` has it."""
+        with self._failing("release the lock"), self._write.begin() as conn:
+            conn.execute(sa.delete(_locks).where((_locks.c.name == name) & (_locks.c.holder == holder)))
+
+
+def _run_record(row) -> RunRecord:
+    return RunRecord(
+        int(row.seq),
+        row.path,
+        row.status,
+        row.started_at,
+        row.trained_at,
+        row.live_since,
+        int(row.batch),
+        json.loads(row.scores),
+    )
 
 
 def _last_item_change():

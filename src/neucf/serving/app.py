@@ -34,6 +34,7 @@ import math
 import os
 import secrets
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,7 +42,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -51,7 +52,10 @@ from .. import __version__
 from ..errors import NeucfError
 from ..feedback import Event, StoreUnavailable
 from ..feedback.store import MAX_ID
+from ..retraining.loop import Policy
+from .live import LiveService
 from .service import MAX_HISTORY, InvalidRequest, RecommendationService, UnknownId
+from .telemetry import Telemetry
 
 STATIC = Path(__file__).parent / "static"
 #: default cap on a request body: room for a history of 10,000 ratings
@@ -211,6 +215,8 @@ class ModelInfo(BaseModel):
     scale: list[float] | None = Field(description="The rating scale (null for interactions without ratings).")
     titles: bool
     feedback: bool = Field(description="Whether the server keeps feedback (started with --store).")
+    run: str | None = Field(None, description="The run folder served (absent for a model given in Python).")
+    trained_at: str | None = Field(None, description="When the run was written (ISO 8601, UTC).")
 
 
 class Prediction(BaseModel):
@@ -291,6 +297,31 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class Timing:
+    """ASGI middleware counting each request and its time by route template (see
+    :mod:`~neucf.serving.telemetry`)."""
+
+    def __init__(self, app, telemetry: Telemetry):
+        self.app, self.telemetry = app, telemetry
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.telemetry.observe(route, scope["method"], status, time.perf_counter() - start)
 
 
 class BodyLimit:
@@ -409,20 +440,34 @@ def _invalid(where: tuple, message: str) -> RequestValidationError:
 
 
 def create_app(
-    service: RecommendationService,
+    service: RecommendationService | LiveService,
     api_key: str | None = None,
     max_body: int = MAX_BODY,
     body_timeout: float = 30.0,
     admin_key: str | None = None,
 ) -> FastAPI:
-    """The app answering from ``service``; ``api_key`` guards the API endpoints (see the module),
-    ``admin_key`` (instead) those that change the catalogue or erase a user; a body over
-    ``max_body`` bytes is 413, one slower than ``body_timeout`` seconds a part 408."""
+    """The app answering from ``service`` (a :class:`~neucf.serving.live.LiveService` swaps runs
+    under it, and its upkeep runs while the app does); ``api_key`` guards the API endpoints (see
+    the module), ``admin_key`` (instead) those that change the catalogue or erase a user; a body
+    over ``max_body`` bytes is 413, one slower than ``body_timeout`` seconds a part 408."""
+    live = service if isinstance(service, LiveService) else LiveService(service)
+    telemetry = Telemetry()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        live.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(live.stop)
+
     app = FastAPIOffline(
         title="neucf",
         version=__version__,
-        description=f"Rating predictions and recommendations from a trained {service.model.name} model.",
+        description=f"Rating predictions and recommendations from a trained {live.service.model.name} model.",
+        lifespan=lifespan,
     )
+    app.add_middleware(Timing, telemetry=telemetry)
     app.add_middleware(BodyLimit, max_bytes=max_body, timeout=body_timeout)
     app.add_middleware(HeadAsGet)
     app.add_exception_handler(RequestValidationError, _unprocessable)
@@ -431,7 +476,7 @@ def create_app(
     def openapi() -> dict:
         # the rating scale is the model's: the schema says so, for clients and schema fuzzers
         schema = schema_of()
-        model, bodies = service.model, schema["components"]["schemas"]
+        model, bodies = live.service.model, schema["components"]["schemas"]
         for name in ("Rating", "FeedbackEvent"):
             if name not in bodies:
                 continue
@@ -470,12 +515,16 @@ def create_app(
     def page():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard_page():
+        return FileResponse(STATIC / "dashboard.html")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health():
         """Whether the server is up, and its model's name (never needs the API key)."""
-        return {"status": "ok", "model": service.model.name}
+        return {"status": "ok", "model": live.service.model.name}
 
     guarded = [Depends(_bearer_check(api_key))] if api_key else []
     errors = {401: {"model": ErrorDetail, "description": "Missing or wrong API key."}} if api_key else {}
@@ -484,7 +533,7 @@ def create_app(
     @api.get("/model", response_model=ModelInfo, tags=["service"])
     async def model_info():
         """The model: name, configuration, test metrics, numbers of users and items, rating scale."""
-        return service.describe()
+        return live.service.describe()
 
     @api.get("/users/{user}/recommendations", response_model=Recommendations, response_model_exclude_none=True,
              responses=_NOT_FOUND, tags=["recommendations"])  # fmt: skip
@@ -496,7 +545,8 @@ def create_app(
         """A known user's top k, best first. With a feedback store, the user's stored events count
         at once: merged into a trained user's history, or folded in for a user known only to the
         store; the items they gave feedback on are left out unless ``exclude_seen`` is false."""
-        items = service.recommend_user(user, k=k, exclude_seen=exclude_seen)
+        items = live.service.recommend_user(user, k=k, exclude_seen=exclude_seen)
+        telemetry.lists_served.inc()
         return {"user": user, "items": [vars(x) for x in items]}
 
     @api.post("/recommendations", response_model=Recommendations, response_model_exclude_none=True,
@@ -505,7 +555,7 @@ def create_app(
         """The top k for a new user given by their history (fold-in), leaving out its items, or by
         their attributes where the history holds no item the model can read; of ``candidates``
         only, when given. Items the model does not know are ignored and listed in ``ignored``."""
-        items, ignored, unread = service.recommend_new(
+        items, ignored, unread = live.service.recommend_new(
             [(r.item, r.rating) for r in body.ratings or []],
             k=body.k,
             attributes=body.attributes,
@@ -518,7 +568,7 @@ def create_app(
         """Predicted ratings of ``items``, in their order, for a known ``user`` or a new user's
         ``ratings`` and/or ``attributes``."""
         ratings = None if body.ratings is None else [(r.item, r.rating) for r in body.ratings]
-        values, ignored, unread = service.predict(
+        values, ignored, unread = live.service.predict(
             body.items, user=body.user, ratings=ratings, attributes=body.attributes
         )
         predicted = [{"item": i, "prediction": p} for i, p in zip(body.items, values)]
@@ -532,15 +582,25 @@ def create_app(
     ):  # fmt: skip
         """Items whose title contains ``q`` (their id, when the data has no titles), most rated first;
         or, with ``newest``, the items known only by their attributes, newest first."""
-        return {"items": service.newest(limit) if newest else service.search(q, limit)}
+        return {"items": live.service.newest(limit) if newest else live.service.search(q, limit)}
+
+    @api.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    def metrics():
+        """Prometheus' text format: requests and their time by route, feedback events and lists
+        served (all workers), the online hit rate and the live run (read from the store)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(telemetry.exposition(live), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api)
-    if service.store is not None:
-        _feedback_routes(app, service, guarded, errors, admin_key)
+    if live.service.store is not None:
+        _feedback_routes(app, live, guarded, errors, admin_key, telemetry)
     return app
 
 
-def _feedback_routes(app: FastAPI, service: RecommendationService, guarded: list, errors: dict, admin_key) -> None:
+def _feedback_routes(
+    app: FastAPI, live: LiveService, guarded: list, errors: dict, admin_key, telemetry: Telemetry
+) -> None:
     """The endpoints of a server that keeps feedback. They run in the event loop, as the others
     do: in a thread of FastAPI's pool a write waited for the interpreter lock at each of its
     database calls while the loop computed lists, and ingestion under a list load collapsed;
@@ -561,13 +621,24 @@ def _feedback_routes(app: FastAPI, service: RecommendationService, guarded: list
         now = time.time()
         events = [Event(e.user, e.item, e.rating, now if e.timestamp is None else e.timestamp, e.id)
                   for e in body.events]  # fmt: skip
-        return {"stored": service.record(events)}
+        stored = live.service.record(events)
+        telemetry.feedback_events.inc(stored)
+        return {"stored": stored}
+
+    @api.get("/dashboard/data", tags=["service"], responses=down)
+    def dashboard_data(days: Annotated[float, Query(gt=0, le=366, description="How many days back.")] = 7.0) -> dict:
+        """The dashboard's figures (SVG) and numbers over the last ``days``, from the store. Drawn
+        in a thread of the pool, off the event loop."""
+        from .dashboard import dashboard
+
+        live.service.flush()
+        return dashboard(live.service.store, days)
 
     @api.get("/users/{user}/feedback", response_model=UserFeedback, responses={**_NOT_FOUND, **down},
              tags=["feedback"])  # fmt: skip
     async def user_feedback(user: Annotated[str, PathParam(max_length=MAX_ID)]):
         """A user's stored events, oldest first (404 when there are none)."""
-        events = service.feedback(user)
+        events = live.service.feedback(user)
         return {
             "user": user,
             "events": [{"item": e.item, "rating": e.rating, "timestamp": e.timestamp} for e in events],
@@ -577,14 +648,14 @@ def _feedback_routes(app: FastAPI, service: RecommendationService, guarded: list
     async def erase_user(user: Annotated[str, PathParam(max_length=MAX_ID)]):
         """Erase a user: their stored events are deleted and the model stops answering for the id
         at once, and every later training leaves out their rows (204, also for an id never seen)."""
-        service.erase(user)
+        live.service.erase(user)
         return Response(status_code=204)
 
     @admin.put("/items/{item}", responses=down, tags=["items"])
     async def put_item(item: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)], body: ItemRequest) -> dict:
         """Create or replace an item: it joins the catalogue at once (found by ``GET /items``;
         listed from its attributes by a model that reads item attributes)."""
-        service.put_item(item, body.title, body.attributes)
+        live.service.put_item(item, body.title, body.attributes)
         return {"item": item, "title": body.title, "attributes": body.attributes}
 
     app.include_router(api)
@@ -603,10 +674,15 @@ def app_from_environment() -> FastAPI:
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     torch.set_num_threads(settings["threads"])
-    service = RecommendationService.from_run(settings["run_dir"], settings.get("items"), settings.get("store"))
+    service = RecommendationService.from_run(
+        settings["run_dir"], settings.get("items"), settings.get("store"), window=settings["window"]
+    )
+    policy = settings.get("policy")
+    live = LiveService(service, None if policy is None else Policy(**policy), settings.get("items"))
+    live.adopt()
     key_env, admin_env = settings.get("api_key_env"), settings.get("admin_key_env")
     return create_app(
-        service,
+        live,
         api_key=os.environ[key_env] if key_env else None,
         max_body=settings["max_body"],
         admin_key=os.environ[admin_env] if admin_env else None,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,16 @@ import pandas as pd
 from ..datasets import read_table
 from ..datasets.ratings import id_text
 from ..errors import DataError, UsageError
-from ..feedback import Event, FeedbackStore, StoredItem, store_url
+from ..feedback import Event, FeedbackStore, StoredItem, StoreUnavailable, store_url
+from ..feedback.store import ServedList
+from ..metrics import default_relevance
 from ..models import Recommender
 from ..runs import read_json, read_run
 
 #: the most ratings one history may hold (a request body of 1 MB has room for them)
 MAX_HISTORY = 10_000
+#: the most served lists kept for the store while it is down (the oldest go first)
+MAX_UNWRITTEN = 100_000
 
 
 class UnknownId(DataError):
@@ -93,6 +98,10 @@ class RecommendationService:
     integer id 42. The users and items it knows are those with training ratings and, for a
     model that reads attributes, those it scores from their attributes; a new user's history
     is read from items with training ratings only (the others are ignored).
+
+    With a ``store``, each list given to a known user is recorded (in batches: see
+    :meth:`flush`), and a later positive event on one of its items within ``window`` seconds
+    makes it a hit (the online hit rate); ``run`` and ``trained_at`` name the run served.
     """
 
     def __init__(
@@ -101,12 +110,17 @@ class RecommendationService:
         metrics: Mapping | None = None,
         titles: Mapping[str, str] | None = None,
         store: FeedbackStore | None = None,
+        run: str | None = None,
+        trained_at: float | None = None,
+        window: float = 86_400.0,
     ):
         if not hasattr(model, "train_"):
             raise UsageError("the service needs a fitted model")
         self.model = model
         self.metrics = dict(metrics or {})
         self.store = store
+        self.run, self.trained_at, self.window = run, trained_at, float(window)
+        self._served: list[ServedList] = []  # lists not yet written to the store
         users = model.scorable("user")
         self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if users[i]}
         self._titles = dict(titles) if titles is not None else None
@@ -147,18 +161,25 @@ class RecommendationService:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, items_file: str | Path | None = None, store: str | None = None
+        cls,
+        run_dir: str | Path,
+        items_file: str | Path | None = None,
+        store: str | FeedbackStore | None = None,
+        window: float = 86_400.0,
     ) -> RecommendationService:
         """The service of a run folder (``neucf train --out``), with titles from ``items_file``
         when given and the feedback store of ``store`` (a path or database URL, see
-        :func:`~neucf.feedback.store_url`) when given (a missing folder is a
+        :func:`~neucf.feedback.store_url`, or an open store) when given (a missing folder is a
         :class:`UsageError`, a damaged one a :class:`DataError`)."""
         titles = read_titles(items_file) if items_file is not None else None
-        url = None if store is None else store_url(store)  # refuses a file inside a run folder
+        if isinstance(store, str):
+            store = FeedbackStore(store_url(store))  # refuses a file inside a run folder
         model = read_run(run_dir)
         path = Path(run_dir) / "metrics.json"
         metrics = read_json(path) if path.is_file() else {}
-        return cls(model, metrics=metrics, titles=titles, store=None if url is None else FeedbackStore(url))
+        written = (Path(run_dir) / "config.json").stat().st_mtime
+        run = str(Path(run_dir).resolve())
+        return cls(model, metrics=metrics, titles=titles, store=store, run=run, trained_at=written, window=window)
 
     # ---- answers ----------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -177,6 +198,8 @@ class RecommendationService:
             "scale": None if scale is None else [float(x) for x in scale],
             "titles": self.titles is not None,
             "feedback": self.store is not None,
+            "run": self.run,
+            "trained_at": None if self.trained_at is None else _iso(self.trained_at),
         }
 
     def recommend_user(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[ItemScore]:
@@ -184,14 +207,26 @@ class RecommendationService:
         ``exclude_seen`` is False). With a feedback store the user's stored events count at
         once: merged into a trained user's history, or the whole history of a user known only
         to the store (folded in); the items they name are excluded too."""
+        start = time.perf_counter()
+        top = self._scored(*self._top(user, k, exclude_seen))
+        if self.store is not None:
+            self._served.append(ServedList(user, tuple(x.item for x in top), time.time(),
+                                           time.perf_counter() - start, self.run))  # fmt: skip
+            if len(self._served) >= 1000:
+                try:
+                    self.flush()
+                except StoreUnavailable:  # the list is answered all the same; its record waits
+                    pass
+        return top
+
+    def _top(self, user: str, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         from ..lists import recommend_history, recommend_index
 
         events, erased = self._stored(user)
         if not events:
             u = self._user(user, erased)
             with self._lock:
-                top = self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
-            return self._scored(*top)
+                return self.model.recommend_index(u, k=k, exclude_seen=exclude_seen)
         items, values, _ = self._history([(e.item, e.rating) for e in events])
         named = [self._items[e.item] for e in events if e.item in self._items]
         u = None if erased else self._users.get(user)
@@ -205,12 +240,15 @@ class RecommendationService:
                 top = recommend_index(self.model, u, k, exclude_seen, allowed)
             else:
                 self.model._check_fold_in()
-        return self._scored(*top)
+        return top
 
     # ---- feedback (with a store) --------------------------------------------------------------
     def record(self, events: Sequence[Event]) -> int:
         """Check ``events`` (ratings against the model's scale; a rating model needs one, an
-        implicit model takes none) and store them, all or none; returns how many were new."""
+        implicit model takes none) and store them, all or none; returns how many were new.
+        A positive event (any, for an implicit run; else a rating at or above the run's
+        relevance threshold, or an interaction without one) makes a hit of each list served to
+        its user in the last ``window`` seconds that holds its item."""
         store = self._needs_store()
         for n, e in enumerate(events):
             try:
@@ -221,7 +259,24 @@ class RecommendationService:
                 raise InvalidRequest(
                     f"event {n}: timestamp {e.timestamp!r} is not Unix seconds (a number >= 0)", "events"
                 )
-        return store.add(events)
+        self.flush()  # the lists just served count
+        model = self.model
+        relevant = None if model.implicit else getattr(model, "relevance_threshold", None)
+        if relevant is None and not model.implicit:
+            relevant = default_relevance(model.scale)
+        positive = [e.rating is None or relevant is None or e.rating >= relevant for e in events]
+        return store.add(events, positive, self.window)
+
+    def flush(self) -> None:
+        """Write the lists served since the last flush to the store (a server does it every
+        second, and before storing feedback)."""
+        served, self._served = self._served, []
+        if served:
+            try:
+                self.store.record_lists(served)
+            except Exception:
+                self._served = (served + self._served)[-MAX_UNWRITTEN:]  # kept for the next try
+                raise
 
     def feedback(self, user: str) -> list[Event]:
         """The stored events of ``user``, oldest first; none is an :class:`UnknownId`."""
@@ -453,6 +508,12 @@ class RecommendationService:
             return None
         title = self.titles[index]
         return title if isinstance(title, str) else None
+
+
+def _iso(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 def _finite(value) -> bool:

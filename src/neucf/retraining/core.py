@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .attributes import read_folder_attributes
-from .datasets import Ratings
-from .datasets.ratings import id_text
-from .errors import DataError
-from .feedback import Event, FeedbackStore, erased_rows
-from .models import Recommender, make_model
-from .runs import environment, fit_and_score, read_run, read_run_config, run_part, write_run
+from ..attributes import read_folder_attributes
+from ..datasets import Ratings
+from ..datasets.ratings import id_text
+from ..errors import DataError
+from ..feedback import Event, FeedbackStore, erased_rows
+from ..models import Recommender, make_model
+from ..runs import environment, fit_and_score, read_run, read_run_config, run_part, write_run
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def new_scores(model: Recommender, data: Retraining) -> dict:
 
 
 def _scores(model: Recommender, data: Retraining, fold: bool) -> dict:
-    from .lists import predict_history, recommend_history, recommend_index
+    from ..lists import predict_history, recommend_history, recommend_index
 
     users = {id_text(x): i for i, x in enumerate(model.user_ids)}
     items = {id_text(x): i for i, x in enumerate(model.item_ids)}
