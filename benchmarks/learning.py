@@ -46,7 +46,7 @@ from neucf.runs import read_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve import free_port, wait_healthy
-from service import Client, stop
+from service import Client, reader, stop
 
 CLIENTS = 8
 
@@ -60,21 +60,6 @@ def start(run: Path, store: str, runs_dir: Path, *extra: str) -> tuple[subproces
     return server, port
 
 
-def asker(port: int, users: list[str], go, results) -> None:
-    """Once ``go`` is set, ask for each user's top-10 in turn: (end time, seconds, ok) each."""
-    os.nice(10)
-    client = Client(port)
-    for u in users[:10]:
-        client.call("GET", f"/users/{u}/recommendations?k=10")
-    results.put(None)
-    go.wait()
-    mine = []
-    for u in users[10:]:
-        status, _, took = client.call("GET", f"/users/{u}/recommendations?k=10")
-        mine.append((time.time(), took, status == 200))
-    results.put(mine)
-
-
 def known(run: Path) -> set[str]:
     model = read_run(run)
     return {str(u) for u in model.user_ids[model.scorable("user")]}
@@ -83,14 +68,14 @@ def known(run: Path) -> set[str]:
 def swap(run: Path, other: Path, folder: Path, requests: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     both = sorted(known(run) & known(other))  # users both runs answer for
-    users = [str(u) for u in rng.choice(both, requests + 10 * CLIENTS)]
+    users = [str(u) for u in rng.choice(both, requests + 20 * CLIENTS)]
     store = str(folder / "swap.db")
     server, port = start(run, store, folder / "runs")
     try:
         context = multiprocessing.get_context("spawn")
-        go, results = context.Event(), context.Queue()
-        per = requests // CLIENTS
-        workers = [context.Process(target=asker, args=(port, users[n * (per + 10):(n + 1) * (per + 10)], go, results))
+        go, done, results = context.Event(), context.Event(), context.Queue()
+        per = requests // CLIENTS + 20  # and 20 to warm up
+        workers = [context.Process(target=reader, args=(port, users[n * per:(n + 1) * per], go, done, results))
                    for n in range(CLIENTS)]  # fmt: skip
         for w in workers:
             w.start()

@@ -133,3 +133,15 @@ def page_of(app):
             yield page, base
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def rated(tmp_path_factory):
+    """A small NeuMF rating run (trained by ``neucf train``) and its ratings (test_retraining, test_live)."""
+    folder = tmp_path_factory.mktemp("retrain")
+    data = synthetic_ratings(n_users=50, n_items=30, density=0.35)
+    path = write_ratings(folder / "ratings.csv", data)
+    args = ["train", "--data", str(path), "--model", "neumf", "--factors", "4", "--layers", "2", "--epochs", "3",
+            "--no-progress", "--no-ranking", "--out", str(folder / "run")]  # fmt: skip
+    assert main(args) == 0
+    return folder / "run", data

@@ -25,15 +25,9 @@ from test_serving import free_port, wait_for
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A small NeuMF rating run."""
-    folder = tmp_path_factory.mktemp("live")
-    data = synthetic_ratings(n_users=50, n_items=30, density=0.35)
-    path = write_ratings(folder / "ratings.csv", data)
-    args = ["train", "--data", str(path), "--model", "neumf", "--factors", "4", "--layers", "2", "--epochs", "3",
-            "--no-progress", "--no-ranking", "--out", str(folder / "run")]  # fmt: skip
-    assert main(args) == 0
-    return folder / "run"
+def run(rated) -> Path:
+    """A small NeuMF rating run (conftest's)."""
+    return rated[0]
 
 
 def _events(users=6, items=5, rating=4.0, at=1000.0) -> list[Event]:

@@ -3,25 +3,12 @@
 import json
 
 import numpy as np
-import pytest
 
 from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
 from neucf.feedback import Event, FeedbackStore
 from neucf.retraining import retraining_data, rows_of, training_ratings
 from neucf.runs import read_run
-
-
-@pytest.fixture(scope="module")
-def rated(tmp_path_factory):
-    """A small NeuMF rating run and its data file."""
-    folder = tmp_path_factory.mktemp("retrain")
-    data = synthetic_ratings(n_users=50, n_items=30, density=0.35)
-    path = write_ratings(folder / "ratings.csv", data)
-    args = ["train", "--data", str(path), "--model", "neumf", "--factors", "4", "--layers", "2", "--epochs", "3",
-            "--no-progress", "--no-ranking", "--out", str(folder / "run")]  # fmt: skip
-    assert main(args) == 0
-    return folder / "run", data
 
 
 def test_the_data_adds_the_events_replaces_pairs_leaves_out_the_erased_and_holds_out_the_newest(rated):
