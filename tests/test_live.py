@@ -38,9 +38,12 @@ def _metric(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(name)]
 
 
-def test_a_server_retrains_after_n_events_and_swaps_runs_with_no_request_failing(run, tmp_path):
-    store = tmp_path / "feedback.db"
-    live = LiveService(RecommendationService.from_run(run, store=str(store)),
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_server_retrains_after_n_events_and_swaps_runs_with_no_request_failing(run, tmp_path, backend):
+    from test_feedback import fresh_postgres
+
+    store = str(tmp_path / "feedback.db") if backend == "sqlite" else fresh_postgres()
+    live = LiveService(RecommendationService.from_run(run, store=store),
                        Policy(tmp_path / "runs", after=20), poll=0.2)  # fmt: skip
     live.adopt()
     with TestClient(create_app(live)) as client:
@@ -68,7 +71,7 @@ def test_a_server_retrains_after_n_events_and_swaps_runs_with_no_request_failing
         assert any(route in line for line in _metric(text, "neucf_requests_total"))
         assert _metric(text, "neucf_feedback_events_total")[0].endswith(" 30.0")
     # a restarted server (or another one on the same store) serves the live run
-    again = LiveService(RecommendationService.from_run(run, store=str(store)), Policy(tmp_path / "runs"))
+    again = LiveService(RecommendationService.from_run(run, store=store), Policy(tmp_path / "runs"))
     again.adopt()
     assert again.service.run == swapped["run"]
 
