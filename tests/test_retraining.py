@@ -6,6 +6,7 @@ import numpy as np
 
 from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
+from neucf.datasets import Ratings
 from neucf.feedback import Event, FeedbackStore
 from neucf.retraining import retraining_data, rows_of, training_ratings
 from neucf.runs import read_run
@@ -27,6 +28,20 @@ def test_the_data_adds_the_events_replaces_pairs_leaves_out_the_erased_and_holds
     assert not (rows["user"] == other).any() and data.erased_rows == (train["user"] == other).sum()
     assert ((rows["user"] == user) & (rows["item"] == "brand-new")).sum() == 0  # held out
     assert len(rows) == len(train) - data.erased_rows + 1  # + the visitor's event
+
+
+def test_the_validation_part_is_read_by_the_training_parts_id_maps(rated):
+    # a model reads its validation part's indices by the training part's maps: parts with maps
+    # of their own paired wrong users and items, and early stopping followed noise
+    run, _ = rated
+    model = read_run(run)
+    valid = Ratings.from_arrays(["visitor", "1"], ["new-item", "2"], [4.0, 2.0], scale=model.scale)
+    data = retraining_data(model, valid, [], erased=set())
+    assert data.valid.user_ids is data.train.user_ids and data.valid.item_ids is data.train.item_ids
+    pairs = list(
+        zip(data.train.user_ids[data.valid.users].astype(str), data.train.item_ids[data.valid.items].astype(str))
+    )
+    assert pairs == [("visitor", "new-item"), ("1", "2")] and data.valid.ratings.tolist() == [4.0, 2.0]
 
 
 def test_retrain_writes_a_run_judged_beside_the_live_one(rated, tmp_path, capsys):

@@ -100,15 +100,16 @@ def retraining_data(model: Recommender, valid: Ratings | None, events: Sequence[
     held, kept = stored[newest], stored[~newest]
     # a stored event replaces the row on the same user and item, the held-out ones included
     keys = set(zip(stored["user"], stored["item"]))
-    train = train[[key not in keys for key in zip(train["user"], train["item"])]]
-    check = check[[key not in keys for key in zip(check["user"], check["item"])]]
+    train = train[np.array([key not in keys for key in zip(train["user"], train["item"])], dtype=bool)]
+    check = check[np.array([key not in keys for key in zip(check["user"], check["item"])], dtype=bool)]
     train = pd.concat([train, kept[["user", "item", "rating"]]], ignore_index=True)
-
-    def ratings(frame: pd.DataFrame) -> Ratings:
-        return Ratings.from_arrays(
-            frame["user"].to_numpy(object), frame["item"].to_numpy(object), frame["rating"].to_numpy(np.float32),
-            scale=model.scale, implicit=bool(model.implicit),
-        )  # fmt: skip
+    # one table, then its two parts: a model reads its validation part by the training part's
+    # id maps (as a split's parts share them), never by maps of its own
+    both = pd.concat([train, check[["user", "item", "rating"]]], ignore_index=True)
+    whole = Ratings.from_arrays(
+        both["user"].to_numpy(object), both["item"].to_numpy(object), both["rating"].to_numpy(np.float32),
+        scale=model.scale, implicit=bool(model.implicit),
+    )  # fmt: skip
 
     def event(row) -> Event:
         return Event(row.user, row.item, row.rating, row.timestamp)
@@ -117,8 +118,8 @@ def retraining_data(model: Recommender, valid: Ratings | None, events: Sequence[
     for row in kept[kept["user"].isin(set(held["user"]))].itertuples():
         others.setdefault(row.user, []).append(event(row))
     return Retraining(
-        train=ratings(train),
-        valid=ratings(check) if len(check) else None,
+        train=whole.subset(np.arange(len(train))),
+        valid=whole.subset(np.arange(len(train), len(both))) if len(check) else None,
         held_out=[event(row) for row in held.itertuples()],
         others=others,
         erased_rows=int(gone.sum()),
