@@ -16,7 +16,8 @@ against a server that retrains and one that does not.
    training mean), then posted (``POST /feedback``, its own timestamp). Once against a server
    that never retrains, once against one with ``--retrain-after 1000`` whose replay waits,
    after every 1,000 events, for the retraining to end (swapped in or not): next-rating RMSE
-   and the online hit rate of both.
+   and the online hit rate of both. Done for ``--replay-seeds`` runs (trained with seeds 0, 1,
+   ...); the targets are judged on the means.
 
     python benchmarks/learning.py --run runs/ml1m-neumf --other runs/ml1m-neumf-2 --ml100k ../shared/datasets/ml-100k
 
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--ml100k", type=Path, help="the ml-100k folder (u.data): the replay (left out without it)")
     parser.add_argument("--replay-model", default="neumf")
     parser.add_argument("--retrain-after", type=int, default=1000)
+    parser.add_argument("--replay-seeds", type=int, default=3, help="replays, each with a run trained with its seed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "learning.json")
     args = parser.parse_args()
@@ -191,16 +193,20 @@ def main() -> None:
         if args.ml100k:
             past, late = held_back(args.ml100k)
             past.to_csv(folder / "past.csv", index=False)
-            run = folder / "replay-run"
-            subprocess.run([sys.executable, "-m", "neucf", "train", "--data", str(folder / "past.csv"), "--model",
-                            args.replay_model, "--seed", str(args.seed), "--no-progress", "--out", str(run)],
-                           check=True, capture_output=True)  # fmt: skip
-            rows["replay"] = {
-                "held_back": len(late),
-                "model": args.replay_model,
-                "static": replay(run, late, folder, "static", None),
-                "retraining": replay(run, late, folder, "retraining", args.retrain_after),
-            }
+            replays = []
+            for seed in range(args.seed, args.seed + args.replay_seeds):
+                run = folder / f"replay-run-{seed}"
+                subprocess.run([sys.executable, "-m", "neucf", "train", "--data", str(folder / "past.csv"), "--model",
+                                args.replay_model, "--seed", str(seed), "--no-progress", "--out", str(run)],
+                               check=True, capture_output=True)  # fmt: skip
+                replays.append({
+                    "seed": seed,
+                    "static": replay(run, late, folder, f"static-{seed}", None),
+                    "retraining": replay(run, late, folder, f"retraining-{seed}", args.retrain_after),
+                })  # fmt: skip
+            mean = {name: {k: float(np.mean([r[name][k] for r in replays])) for k in ("rmse", "hit_rate")}
+                    for name in ("static", "retraining")}  # fmt: skip
+            rows["replay"] = {"held_back": len(late), "model": args.replay_model, "mean": mean, "replays": replays}
     s = rows["swap"]
     print(f"{read_run(args.run).name}: {args.run} <-> {args.other}; {platform.machine()}, {os.cpu_count()} CPUs")
     each = ", ".join(f"{r['p99_ms_during']:.1f}" for r in s["runs"])
@@ -210,15 +216,20 @@ def main() -> None:
     met = {"swap_failed": all(r["failed"] == 0 for r in s["runs"]), "swap_p99": s["p99_ms_during"] <= 100}
     if "replay" in rows:
         r = rows["replay"]
-        for name in ("static", "retraining"):
-            x = r[name]
-            print(f"replay {name}: {x['events']:,} ratings, next-rating RMSE {x['rmse']:.4f}, online hit rate "
-                  f"{x['hit_rate']:.4f} ({x['hits']}/{x['lists']}), {x['unscorable']} unscorable, "
-                  f"{x['errors']} errors, {x['seconds']:.0f} s")  # fmt: skip
-        went = sum(run["status"] == "live" for run in r["retraining"]["runs"])
-        print(f"retrainings: {len(r['retraining']['runs'])}, {went} went live")
-        met["replay_rmse"] = r["retraining"]["rmse"] < r["static"]["rmse"]
-        met["replay_hit_rate"] = r["retraining"]["hit_rate"] > r["static"]["hit_rate"]
+        for x in r["replays"]:
+            went = sum(run["status"] == "live" for run in x["retraining"]["runs"])
+            for name in ("static", "retraining"):
+                y = x[name]
+                print(f"replay (run seed {x['seed']}) {name}: {y['events']:,} ratings, next-rating RMSE {y['rmse']:.4f}, "
+                      f"online hit rate {y['hit_rate']:.4f} ({y['hits']}/{y['lists']}), {y['unscorable']} unscorable, "
+                      f"{y['errors']} errors, {y['seconds']:.0f} s")  # fmt: skip
+            print(f"  retrainings: {len(x['retraining']['runs'])}, {went} went live")
+        m = r["mean"]
+        print(f"replay means over {len(r['replays'])} runs: RMSE static {m['static']['rmse']:.4f}, retraining "
+              f"{m['retraining']['rmse']:.4f}; hit rate static {m['static']['hit_rate']:.4f}, retraining "
+              f"{m['retraining']['hit_rate']:.4f}")  # fmt: skip
+        met["replay_rmse"] = m["retraining"]["rmse"] < m["static"]["rmse"]
+        met["replay_hit_rate"] = m["retraining"]["hit_rate"] > m["static"]["hit_rate"]
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),

@@ -54,6 +54,7 @@ class LiveService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._unreadable: set[str] = set()
+        self._retired: RecommendationService | None = None  # the run swapped out last
         self.retrainer = Retrainer(service.store, policy) if self.policy and self.policy.retrains else None
 
     def adopt(self) -> None:
@@ -80,10 +81,13 @@ class LiveService:
             return False
         self.service = new  # one assignment: the next request reads the new run
         log.info("now serving %s (was %s)", run, old.run)
-        try:
-            old.flush()
-        except StoreUnavailable:
-            pass
+        # a request that began on the old run records its list there: each look writes it out
+        retired, self._retired = self._retired, old
+        if retired is not None:
+            try:
+                retired.flush()
+            except StoreUnavailable:
+                pass
         return True
 
     def step(self) -> None:
@@ -93,6 +97,8 @@ class LiveService:
             return
         try:
             service.flush()
+            if self._retired is not None:
+                self._retired.flush()
             if self.policy is not None:
                 live = service.store.live_run()
                 if live is not None and live.path != service.run and live.path not in self._unreadable:
@@ -125,7 +131,9 @@ class LiveService:
         self._threads = []
         if self.service.store is not None:
             try:
-                self.service.flush()
+                for service in (self._retired, self.service):
+                    if service is not None:
+                        service.flush()
             except StoreUnavailable as exc:
                 log.warning("%s", exc)
 
