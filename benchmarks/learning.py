@@ -17,7 +17,9 @@ against a server that retrains and one that does not.
    that never retrains, once against one with ``--retrain-after 1000`` whose replay waits,
    after every 1,000 events, for the retraining to end (swapped in or not): next-rating RMSE
    and the online hit rate of both. Done for ``--replay-seeds`` runs (trained with seeds 0, 1,
-   ...); the targets are judged on the means.
+   ...); the targets are judged on the means. With ``--replay-ranking`` (default) the replay is
+   made once more against a ranking run (``--task ranking``: its default model), whose lists are
+   made for picking; its predictions are scores, so only its hit rate is reported.
 
     python benchmarks/learning.py --run runs/ml1m-neumf --other runs/ml1m-neumf-2 --ml100k ../shared/datasets/ml-100k
 
@@ -133,12 +135,13 @@ def replay(run: Path, events: pd.DataFrame, folder: Path, name: str, retrain_aft
             user, item = str(row.user), str(row.item)
             status, _, _ = client.call("GET", f"/users/{user}/recommendations?k=10")
             errors += status != 200
-            status, body, _ = client.call("POST", "/predictions", {"user": user, "items": [item]})
-            if status == 200:
-                predicted.append(body["predictions"][0]["prediction"])
-            else:
-                fallbacks += 1
-                predicted.append(float(model.mean_))
+            if model.task != "ranking":  # a ranking run's predictions are scores, not ratings: no RMSE
+                status, body, _ = client.call("POST", "/predictions", {"user": user, "items": [item]})
+                if status == 200:
+                    predicted.append(body["predictions"][0]["prediction"])
+                else:
+                    fallbacks += 1
+                    predicted.append(float(model.mean_))
             event = {"user": user, "item": item, "rating": float(row.rating), "timestamp": float(row.timestamp)}
             status, _, _ = client.call("POST", "/feedback", {"events": [event]})
             errors += status != 200
@@ -152,10 +155,10 @@ def replay(run: Path, events: pd.DataFrame, folder: Path, name: str, retrain_aft
         stop(server)
     lists, hits = feedback.hit_rate(0)
     runs = feedback.runs()
-    error = np.asarray(predicted) - events["rating"].to_numpy(float)
+    error = np.asarray(predicted) - events["rating"].to_numpy(float) if predicted else None
     return {
         "events": len(events),
-        "rmse": float(np.sqrt(np.mean(error**2))),
+        "rmse": None if error is None else float(np.sqrt(np.mean(error**2))),
         "hit_rate": hits / lists,
         "lists": lists,
         "hits": hits,
@@ -177,6 +180,12 @@ def main() -> None:
     parser.add_argument("--replay-model", default="neumf")
     parser.add_argument("--retrain-after", type=int, default=1000)
     parser.add_argument("--replay-seeds", type=int, default=3, help="replays, each with a run trained with its seed")
+    parser.add_argument(
+        "--replay-ranking",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also replay against a ranking run (neucf train --task ranking): hit rates",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "learning.json")
     args = parser.parse_args()
@@ -207,6 +216,16 @@ def main() -> None:
             mean = {name: {k: float(np.mean([r[name][k] for r in replays])) for k in ("rmse", "hit_rate")}
                     for name in ("static", "retraining")}  # fmt: skip
             rows["replay"] = {"held_back": len(late), "model": args.replay_model, "mean": mean, "replays": replays}
+            if args.replay_ranking:  # the hit rate of lists made for picking (no RMSE: the scores are not ratings)
+                run = folder / "replay-ranking-run"
+                subprocess.run([sys.executable, "-m", "neucf", "train", "--data", str(folder / "past.csv"), "--task",
+                                "ranking", "--seed", str(args.seed), "--no-progress", "--out", str(run)],
+                               check=True, capture_output=True)  # fmt: skip
+                rows["replay_ranking"] = {
+                    "model": read_run(run).name,
+                    "static": replay(run, late, folder, "ranking-static", None),
+                    "retraining": replay(run, late, folder, "ranking-retraining", args.retrain_after),
+                }
     s = rows["swap"]
     print(f"{read_run(args.run).name}: {args.run} <-> {args.other}; {platform.machine()}, {os.cpu_count()} CPUs")
     each = ", ".join(f"{r['p99_ms_during']:.1f}" for r in s["runs"])
@@ -228,6 +247,11 @@ def main() -> None:
         print(f"replay means over {len(r['replays'])} runs: RMSE static {m['static']['rmse']:.4f}, retraining "
               f"{m['retraining']['rmse']:.4f}; hit rate static {m['static']['hit_rate']:.4f}, retraining "
               f"{m['retraining']['hit_rate']:.4f}")  # fmt: skip
+        if "replay_ranking" in rows:
+            x = rows["replay_ranking"]
+            print(f"replay, {x['model']} ranking run: online hit rate static {x['static']['hit_rate']:.4f}, retraining "
+                  f"{x['retraining']['hit_rate']:.4f} ({sum(y['status'] == 'live' for y in x['retraining']['runs'])} "
+                  f"of {len(x['retraining']['runs'])} retrainings went live)")  # fmt: skip
         met["replay_rmse"] = m["retraining"]["rmse"] < m["static"]["rmse"]
         met["replay_hit_rate"] = m["retraining"]["hit_rate"] > m["static"]["hit_rate"]
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,9 @@ class RecommendationService:
         self.metrics = dict(metrics or {})
         self.store = store
         self.run, self.trained_at, self.window = run, trained_at, float(window)
-        self._served: list[ServedList] = []  # lists not yet written to the store
+        # lists not yet written to the store: a deque, whose appends and pops are atomic, so that
+        # the upkeep thread's flush never loses a list the event loop adds meanwhile
+        self._served: deque[ServedList] = deque(maxlen=MAX_UNWRITTEN)
         users = model.scorable("user")
         self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if users[i]}
         self._titles = dict(titles) if titles is not None else None
@@ -270,12 +273,17 @@ class RecommendationService:
     def flush(self) -> None:
         """Write the lists served since the last flush to the store (a server does it every
         second, and before storing feedback)."""
-        served, self._served = self._served, []
+        served = []
+        try:
+            while True:
+                served.append(self._served.popleft())
+        except IndexError:
+            pass
         if served:
             try:
                 self.store.record_lists(served)
             except Exception:
-                self._served = (served + self._served)[-MAX_UNWRITTEN:]  # kept for the next try
+                self._served.extendleft(reversed(served))  # kept for the next try
                 raise
 
     def feedback(self, user: str) -> list[Event]:
