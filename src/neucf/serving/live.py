@@ -55,6 +55,7 @@ class LiveService:
         self._threads: list[threading.Thread] = []
         self._unreadable: set[str] = set()
         self._retired: RecommendationService | None = None  # the run swapped out last
+        self._swapping = threading.Lock()
         self.retrainer = Retrainer(service.store, policy) if self.policy and self.policy.retrains else None
 
     def adopt(self) -> None:
@@ -70,19 +71,23 @@ class LiveService:
 
     def swap(self, run: str) -> bool:
         """Load the run at ``run`` and answer from it from the next request on (False, logged
-        once, when it cannot be read here)."""
-        old = self.service
-        try:
-            new = RecommendationService.from_run(run, self.items, store=old.store, window=old.window)
-        except (NeucfError, OSError) as exc:
-            if run not in self._unreadable:
-                self._unreadable.add(run)
-                log.warning("cannot serve the live run %s here, serving %s still: %s", run, old.run, exc)
-            return False
-        self.service = new  # one assignment: the next request reads the new run
-        log.info("now serving %s (was %s)", run, old.run)
-        # a request that began on the old run records its list there: each look writes it out
-        retired, self._retired = self._retired, old
+        once, when it cannot be read here). One swap at a time: the retraining thread and the
+        upkeep thread may both see a run go live."""
+        with self._swapping:
+            old = self.service
+            if old.run == run:
+                return True
+            try:
+                new = RecommendationService.from_run(run, self.items, store=old.store, window=old.window)
+            except (NeucfError, OSError) as exc:
+                if run not in self._unreadable:
+                    self._unreadable.add(run)
+                    log.warning("cannot serve the live run %s here, serving %s still: %s", run, old.run, exc)
+                return False
+            self.service = new  # one assignment: the next request reads the new run
+            log.info("now serving %s (was %s)", run, old.run)
+            # a request that began on the old run records its list there: each look writes it out
+            retired, self._retired = self._retired, old
         if retired is not None:
             try:
                 retired.flush()
