@@ -18,7 +18,7 @@ Examples:
     >>> r = Ratings.from_arrays([1, 1, 2], [10, 20, 10], [5.0, 3.0, 4.0])
     >>> live = LiveService(RecommendationService(Biases().fit(r)))
     >>> live.service.model.name
-    'biases'
+    'bias'
 """
 
 from __future__ import annotations
