@@ -127,11 +127,11 @@ class Retrainer:
         self.store, self.policy = store, policy
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._child = None
-        self._cancelled = False
+        self.cancelled = False  # set by cancel(); a server that starts again clears it
 
     def cancel(self) -> None:
         """Stop a retraining in progress (the server is stopping): it is recorded as failed."""
-        self._cancelled = True
+        self.cancelled = True
         child = self._child
         if child is not None and child.is_alive():
             child.terminate()
@@ -173,7 +173,7 @@ class Retrainer:
         context = multiprocessing.get_context("spawn")
         receive, send = context.Pipe(duplex=False)
         child = context.Process(target=_retrain_child, args=(live, self.store.url, str(out), send), daemon=True)
-        if self._cancelled:
+        if self.cancelled:
             return "the server stopped"
         self._child = child
         child.start()
@@ -184,7 +184,7 @@ class Retrainer:
         self._child = None
         if child.exitcode == 0:
             return None
-        if self._cancelled:
+        if self.cancelled:
             return "the server stopped during the retraining"
         if receive.poll():
             return receive.recv()

@@ -117,7 +117,7 @@ class LiveService:
             return
         self._stop.clear()
         if self.retrainer is not None:
-            self.retrainer._cancelled = False
+            self.retrainer.cancelled = False
         self._threads = [threading.Thread(target=self._every, args=(self.step,), name="neucf-upkeep", daemon=True)]
         if self.retrainer is not None:
             retrain = threading.Thread(target=self._every, args=(self._retrain,), name="neucf-retrain", daemon=True)
