@@ -2,8 +2,9 @@
 
 Endpoints (JSON, ids as text): ``GET /health``, ``GET /model``, ``GET /users/{user}/recommendations``,
 ``POST /predictions``, ``POST /recommendations``, ``GET /items`` (``?newest=true``: the items known
-only by attributes); with a feedback store also ``POST /feedback``, ``GET /users/{user}/feedback``,
-``DELETE /users/{user}`` and ``PUT /items/{item}`` (a failing database: 503); the web page at ``/`` (its files
+only by attributes), ``GET /metrics`` (Prometheus' text format); with a feedback store also ``POST
+/feedback``, ``GET /users/{user}/feedback``, ``DELETE /users/{user}``, ``PUT /items/{item}`` (a
+failing database: 503) and ``GET /dashboard/data``; the dashboard at ``/dashboard``, the web page at ``/`` (its files
 under ``/static``) and the API docs at ``/docs`` and ``/openapi.json`` with their assets served by
 the app itself (fastapi-offline), so nothing is fetched from a CDN.
 
