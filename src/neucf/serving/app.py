@@ -4,7 +4,7 @@ Endpoints (JSON, ids as text): ``GET /health``, ``GET /model``, ``GET /users/{us
 ``POST /predictions``, ``POST /recommendations``, ``GET /items`` (``?newest=true``: the items known
 only by attributes), ``GET /metrics`` (Prometheus' text format); with a feedback store also ``POST
 /feedback``, ``GET /users/{user}/feedback``, ``DELETE /users/{user}``, ``PUT /items/{item}`` (a
-failing database: 503) and ``GET /dashboard/data``; the dashboard at ``/dashboard``, the web page at ``/`` (its files
+failing database: 503), ``GET /dashboard/data`` and the dashboard at ``/dashboard``; the web page at ``/`` (its files
 under ``/static``) and the API docs at ``/docs`` and ``/openapi.json`` with their assets served by
 the app itself (fastapi-offline), so nothing is fetched from a CDN.
 
@@ -516,10 +516,6 @@ def create_app(
     def page():
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/dashboard", include_in_schema=False)
-    def dashboard_page():
-        return FileResponse(STATIC / "dashboard.html")
-
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", response_model=Health, tags=["service"])
@@ -625,6 +621,10 @@ def _feedback_routes(
         stored = live.service.record(events)
         telemetry.feedback_events.inc(stored)
         return {"stored": stored}
+
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard_page():
+        return FileResponse(STATIC / "dashboard.html")
 
     @api.get("/dashboard/data", tags=["service"], responses=down)
     def dashboard_data(days: Annotated[float, Query(gt=0, le=366, description="How many days back.")] = 7.0) -> dict:
