@@ -4,25 +4,8 @@
 // kept in this browser, and "Forget me" erases them.
 "use strict";
 
-const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, newest: [], key: sessionStorage.getItem("neucf-key"), visitor: null };
-const $ = (id) => document.getElementById(id);
-
-async function api(path, body, method) {
-  const headers = { "Content-Type": "application/json" };
-  if (state.key) headers.Authorization = `Bearer ${state.key}`;
-  const options = { headers, method: method || (body === undefined ? "GET" : "POST") };
-  if (body !== undefined) options.body = JSON.stringify(body);
-  const response = await fetch(path, options);
-  if (response.status === 401) {
-    if (method === "DELETE") throw new Error("only this server's administrator can erase users here");
-    $("key-form").hidden = false;
-    throw new Error("this server needs an API key");
-  }
-  if (response.status === 204) return {};
-  const data = await response.json();
-  if (!response.ok) throw new Error(typeof data.detail === "string" ? data.detail : data.detail.map((d) => d.msg).join("; "));
-  return data;
-}
+// (api, $ and onKey come from api.js)
+const state = { ratings: new Map(), titles: new Map(), scale: [1, 5], implicit: false, newest: [], visitor: null };
 
 function label(item, title) {
   return title ? title : `item ${item}`;
@@ -231,12 +214,7 @@ async function start() {
   }
 }
 
-$("key-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  state.key = $("api-key").value;
-  sessionStorage.setItem("neucf-key", state.key);
-  start();
-});
+onKey(start);
 let timer;
 $("search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
 $("user-form").addEventListener("submit", knownUser);

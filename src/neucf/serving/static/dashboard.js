@@ -1,22 +1,7 @@
 // The dashboard: figures drawn by the server from its feedback store (GET /dashboard/data).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-let key = sessionStorage.getItem("neucf-key");
-
-async function api(path) {
-  const headers = key ? { Authorization: `Bearer ${key}` } : {};
-  const response = await fetch(path, { headers });
-  if (response.status === 401) {
-    $("key-form").hidden = false;
-    throw new Error("this server needs an API key");
-  }
-  if (!response.ok) {
-    const body = await response.json().catch(() => ({}));
-    throw new Error(typeof body.detail === "string" ? body.detail : `${path}: HTTP ${response.status}`);
-  }
-  return response.json();
-}
+// (api, $ and onKey come from api.js)
 
 const when = (seconds) => (seconds == null ? "" : new Date(seconds * 1000).toISOString().slice(0, 16).replace("T", " "));
 
@@ -45,12 +30,6 @@ async function load() {
   }
 }
 
-$("key-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  key = $("api-key").value;
-  sessionStorage.setItem("neucf-key", key);
-  $("key-form").hidden = true;
-  load();
-});
+onKey(load);
 $("days").addEventListener("change", load);
 load();
