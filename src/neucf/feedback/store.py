@@ -306,6 +306,24 @@ class FeedbackStore:
                 "retry when the database is back"
             ) from None
 
+    @contextmanager
+    def _cursor(self, engine: sa.Engine, doing: str) -> Iterator:
+        """A cursor of the driver's own on a pooled connection of ``engine``, committed at the
+        end (which also ends PostgreSQL's implicit transaction of a read); a failure drops the
+        connection."""
+        with self._failing(doing):
+            raw = engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                yield cursor
+                cursor.close()
+                raw.commit()
+            except self._driver_error:
+                raw.invalidate()
+                raise
+            finally:
+                raw.close()
+
     def close(self) -> None:
         """Close every connection (a new call opens them again)."""
         self._write.dispose()
@@ -370,20 +388,10 @@ class FeedbackStore:
         # the driver's own executemany: SQLAlchemy's layers held a server's event loop for tens
         # of milliseconds over a second's lists
         rows = [(x.user, json.dumps(x.items), x.run, x.served_at, x.seconds) for x in lists]
-        with self._failing("store the served lists"):
-            raw = self._write.raw_connection()
-            try:
-                cursor = raw.cursor()
-                if self._sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
-                cursor.executemany(self._insert_list_sql, rows)
-                cursor.close()
-                raw.commit()
-            except self._driver_error:
-                raw.invalidate()
-                raise
-            finally:
-                raw.close()
+        with self._cursor(self._write, "store the served lists") as cursor:
+            if self._sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(self._insert_list_sql, rows)
 
     def hit_rate(self, since: float) -> tuple[int, int]:
         """Lists served since ``since`` (Unix seconds) and how many of them were hits."""
@@ -438,19 +446,9 @@ class FeedbackStore:
         # cursor: SQLAlchemy's layers cost a server a sixth of a list's time here
         sql, order = self._history_sql
         params = tuple(user for _ in order) if order else {"user": user}
-        with self._failing("read the user's events"):
-            raw = self._read.raw_connection()
-            try:
-                cursor = raw.cursor()
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
-                cursor.close()
-                raw.commit()  # ends PostgreSQL's implicit transaction (SQLite has none open)
-            except self._driver_error:
-                raw.invalidate()
-                raise
-            finally:
-                raw.close()
+        with self._cursor(self._read, "read the user's events") as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
         erased, change = rows[0][:2]
         events = [Event(user, item, rating, ts) for _, _, item, rating, ts in rows if item is not None]
         return History(events, bool(erased), int(change))

@@ -36,18 +36,17 @@ class Telemetry:
     """A server's counters (see the module); one per worker process."""
 
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import Counter, Histogram
 
-        # in multiprocess mode the values live in the shared folder's files, not in a registry
+        # registered nowhere: each scrape gathers them (in multiprocess mode, from the shared
+        # folder's files, where their values live)
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        own = None if self.multiprocess else CollectorRegistry()
-        self._own = own
         self.requests = Counter("neucf_requests", "HTTP requests answered, by route template, method and status.",
-                                ["route", "method", "status"], registry=own)  # fmt: skip
+                                ["route", "method", "status"], registry=None)  # fmt: skip
         self.seconds = Histogram("neucf_request_seconds", "Seconds to answer a request, by route template.",
-                                 ["route"], buckets=BUCKETS, registry=own)  # fmt: skip
-        self.feedback_events = Counter("neucf_feedback_events", "Feedback events stored (new ones).", registry=own)
-        self.lists_served = Counter("neucf_lists_served", "Lists given to known users.", registry=own)
+                                 ["route"], buckets=BUCKETS, registry=None)  # fmt: skip
+        self.feedback_events = Counter("neucf_feedback_events", "Feedback events stored (new ones).", registry=None)
+        self.lists_served = Counter("neucf_lists_served", "Lists given to known users.", registry=None)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -60,27 +59,15 @@ class Telemetry:
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-        else:
-            registry = self._own
-        if live is None:
-            return generate_latest(registry)
         scrape = CollectorRegistry()
-        scrape.register(_Both(registry, _StoreCollector(live)))
+        if self.multiprocess:
+            MultiProcessCollector(scrape)
+        else:
+            for metric in (self.requests, self.seconds, self.feedback_events, self.lists_served):
+                scrape.register(metric)
+        if live is not None:
+            scrape.register(_StoreCollector(live))
         return generate_latest(scrape)
-
-
-class _Both:
-    """The counters and the store's figures, as one collector."""
-
-    def __init__(self, registry, store):
-        self.registry, self.store = registry, store
-
-    def collect(self):
-        yield from self.registry.collect()
-        yield from self.store.collect()
 
 
 class _StoreCollector:
