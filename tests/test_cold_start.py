@@ -320,3 +320,70 @@ def test_a_releases_tags_are_an_opt_in(tmp_path, capsys):
                        "--movielens-tags", "--out", tmp_path / "s")  # fmt: skip
     assert code == 0, err
     assert json.loads((tmp_path / "s" / "attributes.json").read_text())["items.csv"]["tags"] == "labels"
+
+
+# ---- items from their first interactions -------------------------------------------------------
+def test_an_item_folds_in_from_its_first_interactions(taste, tmp_path):
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from neucf.errors import DataError, UsageError
+    from neucf.models import GMF, Recommender, make_model
+
+    _, train, test = taste
+    model = GMF(factors=8, seed=0).fit(replace(train, item_attributes=None, user_attributes=None))
+    frame = pd.DataFrame({"user": test.user_ids[test.users], "item": test.item_ids[test.items], "rating": test.ratings})
+    old = frame[frame["user"].isin(model.user_ids[model.known_users])]
+    new = old[~old["item"].isin(model.item_ids[model.known_items])]
+    warm = old[old["item"].isin(model.item_ids[model.known_items])]
+    before = model.predict(warm["user"], warm["item"])
+    first = new.groupby("item").head(5)
+    rest = new.drop(first.index)
+    baseline = model.mean_ + pd.Series(model.user_bias_, index=model.user_ids)[rest["user"]].to_numpy()
+    assert sorted(model.add_items(interactions=first).tolist()) == sorted(first["item"].unique().tolist())
+    folded = model.predict(rest["user"], rest["item"])
+    rmse = lambda p: float(np.sqrt(np.mean((p - rest["rating"].to_numpy()) ** 2)))
+    assert rmse(folded) < rmse(np.clip(baseline, 1, 5)) - 0.03  # their raters' taste says something
+    assert np.array_equal(model.predict(warm["user"], warm["item"]), before)  # trained items keep theirs
+    one = first["item"].iloc[0]
+    assert one in set(model.recommend_all(k=len(model.item_ids))["item"])
+    again = Recommender.load(model.save(tmp_path / "m.pt"))
+    assert np.array_equal(again.predict(rest["user"], rest["item"]), folded)
+    # a table replaces what the model held of the items it names; a stranger's rows do not count
+    assert model.add_items(interactions=first[first["item"] == one].head(1)).tolist() == [one]
+    assert model.predict(rest["user"][rest["item"] == one], rest["item"][rest["item"] == one]).tolist() != (
+        folded[(rest["item"] == one).to_numpy()].tolist()
+    )
+    stranger = pd.DataFrame({"user": ["nobody"], "item": [one], "rating": [5.0]})
+    assert model.add_items(interactions=stranger).tolist() == []
+    assert not model.listable()[model.item_ids.tolist().index(one)]
+    with pytest.raises(DataError, match="item .* has no training rating"):
+        model.predict([model.user_ids[0]], [one])
+    with pytest.raises(DataError, match="not a rating within the scale 1..5"):
+        model.add_items(interactions=first.assign(rating=9.0))
+    with pytest.raises(UsageError, match="missing: rating"):
+        model.add_items(interactions=first[["user", "item"]])
+    ease = make_model("ease", task="ranking").fit(replace(train, item_attributes=None, user_attributes=None))
+    with pytest.raises(UsageError, match="cannot fold new items in"):
+        ease.add_items(interactions=first)
+
+
+def test_folded_items_take_the_place_of_their_attributes(gmf_fits):
+    import copy
+
+    import pandas as pd
+
+    model = copy.deepcopy(gmf_fits[0])
+    cold = np.flatnonzero(~model.known_items & model.listable())
+    item = model.item_ids[cold[0]]
+    user = model.user_ids[np.flatnonzero(model.known_users)[0]]
+    by_attributes = model.predict([user], [item])
+    model.add_items(
+        interactions=pd.DataFrame({"user": model.user_ids[model.known_users][:30], "item": item, "rating": 1.0})
+    )
+    assert model.predict([user], [item]) < by_attributes  # thirty raters who hated it say more than its genre
+    items = np.flatnonzero(model.listable())
+    for u in np.flatnonzero(model.known_users)[:3]:  # a list scores it as pairs are scored
+        pairs = model.predict_index(np.full(len(items), u), items)
+        np.testing.assert_allclose(model._user_scores(int(u), items), pairs, rtol=1e-5, atol=1e-5)

@@ -271,6 +271,33 @@ def test_a_put_item_is_found_at_once_and_needs_the_admin_key(keeping):
     assert other.search("brand new") == found
 
 
+def test_an_items_first_interactions_list_it_at_once_in_every_server(keeping, run_dir):
+    from neucf.runs import read_run
+
+    service, client = keeping
+    other = RecommendationService(read_run(run_dir), store=FeedbackStore(service.store.url))  # another worker
+    raters, asker = list(service._users)[:4], list(service._users)[10]
+    ask = {"user": asker, "items": ["premiere"]}
+    assert client.post("/predictions", json=ask, headers=KEY).status_code == 404
+    events = [{"user": u, "item": "premiere", "rating": 5.0} for u in raters] + [
+        {"user": "visitor", "item": "premiere", "rating": 1.0}  # a user the run never saw: not in the column
+    ]
+    assert client.post("/feedback", json={"events": events}, headers=KEY).json() == {"stored": 5}
+    answer = client.post("/predictions", json=ask, headers=KEY)
+    assert answer.status_code == 200  # this worker, at once
+    fresh = read_run(run_dir)
+    fresh.add_items(interactions=pd.DataFrame({"user": raters, "item": "premiere", "rating": 5.0}))
+    want = float(fresh.predict([fresh.user_ids[service._users[asker]]], ["premiere"])[0])
+    assert answer.json()["predictions"][0]["prediction"] == pytest.approx(want, abs=1e-5)
+    assert "premiere" in listed(client, asker, k=len(service._items))
+    assert "premiere" not in listed(client, raters[0], k=len(service._items))  # they gave it feedback
+    assert [x.item for x in other.recommend_user(asker, k=len(service._items))].count("premiere") == 1  # next read
+    for u in raters:  # erasure takes their events out of its column: nothing is left to fold
+        assert client.delete(f"/users/{u}", headers=ADMIN).status_code == 204
+    assert client.post("/predictions", json=ask, headers=KEY).status_code == 404
+    assert "premiere" not in [x.item for x in other.recommend_user(asker, k=len(service._items) + 1)]
+
+
 def test_a_model_reading_item_attributes_lists_a_put_item(tmp_path):
     from neucf.models import make_model
     from test_cold_start import taste_data

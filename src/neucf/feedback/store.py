@@ -84,12 +84,13 @@ class Event:
 
 
 class History(NamedTuple):
-    """A user's stored events (oldest first), whether the id was ever erased, and the newest
-    item change number (see :meth:`FeedbackStore.history`)."""
+    """A user's stored events (oldest first), whether the id was ever erased, the newest item
+    change number and the newest item news number (see :meth:`FeedbackStore.history`)."""
 
     events: list[Event]
     erased: bool
     item_change: int
+    item_news: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ _events = sa.Table(
     sa.Column("timestamp", sa.Float, nullable=False),
     sa.UniqueConstraint("user_id", "item_id", name="feedback_events_user_item"),
 )  # fmt: skip
+# an item's events, read when a server folds the item in (made on stores older than it too)
+_events_by_item = sa.Index("feedback_events_item", _events.c.item_id)
 _event_ids = sa.Table("feedback_event_ids", _meta, sa.Column("event_id", sa.String(MAX_ID), primary_key=True))
 _erasures = sa.Table(
     "feedback_erasures", _meta,
@@ -127,6 +130,13 @@ _items = sa.Table(
     sa.Column("item_id", sa.String(MAX_ID), nullable=False, unique=True),
     sa.Column("title", sa.Text, nullable=True),
     sa.Column("attributes", sa.Text, nullable=False),
+)  # fmt: skip
+# items whose stored events changed that a server may fold in from them (those its run was not
+# trained on, as the server that stored them says; every item of an erased user)
+_item_news = sa.Table(
+    "feedback_item_news", _meta,
+    sa.Column("seq", _Key, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(MAX_ID), nullable=False),
 )  # fmt: skip
 
 
@@ -287,6 +297,7 @@ class FeedbackStore:
             for wait in (0.1, 0.5, 0):  # several workers may start at once: one makes them
                 try:
                     _meta.create_all(self._write)
+                    _events_by_item.create(self._write, checkfirst=True)
                     break
                 except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
                     if not wait:
@@ -330,13 +341,21 @@ class FeedbackStore:
         self._read.dispose()
 
     # ---- events -----------------------------------------------------------------------------
-    def add(self, events: Sequence[Event], positive: Sequence[bool] | None = None, window: float = 86_400.0) -> int:
+    def add(
+        self,
+        events: Sequence[Event],
+        positive: Sequence[bool] | None = None,
+        window: float = 86_400.0,
+        news: Sequence[str] = (),
+    ) -> int:
         """Store ``events`` in one transaction (all or none); returns how many were new: an
         event whose ``id`` was stored before is dropped, and counts as not new.
 
         Of the events on one user and item the latest (by timestamp, then by order) is kept.
         A new event marked ``positive`` makes each list served to its user in the last
-        ``window`` seconds that holds its item a hit (see :meth:`record_lists`).
+        ``window`` seconds that holds its item a hit (see :meth:`record_lists`). ``news``:
+        items of the events whose change every server should hear of (:meth:`news_since`),
+        those its run was not trained on.
         """
         latest: dict[tuple[str, str], Event] = {}
         ids: set[str] = set()
@@ -367,6 +386,8 @@ class FeedbackStore:
             hits = {(e.user, e.item) for e, mark in fresh if mark}
             if hits:
                 self._mark_hits(conn, hits, now - window, now)
+            if latest and news:
+                conn.execute(sa.insert(_item_news), [{"item_id": x} for x in sorted(set(news))])
         return len(fresh)
 
     def _mark_hits(self, conn, hits: set[tuple[str, str]], since: float, now: float) -> None:
@@ -449,9 +470,9 @@ class FeedbackStore:
         with self._cursor(self._read, "read the user's events") as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        erased, change = rows[0][:2]
-        events = [Event(user, item, rating, ts) for _, _, item, rating, ts in rows if item is not None]
-        return History(events, bool(erased), int(change))
+        erased, change, news = rows[0][:3]
+        events = [Event(user, item, rating, ts) for _, _, _, item, rating, ts in rows if item is not None]
+        return History(events, bool(erased), int(change), int(news))
 
     def all_events(self) -> list[Event]:
         """Every stored event, in the order stored (a retraining reads them)."""
@@ -464,8 +485,10 @@ class FeedbackStore:
         """Delete every stored event of ``user`` and record the erasure (which keeps every
         later training from the user's rows: see :meth:`erased_users`)."""
         with self._failing("erase the user"), self._write.begin() as conn:
-            conn.execute(sa.delete(_events).where(_events.c.user_id == user))
+            items = conn.scalars(sa.delete(_events).where(_events.c.user_id == user).returning(_events.c.item_id)).all()
             conn.execute(sa.insert(_erasures).values(user_id=user, erased_at=time.time()))
+            if items:  # items folded in from the user's events are folded again without them
+                conn.execute(sa.insert(_item_news), [{"item_id": x} for x in sorted(set(items))])
 
     def erased_users(self) -> set[str]:
         """Every user id ever erased."""
@@ -500,6 +523,29 @@ class FeedbackStore:
         """The newest item's change number (0 when none): a cheap test for news."""
         with self._failing("read the items"), self._read.begin() as conn:
             return int(conn.scalar(sa.select(_last_item_change())))
+
+    def last_news(self) -> int:
+        """The newest item news number (0 when none; see :meth:`news_since`)."""
+        with self._failing("read the items"), self._read.begin() as conn:
+            return int(conn.scalar(sa.select(_last_news())))
+
+    def news_since(self, seq: int) -> tuple[list[str], int]:
+        """The items whose events changed after news number ``seq`` (see :meth:`add`; each
+        once) and the newest news number."""
+        query = sa.select(_item_news.c.seq, _item_news.c.item_id).where(_item_news.c.seq > seq)
+        with self._failing("read the items"), self._read.begin() as conn:
+            rows = conn.execute(query.order_by(_item_news.c.seq)).all()
+        return list(dict.fromkeys(item for _, item in rows)), max((int(n) for n, _ in rows), default=seq)
+
+    def events_on(self, items: Sequence[str]) -> list[Event]:
+        """The stored events on ``items``, in the order stored."""
+        query = sa.select(_events.c.user_id, _events.c.item_id, _events.c.rating, _events.c.timestamp)
+        found = []
+        with self._failing("read the events"), self._read.begin() as conn:
+            for start in range(0, len(items), 1000):  # a bounded IN list
+                chunk = list(items[start : start + 1000])
+                found += conn.execute(query.where(_events.c.item_id.in_(chunk)).order_by(_events.c.seq)).all()
+        return [Event(*row) for row in found]
 
     # ---- runs of a retraining server ----------------------------------------------------------
     def start_run(self, path: str, batch: int) -> int:
@@ -579,15 +625,22 @@ def _last_item_change():
     return sa.select(sa.func.coalesce(sa.func.max(_items.c.seq), sa.literal_column("0"))).scalar_subquery()
 
 
+def _last_news():
+    return sa.select(sa.func.coalesce(sa.func.max(_item_news.c.seq), sa.literal_column("0"))).scalar_subquery()
+
+
 # a server reads these on every list: built once (SQLAlchemy then reuses their compiled form)
-# a user's history: whether they were erased and the newest item change, joined to their
+# a user's history: whether they were erased, the newest item change and news, joined to their
 # events (one row of NULL events when there are none)
 _STATE = sa.select(
     sa.exists().where(_erasures.c.user_id == sa.bindparam("user")).label("erased"),
     _last_item_change().label("item_change"),
+    _last_news().label("item_news"),
 ).subquery()
+_COLUMNS = (_STATE.c.erased, _STATE.c.item_change, _STATE.c.item_news, _events.c.item_id, _events.c.rating,
+            _events.c.timestamp)  # fmt: skip
 _HISTORY = (
-    sa.select(_STATE.c.erased, _STATE.c.item_change, _events.c.item_id, _events.c.rating, _events.c.timestamp)
+    sa.select(*_COLUMNS)
     .select_from(_STATE.outerjoin(_events, _events.c.user_id == sa.bindparam("user")))
     .order_by(_events.c.timestamp, _events.c.seq)
 )

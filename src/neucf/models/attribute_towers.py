@@ -146,6 +146,15 @@ class Catalogue:
         self.features[side] = sp.vstack([self.features[side], rows], format="csr")
         self.has[side] = np.concatenate([self.has[side], table.rows_for(ids) >= 0])
 
+    def pad(self, side: str, n: int) -> None:
+        """Add ``n`` rows without attributes (ids appended to the map without any, such as
+        items folded in from their interactions), so that rows stay the map's positions."""
+        if not self.knows(side) or not n:
+            return
+        empty = sp.csr_matrix((n, self.features[side].shape[1]), dtype=np.float32)
+        self.features[side] = sp.vstack([self.features[side], empty], format="csr")
+        self.has[side] = np.concatenate([self.has[side], np.zeros(n, bool)])
+
     def dense(self, side: str, index) -> torch.Tensor:
         """The features of ``index`` (positions in the id map) as a dense float tensor; of a
         side small enough (up to 2**24 values), from a dense copy made on first use, which a
@@ -214,71 +223,106 @@ class TowerScoring:
         self.towers_ = towers_from_state(state, self.catalogue_)
 
     def _side_reps(self, side: str, index: np.ndarray, known: np.ndarray):
-        """Representations and biases (tensors) of ``side``'s ids ``index``: learnt where
-        ``known``, else made by the side's tower from the attributes."""
+        """Representations, biases and weights (tensors) of ``side``'s ids ``index``: learnt
+        where ``known`` (weight 1), else those of :meth:`_cold_reps`."""
         p_all, bu_all, q_all, bi_all, _ = self._cached_sides()
         reps, biases = (p_all, bu_all) if side == "user" else (q_all, bi_all)
         # torch tensors as indices: indexing with numpy arrays takes a path many times slower
         take = torch.from_numpy(np.where(known, index, 0).astype(np.int64))
-        rep, bias = reps[take], biases[take]  # copies
+        rep, bias, weight = reps[take], biases[take], torch.ones(len(take))  # copies
         if not known.all():
             cold = torch.from_numpy(~np.asarray(known, bool))
-            tower = self._tower_side(side)
-            if tower is not None:
-                rows = torch.from_numpy(np.asarray(index, np.int64))[cold]
-                rep[cold], bias[cold] = tower[0][rows], tower[1][rows]
-            else:
-                rep[cold], bias[cold] = self.towers_[side](self.catalogue_.dense(side, index[~known]))
-        return rep, bias
+            rows = np.asarray(index, np.int64)[~np.asarray(known, bool)]
+            rep[cold], bias[cold], weight[cold] = self._cold_reps(side, rows)
+        return rep, bias, weight
 
-    #: the most ids of one side known only by attributes whose tower outputs are kept
+    #: the most ids of one side without training data whose cold representations are kept
     COLD_KEPT: ClassVar[int] = 100_000
 
-    def _tower_side(self, side: str):
-        """The tower's representation and bias of every id of ``side`` (rows of the ids with
-        training data unused), computed once and kept until the weights or the catalogue
-        change: a server scores the same new items for every list. None past
-        :attr:`COLD_KEPT` such ids."""
+    def _cold_reps(self, side: str, rows: np.ndarray):
+        """Representations, biases and weights of ``side``'s ids ``rows``, which have no
+        training data: an item's folded in from its interactions where it has them (they say
+        more than genres; the weight shrinks what the network adds to the baseline for an item
+        of few interactions, see :meth:`~neucf.models.Recommender.add_items`), else the side's
+        tower's output from the attributes (weight 1)."""
+        kept = self._cold_side(side)
+        if kept is not None:
+            take = torch.from_numpy(rows)
+            return tuple(x[take] for x in kept)
+        if side in self.attribute_sides():
+            rep, bias = self.towers_[side](self.catalogue_.dense(side, rows))
+        else:
+            rep, bias = torch.zeros(len(rows), self._cached_sides()[2].shape[1]), torch.zeros(len(rows))
+        return self._with_folds(side, rows, rep, bias, torch.ones(len(rows)))
+
+    def _with_folds(self, side: str, rows: np.ndarray, rep, bias, weight):
+        """``rep``, ``bias`` and ``weight`` of ids ``rows`` with the folded-in items' own put in place."""
+        folds = self._item_folds() if side == "item" else None
+        if folds is None:
+            return rep, bias, weight
+        at = folds[0][rows]
+        hit = torch.from_numpy(np.flatnonzero(at >= 0))
+        if len(hit):
+            for x, part in zip((rep, bias, weight), zip(*(folds[1][j] for j in at[at >= 0]))):
+                x[hit] = torch.stack(part).to(x.dtype)
+        return rep, bias, weight
+
+    def _cold_side(self, side: str):
+        """:meth:`_cold_reps` of every id of ``side`` (rows of the ids with training data
+        unused), computed once and kept until the weights, the catalogue or the folds change:
+        a server scores the same new items for every list. None past :attr:`COLD_KEPT` such ids."""
         sides, n = self._cached_sides(), len(self.user_ids if side == "user" else self.item_ids)
+        folds = getattr(self, "item_folds_", None) if side == "item" else None
         kept = getattr(self, "_cold_sides", None) or {}
-        if side in kept and kept[side][0] is sides and len(kept[side][1]) == n:
-            return kept[side][1:]
+        if side in kept and kept[side][0] is sides and kept[side][1] is folds and len(kept[side][2]) == n:
+            return kept[side][2:]
         known = self.known_users if side == "user" else self.known_items
         cold = np.flatnonzero(~known[:n])
         if len(cold) > self.COLD_KEPT:
             return None
-        with torch.no_grad():
-            rep, bias = self.towers_[side](self.catalogue_.dense(side, cold))
-        reps, biases = torch.zeros(n, rep.shape[1], dtype=rep.dtype), torch.zeros(n, dtype=bias.dtype)
-        reps[cold], biases[cold] = rep, bias
-        self._cold_sides = {**kept, side: (sides, reps, biases)}
-        return reps, biases
+        width = (sides[0] if side == "user" else sides[2]).shape[1]
+        reps, biases, weights = torch.zeros(n, width), torch.zeros(n), torch.ones(n)
+        if side in self.attribute_sides():
+            with torch.no_grad():
+                reps[cold], biases[cold] = self.towers_[side](self.catalogue_.dense(side, cold))
+        reps[cold], biases[cold], weights[cold] = self._with_folds(side, cold, reps[cold], biases[cold], weights[cold])
+        self._cold_sides = {**kept, side: (sides, folds, reps, biases, weights)}
+        return reps, biases, weights
+
+    def _weighed(self, p, q, base, weight):
+        """Scores of representations (:meth:`_score_sides`), what the network adds to ``base``
+        shrunk by ``weight`` where it is below 1."""
+        scores = self._score_sides(p, q, base)
+        shrunk = weight < 1
+        if bool(shrunk.any()):
+            scores = torch.where(shrunk, base + weight * (scores - base), scores)
+        return scores
 
     def _cold_scores(self, u: np.ndarray, i: np.ndarray, user_known: np.ndarray, item_known: np.ndarray) -> np.ndarray:
-        """Scores of pairs with a side known only by attributes (its tower's output takes the
-        place of its learnt representation and bias), in batches."""
+        """Scores of pairs with a side known only by attributes or folded-in interactions
+        (their representation takes the place of the learnt one), in batches."""
         mean = self._cached_sides()[4]
         out = np.empty(len(u), np.float32)
         with torch.no_grad():
             for s in range(0, len(u), 8192):
-                p, bu = self._side_reps("user", u[s : s + 8192], user_known[s : s + 8192])
-                q, bi = self._side_reps("item", i[s : s + 8192], item_known[s : s + 8192])
-                out[s : s + len(p)] = self._score_sides(p, q, mean + bu + bi).float().numpy()
+                p, bu, _ = self._side_reps("user", u[s : s + 8192], user_known[s : s + 8192])
+                q, bi, weight = self._side_reps("item", i[s : s + 8192], item_known[s : s + 8192])
+                out[s : s + len(p)] = self._weighed(p, q, mean + bu + bi, weight).float().numpy()
         return out
 
     def _rep_scores(self, p, bias, items: np.ndarray) -> np.ndarray:
         """Scores of one user given by a representation ``p`` (1, d) and ``bias`` for ``items``
-        (known, or known by attributes), unclipped."""
+        (known, or known by attributes or interactions), unclipped."""
         with torch.no_grad():
-            q, bi = self._side_reps("item", items, self.known_items[items])
+            q, bi, weight = self._side_reps("item", items, self.known_items[items])
             mean = self._cached_sides()[4]
-            return self._score_sides(p.expand(len(items), -1), q, mean + bias + bi).float().numpy()
+            return self._weighed(p.expand(len(items), -1), q, mean + bias + bi, weight).float().numpy()
 
     def _user_scores(self, u: int, items: np.ndarray, unseen: bool = False) -> np.ndarray:
         # a known user's items known only by attributes are scored from the user's learnt
         # representation in one pass, not pair by pair (a server's list did both per request)
         warm = self.known_items[items]
-        if warm.all() or not self.known_users[u] or "item" not in self.attribute_sides():
+        if warm.all() or not self.known_users[u] or not self._cold_known("item", items[~warm]).any():
             return super()._user_scores(u, items, unseen)
         out = np.empty(len(items), np.float32)
         if warm.any():

@@ -16,6 +16,8 @@ reads instead of testing names:
   takes :class:`~neucf.training.TrainConfig`'s parameters too) or ``"members"`` (fits other
   models, holding out a validation share as the gradient-trained ones do);
 - ``can_fold_in``: whether a user unseen in training can be scored from their history alone;
+- ``can_fold_in_items``: whether an item unseen in training can be scored from its first
+  interactions alone (:meth:`Recommender.add_items` with ``interactions``);
 - ``uses_weights``: whether it reads the weights of interactions (counts of plays);
 - ``uses_attributes``: whether it scores users and items from their attributes (genres,
   age...) when the data has them (:mod:`neucf.models.attribute_towers`): ids without training
@@ -30,6 +32,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -149,6 +152,7 @@ class Recommender:
     config_class: ClassVar[type] = NoParameters
     fitted_by: ClassVar[str] = "closed_form"
     can_fold_in: ClassVar[bool] = False
+    can_fold_in_items: ClassVar[bool] = False
     #: what the class can be made for, its first the default (see the module docstring)
     tasks: ClassVar[tuple[str, ...]] = ("rating",)
     #: whether fitting on interactions reads their weights (counts of plays); else each counts once
@@ -243,6 +247,7 @@ class Recommender:
         self.item_titles = train.item_titles
         self.scale = train.scale
         self.implicit = train.implicit
+        self.trained_sizes_, self.item_folds_ = None, {}  # what a model grew by after its last fit
         self._remember_training(train.users, train.items, train.ratings)
         if self.task == "rating":
             self.bias_fit_ = BiasFit.of(train, *self._bias_settings())
@@ -326,7 +331,7 @@ class Recommender:
                 titles = self.item_titles if self.item_titles is not None else np.full(len(ids), None, dtype=object)
                 extra = [None if table.titles is None else table.titles.get(x) for x in new]
                 self.item_titles = np.concatenate([titles, np.array(extra, dtype=object)])
-        log.info("%d %s(s) known only by their attributes joined the catalogue", len(new), side)
+        log.info("%d %s(s) without training data joined the catalogue", len(new), side)
         return new
 
     def attribute_sides(self) -> tuple[str, ...]:
@@ -339,17 +344,42 @@ class Recommender:
         """
         return ()
 
-    def _attribute_known(self, side: str, index: np.ndarray) -> np.ndarray:
-        """Which ids (indices of the map) of ``side`` this model can score from attributes."""
-        if side not in self.attribute_sides():
-            return np.zeros(len(index), bool)
-        return self.catalogue_.has[side][index]
+    def _cold_known(self, side: str, index: np.ndarray) -> np.ndarray:
+        """Which ids (indices of the map) of ``side`` this model scores without training data:
+        from their attributes, or (items) from interactions folded in after training."""
+        known = np.zeros(len(index), bool)
+        if side in self.attribute_sides():
+            known |= self.catalogue_.has[side][index]
+        if side == "item" and self._item_folds() is not None:
+            known |= self._item_folds()[0][index] >= 0
+        return known
 
-    def add_items(self, attributes, interactions=None) -> np.ndarray:
-        """Items added after training, known by their attributes (an
-        :class:`~neucf.attributes.Attributes` table with the columns the training table had),
-        join the catalogue without retraining: they are scored and listed from their
-        attributes. Ids the model already has are left as they are. Returns the ids added.
+    def _item_folds(self):
+        """The items folded in from their interactions (:meth:`add_items`): (for every item of
+        the map, its row in the folds or -1; the folds, as the model keeps them), or None."""
+        folds = getattr(self, "item_folds_", None)
+        if not folds:
+            return None
+        rows = np.full(len(self.item_ids), -1, np.int64)
+        index = np.fromiter(folds, np.int64, len(folds))
+        rows[index] = np.arange(len(index))
+        return rows, [folds[i] for i in index.tolist()]
+
+    def add_items(self, attributes=None, interactions=None) -> np.ndarray:
+        """Items added after training join the catalogue without retraining. Returns the ids
+        added or folded in.
+
+        ``attributes`` (an :class:`~neucf.attributes.Attributes` table with the columns the
+        training table had), for a model that reads item attributes: the items are scored and
+        listed from them. Ids the model already has are left as they are.
+
+        ``interactions`` (a table with the columns user, item and rating), for a model that
+        folds items in (``can_fold_in_items``): each item it names that the model was not
+        trained on is scored and listed from those interactions, as a new user is from their
+        history. Only users the model was trained on count (an item's inputs are its column
+        of trained users); the table replaces whatever the model held of those items before,
+        and an item left with no usable row is folded in no more. Interactions win over
+        attributes for an item that has both.
 
         Examples:
             >>> from neucf.attributes import read_attributes
@@ -361,19 +391,80 @@ class Recommender:
             [3]
             >>> model.predict([1], [3]).shape
             (1,)
+            >>> model.add_items(interactions=pd.DataFrame({"user": [1, 2], "item": [4, 4], "rating": [5.0, 4.0]})).tolist()
+            [4]
+            >>> model.predict([2], [4]).shape
+            (1,)
         """
-        if interactions is not None:
-            raise UsageError("add_items takes the new items' attributes only; retrain to learn from their interactions")
-        return self._add("item", attributes)
+        self._check_fitted()
+        added = self._add("item", attributes) if attributes is not None else np.zeros(0)
+        if interactions is None:
+            return added
+        folded = self._fold_items(interactions)
+        return np.concatenate([added, folded[~np.isin(folded, added)]]) if len(added) else folded
+
+    def _fold_items(self, interactions: pd.DataFrame, named=None) -> np.ndarray:
+        """Fold in the items of ``interactions`` the model was not trained on (see
+        :meth:`add_items`); returns their ids. ``named`` (ids): the items whose folds the
+        table replaces, those without a row in it included (default: the table's items)."""
+        if not self.can_fold_in_items:
+            raise UsageError(
+                f"the {self.name} model cannot fold new items in from their interactions: retrain it with them "
+                "(neucf models says which models can)"
+            )
+        missing = [c for c in ("user", "item", "rating") if c not in interactions]
+        if missing:
+            raise UsageError(f"interactions need the columns user, item and rating (missing: {', '.join(missing)})")
+        ratings = pd.to_numeric(interactions["rating"], errors="coerce").to_numpy(np.float64)
+        low, high = self.scale
+        bad = ~np.isfinite(ratings) | (ratings < low) | (ratings > high)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"interactions: user {show_id(interactions['user'].iloc[row])} rated item "
+                f"{show_id(interactions['item'].iloc[row])} {interactions['rating'].iloc[row]!r}, not a rating "
+                f"within the scale {low:g}..{high:g}"
+            )
+        items = interactions["item"].to_numpy()
+        index = lookup_ids(self.item_ids, items, "item", missing_ok=True)
+        new = pd.unique(items[index < 0])
+        if len(new):
+            if getattr(self, "trained_sizes_", None) is None:  # the network keeps the size it was trained at
+                self.trained_sizes_ = (len(self.user_ids), len(self.item_ids))
+            self._extend_ids("item", SimpleNamespace(ids=np.asarray(new), titles=None))
+            if getattr(self, "catalogue_", None) is not None:
+                self.catalogue_.pad("item", len(new))
+            index = lookup_ids(self.item_ids, items, "item", missing_ok=True)
+        if named is not None:
+            named = lookup_ids(self.item_ids, np.asarray(named, dtype=object), "item", missing_ok=True)
+        folds = dict(getattr(self, "item_folds_", None) or {})
+        for i in (index if named is None else named[named >= 0]).tolist():
+            folds.pop(i, None)
+        users = lookup_ids(self.user_ids, interactions["user"].to_numpy(), "user", missing_ok=True)
+        usable = users >= 0
+        usable[usable] = self.known_users[users[usable]]
+        usable &= ~self.known_items[index]  # a trained item keeps what it learnt
+        rows = np.flatnonzero(usable)
+        rows = rows[np.argsort(index[rows], kind="stable")]
+        done, starts = np.unique(index[rows], return_index=True)
+        for i, part in zip(done.tolist(), np.split(rows, starts[1:])):
+            folds[i] = self._fold_in_item(users[part], ratings[part])
+        self.item_folds_ = folds
+        log.info("%d item(s) folded in from their interactions", len(done))
+        return self.item_ids[done]
+
+    def _fold_in_item(self, users: np.ndarray, ratings: np.ndarray):
+        """Model-specific state of an item given as a column (trained user indices, ratings)."""
+        raise NotImplementedError
 
     def add_users(self, attributes) -> np.ndarray:
         """Users who signed up after training, known by their attributes (an
         :class:`~neucf.attributes.Attributes` table with the columns the training table had),
         scored and given lists from them without retraining. Returns the ids added."""
+        self._check_fitted()
         return self._add("user", attributes)
 
     def _add(self, side: str, attributes) -> np.ndarray:
-        self._check_fitted()
         if side not in self.attribute_sides():
             raise UsageError(
                 f"this {self.name} model scores no {side} from attributes: fit a model that reads them "
@@ -402,7 +493,7 @@ class Recommender:
             [True]
         """
         known = self.known_users if side == "user" else self.known_items
-        return known | self._attribute_known(side, np.arange(len(known)))
+        return known | self._cold_known(side, np.arange(len(known)))
 
     def listable(self) -> np.ndarray:
         """Which items (a mask over the id map) a list may hold: those this model scores
@@ -532,8 +623,8 @@ class Recommender:
         item_known = (i >= 0) & self.known_items[ic]
         known = user_known & item_known & in_map
         # a side without training ratings but with attributes is scored from them
-        user_ok = user_known | ((u >= 0) & self._attribute_known("user", uc))
-        item_ok = item_known | ((i >= 0) & self._attribute_known("item", ic))
+        user_ok = user_known | ((u >= 0) & self._cold_known("user", uc))
+        item_ok = item_known | ((i >= 0) & self._cold_known("item", ic))
         cold = user_ok & item_ok & ~known
         if policy == "error" and not (known | cold).all():
             bad = int(np.argmin(known | cold))

@@ -61,6 +61,10 @@ def payload(model) -> dict:
         "history": None if model.history is None else model.history.to_dict(),
         "state": model._state(),
         "attributes": _attributes_out(model),
+        # items folded in after training (add_items with interactions): their states, and the
+        # sizes the network was trained at (the id map grew past them)
+        "item_folds": getattr(model, "item_folds_", None) or None,
+        "trained_sizes": list(getattr(model, "trained_sizes_", None) or ()) or None,
     }
 
 
@@ -98,8 +102,10 @@ def from_payload(data: dict, device: str = "cpu"):
     model.mean_, model.user_bias_, model.item_bias_ = float(mean), bu.numpy(), bi.numpy()
     model.history = None if data["history"] is None else History.from_dict(data["history"])
     attributes = data.get("attributes")
-    if attributes is not None:  # the network is rebuilt at the size it was trained at
-        model.trained_sizes_ = tuple(attributes["trained_sizes"])
+    sizes = data.get("trained_sizes") or (attributes or {}).get("trained_sizes")
+    if sizes is not None:  # the network is rebuilt at the size it was trained at
+        model.trained_sizes_ = tuple(sizes)
+    model.item_folds_ = dict(data.get("item_folds") or {})
     model._restore(data["state"], device)
     _attributes_in(model, attributes)
     return model

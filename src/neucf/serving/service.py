@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import read_table
-from ..datasets.ratings import id_text
+from ..datasets.ratings import id_text, lookup_ids
 from ..errors import DataError, UsageError
 from ..feedback import Event, FeedbackStore, StoredItem, StoreUnavailable, store_url
 from ..feedback.store import ServedList
@@ -128,7 +128,7 @@ class RecommendationService:
         self._users = {id_text(x): i for i, x in enumerate(model.user_ids) if users[i]}
         self._titles = dict(titles) if titles is not None else None
         self._put: dict[str, str | None] = {}  # items put into the store that the model cannot list
-        self._item_change = 0
+        self._item_change = self._item_news = 0
         self._lock = threading.Lock()
         self._index_items()
         if store is not None:
@@ -268,7 +268,17 @@ class RecommendationService:
         if relevant is None and not model.implicit:
             relevant = default_relevance(model.scale)
         positive = [e.rating is None or relevant is None or e.rating >= relevant for e in events]
-        return store.add(events, positive, self.window)
+        # items the run was not trained on are folded in from their events, by every server
+        # (those that can): this one at once, the others on their next read of the store
+        cold = []
+        if model.can_fold_in_items:
+            items = list(dict.fromkeys(e.item for e in events))
+            index = lookup_ids(model.item_ids, np.array(items, dtype=object), "item", missing_ok=True)
+            cold = [x for x, i in zip(items, index) if i < 0 or not model.known_items[i]]
+        stored = store.add(events, positive, self.window, news=cold)
+        if cold:
+            self._sync_items()
+        return stored
 
     def flush(self) -> None:
         """Write the lists served since the last flush to the store (a server does it every
@@ -295,8 +305,10 @@ class RecommendationService:
 
     def erase(self, user: str) -> None:
         """Erase ``user``: their stored events go, and the served model stops answering for the
-        id (a trained user included); if the id gives feedback again, it is a new user."""
+        id (a trained user included); if the id gives feedback again, it is a new user. Items
+        folded in from their events are folded again without them."""
         self._needs_store().erase(user)
+        self._sync_items()
 
     def put_item(self, item: str, title: str | None = None, attributes: Mapping | None = None) -> None:
         """Create or replace ``item`` in the store; it joins the catalogue at once: found by
@@ -314,27 +326,48 @@ class RecommendationService:
         store), the catalogue brought up to date first (one read of the database)."""
         if self.store is None:
             return [], False
-        events, erased, change = self.store.history(user)
-        if change != self._item_change:
+        events, erased, change, news = self.store.history(user)
+        if change != self._item_change or news != self._item_news:
             self._sync_items()
         return events, erased
 
     def _catch_up(self) -> None:
-        """Bring the catalogue up to date when the store's items changed (one cheap read)."""
-        if self.store is not None and self.store.last_item_change() != self._item_change:
+        """Bring the catalogue up to date when the store's items changed (cheap reads)."""
+        store = self.store
+        if store is not None and (store.last_item_change(), store.last_news()) != (self._item_change, self._item_news):
             self._sync_items()
 
     def _sync_items(self) -> None:
-        """Bring the items put into the store (by this worker or another) into the catalogue."""
+        """Bring the items put into the store (by this worker or another) into the catalogue,
+        and fold in again the items whose events changed that the run was not trained on."""
         with self._lock:
-            news = self.store.items_since(self._item_change)
-            if not news:
+            put = self.store.items_since(self._item_change)
+            changed, self._item_news = self.store.news_since(self._item_news)
+            if not put and not changed:
                 return
-            for x in news:
+            for x in put:
                 self._put[x.item] = x.title
-            self._add_to_model(news)
-            self._item_change = news[-1].seq
+            if put:
+                self._add_to_model(put)
+                self._item_change = put[-1].seq
+            self._fold_items(changed)
             self._index_items()
+
+    def _fold_items(self, items: Sequence[str]) -> None:
+        """Fold ``items`` in from their stored events where the run was not trained on them
+        and the model can (``can_fold_in_items``); only events of trained users count."""
+        model = self.model
+        if not items or not model.can_fold_in_items:
+            return
+        index = lookup_ids(model.item_ids, np.array(items, dtype=object), "item", missing_ok=True)
+        cold = [x for x, i in zip(items, index) if i < 0 or not model.known_items[i]]
+        events = self.store.events_on(cold) if cold else []
+        rated = [e for e in events if e.rating is not None]
+        if not cold or (not rated and not model.item_folds_):
+            return
+        table = pd.DataFrame({"user": [e.user for e in rated], "item": [e.item for e in rated],
+                              "rating": [e.rating for e in rated]})  # fmt: skip
+        model._fold_items(table, named=cold)  # an item left without events loses its fold
 
     def _add_to_model(self, news: Sequence[StoredItem]) -> None:
         """Items new to the model join it from their attributes, when it reads item attributes
