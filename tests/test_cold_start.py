@@ -360,13 +360,13 @@ def test_an_item_folds_in_from_its_first_interactions(taste, tmp_path):
     assert not model.listable()[model.item_ids.tolist().index(one)]
     with pytest.raises(DataError, match="item .* has no training rating"):
         model.predict([model.user_ids[0]], [one])
-    with pytest.raises(DataError, match="not a rating within the scale 1..5"):
+    with pytest.raises(DataError, match="takes a rating within the scale 1..5"):
         model.add_items(interactions=first.assign(rating=9.0))
     with pytest.raises(UsageError, match="missing: rating"):
         model.add_items(interactions=first[["user", "item"]])
-    ease = make_model("ease", task="ranking").fit(replace(train, item_attributes=None, user_attributes=None))
+    mf = make_model("mf", epochs=1).fit(replace(train, item_attributes=None, user_attributes=None))
     with pytest.raises(UsageError, match="cannot fold new items in"):
-        ease.add_items(interactions=first)
+        mf.add_items(interactions=first)
 
 
 def test_folded_items_take_the_place_of_their_attributes(gmf_fits):
@@ -387,3 +387,47 @@ def test_folded_items_take_the_place_of_their_attributes(gmf_fits):
     for u in np.flatnonzero(model.known_users)[:3]:  # a list scores it as pairs are scored
         pairs = model.predict_index(np.full(len(items), u), items)
         np.testing.assert_allclose(model._user_scores(int(u), items), pairs, rtol=1e-5, atol=1e-5)
+
+
+def test_ranking_models_fold_items_in_from_their_first_interactions(tmp_path):
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from neucf.errors import DataError, UsageError
+    from neucf.models import Recommender, make_model
+    from neucf.splits import cold_split
+
+    ratings = taste_data(picky=True)
+    split = cold_split(ratings.users, ratings.items, seed=0)
+    train, test = ratings.subset(split.train), ratings.subset(split.test)
+    train = replace(train, item_attributes=None, user_attributes=None)
+    frame = pd.DataFrame({"user": test.user_ids[test.users], "item": test.item_ids[test.items], "rating": test.ratings})
+    for name in ("ease", "hybrid"):
+        model = make_model(name, task="ranking", seed=0).fit(train)
+        old = frame[frame["user"].isin(model.user_ids[model.known_users])]
+        new = old[~old["item"].isin(model.item_ids[model.known_items])]
+        first = new.groupby("item").head(5)
+        rest, candidates = new.drop(first.index), first["item"].unique()
+        assert model.folds_items() and len(model.add_items(interactions=first)) == len(candidates)
+        found = []  # ranking only the new items: their first users' tastes say which each user likes
+        for user, liked in rest[rest["rating"] >= 4].groupby("user"):
+            top = model.recommend(user, k=5, candidates=list(candidates))["item"]
+            found.append(len(set(top) & set(liked["item"])) / min(5, len(liked)))
+        assert np.mean(found) > 5 / len(candidates) + 0.1, name
+        assert set(model.recommend_all(k=len(model.item_ids))["item"]) >= set(candidates)
+        again = Recommender.load(model.save(tmp_path / f"{name}.pt"))
+        user = rest["user"].iloc[0]
+        np.testing.assert_allclose(again.predict([user] * len(candidates), candidates),
+                                   model.predict([user] * len(candidates), candidates))  # fmt: skip
+        seen = old[old["item"].isin(model.item_ids[model.known_items])]
+        visitor = seen[seen["user"] == user].assign(user="visitor")  # a folded-in user scores folded items too
+        scores = model.predict(["visitor"] * len(candidates), candidates, history=visitor)
+        assert np.isfinite(scores).all() and np.ptp(scores) > 0
+    with pytest.raises(DataError, match="takes a rating within the scale 1..5"):
+        model.add_items(interactions=first.assign(rating=7.0))
+    interactions = first[["user", "item"]]  # a ranking model takes interactions without ratings
+    assert len(model.add_items(interactions=interactions)) == len(candidates)
+    sparse = make_model("sparse-ease", task="ranking").fit(train)
+    with pytest.raises(UsageError, match="cannot fold new items in"):
+        sparse.add_items(interactions=interactions)

@@ -298,6 +298,34 @@ def test_an_items_first_interactions_list_it_at_once_in_every_server(keeping, ru
     assert "premiere" not in [x.item for x in other.recommend_user(asker, k=len(service._items) + 1)]
 
 
+def test_a_ranking_run_of_interactions_lists_an_item_from_its_first_ones(tmp_path):
+    from neucf.datasets import Ratings
+    from neucf.models import make_model
+    from test_cold_start import taste_data
+
+    taste = taste_data(picky=True)
+    plays = Ratings.from_arrays(taste.user_ids[taste.users], taste.item_ids[taste.items], implicit=True)
+    model = make_model("hybrid", task="ranking", seed=0).fit(plays)  # on interactions: EASE
+    service = RecommendationService(model, store=FeedbackStore(tmp_path / "feedback.db"))
+    client = TestClient(create_app(service))
+    everything = {"k": len(service._items) + 1}
+    assert "premiere" not in listed(client, "1", **everything)
+    # the users who had most of what user 1 had take the new item: it suits user 1 more than
+    # the user who shares least with them
+    peers = [str(u) for u in model.user_ids[model.known_users] if str(u) != "1"]
+    shared = [len(set(model._rated_by(service._users[u])) & set(model._rated_by(service._users["1"]))) for u in peers]
+    order = np.argsort(shared)[::-1]
+    takers, far = [peers[n] for n in order[:8]], peers[order[-1]]
+    events = [{"user": u, "item": "premiere"} for u in takers]
+    assert client.post("/feedback", json={"events": events}).json() == {"stored": 8}
+    assert "premiere" in listed(client, "1", **everything)
+    assert "premiere" not in listed(client, takers[0], **everything)
+    score = {u: client.post("/predictions", json={"user": u, "items": ["premiere"]}).json()["predictions"][0]
+             for u in ("1", far)}  # fmt: skip
+    assert score["1"]["prediction"] > score[far]["prediction"]
+    assert client.get("/model").json()["items"] == len(service._items)
+
+
 def test_a_model_reading_item_attributes_lists_a_put_item(tmp_path):
     from neucf.models import make_model
     from test_cold_start import taste_data

@@ -407,23 +407,30 @@ class Recommender:
         """Fold in the items of ``interactions`` the model was not trained on (see
         :meth:`add_items`); returns their ids. ``named`` (ids): the items whose folds the
         table replaces, those without a row in it included (default: the table's items)."""
-        if not self.can_fold_in_items:
+        if not self.folds_items():
             raise UsageError(
                 f"the {self.name} model cannot fold new items in from their interactions: retrain it with them "
                 "(neucf models says which models can)"
             )
-        missing = [c for c in ("user", "item", "rating") if c not in interactions]
+        missing = [c for c in ("user", "item") if c not in interactions]
+        if self.task == "rating" and "rating" not in interactions:
+            missing.append("rating")
         if missing:
             raise UsageError(f"interactions need the columns user, item and rating (missing: {', '.join(missing)})")
-        ratings = pd.to_numeric(interactions["rating"], errors="coerce").to_numpy(np.float64)
-        low, high = self.scale
-        bad = ~np.isfinite(ratings) | (ratings < low) | (ratings > high)
+        given = interactions["rating"] if "rating" in interactions else pd.Series(np.nan, index=interactions.index)
+        ratings = pd.to_numeric(given, errors="coerce").to_numpy(np.float64)
+        low, high = self.scale if self.scale is not None else (-np.inf, np.inf)
+        # a ranking model takes interactions without ratings (NaN); a rating model needs each one
+        bad = (ratings < low) | (ratings > high) | (np.isnan(ratings) & (self.task == "rating" or given.notna()))
+        if self.implicit:
+            bad = given.notna().to_numpy()
         if bad.any():
             row = int(np.argmax(bad))
+            wanted = "no rating (the model learnt from interactions)" if self.implicit else (
+                f"a rating within the scale {low:g}..{high:g}")  # fmt: skip
             raise DataError(
-                f"interactions: user {show_id(interactions['user'].iloc[row])} rated item "
-                f"{show_id(interactions['item'].iloc[row])} {interactions['rating'].iloc[row]!r}, not a rating "
-                f"within the scale {low:g}..{high:g}"
+                f"interactions: user {show_id(interactions['user'].iloc[row])} has item "
+                f"{show_id(interactions['item'].iloc[row])} with {given.iloc[row]!r}; this model takes {wanted}"
             )
         items = interactions["item"].to_numpy()
         index = lookup_ids(self.item_ids, items, "item", missing_ok=True)
@@ -454,8 +461,20 @@ class Recommender:
         return self.item_ids[done]
 
     def _fold_in_item(self, users: np.ndarray, ratings: np.ndarray):
-        """Model-specific state of an item given as a column (trained user indices, ratings)."""
+        """Model-specific state of an item given as a column (trained user indices, ratings;
+        NaN: an interaction without one)."""
         raise NotImplementedError
+
+    def folds_items(self) -> bool:
+        """Whether this fitted model folds new items in from their interactions
+        (``can_fold_in_items``; a model made of others asks them).
+
+        Examples:
+            >>> from neucf.models import Biases
+            >>> Biases().fit(Ratings.from_arrays([1], [1], [4.0])).folds_items()
+            False
+        """
+        return self.can_fold_in_items
 
     def add_users(self, attributes) -> np.ndarray:
         """Users who signed up after training, known by their attributes (an

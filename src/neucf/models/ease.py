@@ -54,13 +54,21 @@ def check_item_count(n_items: int, what: str = "EASE") -> None:
 
 def solve(gram: np.ndarray, l2: float, dropout: float) -> np.ndarray:
     """EASE's (``dropout`` 0) or EDLAE's item-item weights from the Gram matrix ``X^T X``."""
+    return solve_with_diagonal(gram, l2, dropout)[0]
+
+
+def solve_with_diagonal(gram: np.ndarray, l2: float, dropout: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`solve`'s weights ``B`` and the diagonal ``d`` of ``P = (X^T X + Lambda)^-1``,
+    which with ``B`` gives back ``P = (I - B) diag(d)`` (what an item added later is solved with,
+    :meth:`EASE._fold_in_item`)."""
     penalty = np.full(len(gram), float(l2))
     if dropout:
         penalty += dropout / (1.0 - dropout) * np.diag(gram)
     inverse = np.linalg.inv(gram + np.diag(penalty))
-    weights = -inverse / np.diag(inverse)
+    diagonal = np.diag(inverse).copy()
+    weights = -inverse / diagonal
     np.fill_diagonal(weights, 0.0)
-    return weights
+    return weights, diagonal
 
 
 @dataclass
@@ -113,9 +121,14 @@ def check_penalties(l2: float | None, dropout: float | None) -> None:
 @register("ease")
 class EASE(RankingModel):
     """EASE (Steck 2019), with the dropout-emphasis term of EDLAE (Steck 2020) as an option;
-    ``l2`` and ``dropout`` chosen on the validation part unless given. Scores ``x_u B``."""
+    ``l2`` and ``dropout`` chosen on the validation part unless given. Scores ``x_u B``.
+
+    An item added after training is folded in from its users (:meth:`add_items`) by the same
+    ridge regression, on the items of the fit: its column of weights ``b = P X^T x``, with
+    ``P = (I - B) diag(d)`` from the weights and the diagonal kept from the fit."""
 
     config_class = EASEConfig
+    can_fold_in_items = True
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -153,7 +166,8 @@ class EASE(RankingModel):
             l2, p = grid[0]
         self.l2_, self.dropout_ = float(l2), float(p)
         x = interactions(train)
-        self.weights_ = solve((x.T @ x).toarray().astype(np.float64), l2, p).astype(np.float32)
+        weights, diagonal = solve_with_diagonal((x.T @ x).toarray().astype(np.float64), l2, p)
+        self.weights_, self.diagonal_ = weights.astype(np.float32), diagonal
         self._inputs = x
 
     @property
@@ -182,10 +196,57 @@ class EASE(RankingModel):
     def _predict_folded(self, items_seen, items):
         return self.weights_[np.ix_(items_seen, items)].sum(0)
 
+    def folds_items(self) -> bool:
+        """Whether the fit kept ``P``'s diagonal (models saved by neucf 0.11 and earlier did not)."""
+        return getattr(self, "diagonal_", None) is not None
+
+    def _fold_in_item(self, users, ratings):
+        """The item's column of weights, ``b = P X^T x = (I - B) (d * X^T x)`` (``x``: its
+        users; ratings count as interactions, as in the fit)."""
+        counts = np.asarray(self._x[np.unique(users)].sum(0), np.float64).ravel() * self.diagonal_
+        return torch.from_numpy((counts - self.weights_ @ counts).astype(np.float32))
+
+    def _fold_columns(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The folded items' columns of weights side by side (items x folds), kept until the
+        folds change, and each item's column (-1: none); None without folds."""
+        folds = self._item_folds()
+        if folds is None:
+            return None
+        kept = getattr(self, "_kept_columns", None)
+        if kept is None or kept[0] is not self.item_folds_ or len(kept[2]) != len(self.item_ids):
+            kept = (self.item_folds_, torch.stack(folds[1], dim=1).numpy(), folds[0])
+            self._kept_columns = kept
+        return kept[1], kept[2]
+
+    def _cold_scores(self, u, i, user_known, item_known):
+        columns = self._fold_columns()
+        folded = np.zeros(len(u), bool) if columns is None else (columns[1][i] >= 0) & user_known
+        out = np.empty(len(u), np.float32)
+        if folded.any():  # every distinct user's row against every folded column, once
+            users, row = np.unique(u[folded], return_inverse=True)
+            out[folded] = np.asarray(self._x[users] @ columns[0])[row, columns[1][i[folded]]]
+        if not folded.all():
+            rest = ~folded
+            out[rest] = super()._cold_scores(u[rest], i[rest], user_known[rest], item_known[rest])
+        return out
+
+    def _folded_cold(self, state, items, row):
+        columns = self._fold_columns()
+        folded = np.zeros(len(items), bool) if columns is None else columns[1][items] >= 0
+        out = np.empty(len(items), np.float32)
+        if folded.any():
+            out[folded] = columns[0][state].sum(0)[columns[1][items[folded]]]
+        if not folded.all():
+            out[~folded] = super()._folded_cold(state, items[~folded], row)
+        return out
+
     def _state(self):
-        return {"weights": torch.from_numpy(self.weights_), "chosen": [self.l2_, self.dropout_]}
+        diagonal = None if self.diagonal_ is None else torch.from_numpy(self.diagonal_)
+        return {"weights": torch.from_numpy(self.weights_), "chosen": [self.l2_, self.dropout_], "diagonal": diagonal}
 
     def _restore(self, state, device):
         self.weights_ = state["weights"].numpy()
         self.l2_, self.dropout_ = state["chosen"]
+        diagonal = state.get("diagonal")  # files of neucf 0.11 and earlier: none, so no item folds in
+        self.diagonal_ = None if diagonal is None else diagonal.numpy()
         self._inputs = None

@@ -37,8 +37,11 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+import torch
 
+from ..datasets.ratings import lookup_ids
 from ..errors import UsageError
 from ..training import help_metadata
 from .ease import EASE, check_item_count, check_penalties, solve
@@ -358,6 +361,77 @@ class Hybrid(RankingModel):
         else:
             like = np.clip(self.like_._predict_folded(like_state, items), *self.like_.scale)
         return self._combine(pick, pick_relevant, like)
+
+    # ---- items folded in after training: each part folds them from the rows it reads ----------
+    def folds_items(self) -> bool:
+        """Whether every part folds items in (the dense EASE does; the neighbourhood EASE not)."""
+        return all(part is None or part.folds_items() for part in (self.pick_, self.pick_relevant_, self.like_))
+
+    def _fold_items(self, interactions, named=None):
+        folded = super()._fold_items(interactions, named)  # checks the table and extends the id map
+        named = interactions["item"].unique() if named is None else named
+        ratings = interactions["rating"] if "rating" in interactions else pd.Series(np.nan, index=interactions.index)
+        self.pick_._fold_items(interactions, named)  # every interaction
+        if self.pick_relevant_ is not None:
+            self.pick_relevant_._fold_items(interactions[ratings >= self.relevance_threshold], named)
+        if self.like_ is not None:
+            self.like_._fold_items(interactions.assign(rating=ratings)[ratings.notna()], named)
+        return folded
+
+    def _fold_in_item(self, users, ratings):
+        return torch.tensor(float(len(users)))  # the parts keep what scores it
+
+    def _in_part(self, part, items: np.ndarray) -> np.ndarray:
+        """``items`` (this model's indices) as ``part``'s (-1: the part has none: no row of the
+        item was one it reads); the parts' maps grew apart from this one's."""
+        return lookup_ids(part.item_ids, self.item_ids[items], "item", missing_ok=True)
+
+    def _folded(self, items: np.ndarray) -> np.ndarray:
+        folds = self._item_folds()
+        return np.zeros(len(items), bool) if folds is None else folds[0][items] >= 0
+
+    def _cold_scores(self, u, i, user_known, item_known):
+        folded = self._folded(i) & user_known
+        out = np.empty(len(u), np.float32)
+        if folded.any():
+            users, items = u[folded], i[folded]
+            pick, relevant, like = (None if part is None else part._predict_mapped(users, self._in_part(part, items),
+                                                                                    "fallback")[0]
+                                    for part in (self.pick_, self.pick_relevant_, self.like_))  # fmt: skip
+            out[folded] = self._combine(pick, relevant, like)
+        if not folded.all():
+            rest = ~folded
+            out[rest] = super()._cold_scores(u[rest], i[rest], user_known[rest], item_known[rest])
+        return out
+
+    def _folded_cold(self, state, items, row):
+        folded = self._folded(items)
+        out = np.empty(len(items), np.float32)
+        if folded.any():
+            pick_state, relevant_items, like_state = state
+            pick = self._part_folded(self.pick_, pick_state, items[folded], row, 0.0)
+            relevant = None
+            if self.pick_relevant_ is not None:
+                relevant = self._part_folded(self.pick_relevant_, relevant_items, items[folded], row, 0.0)
+            like = None
+            if self.like_ is not None:
+                like = self._part_folded(self.like_, like_state, items[folded], row, self.like_.mean_)
+            out[folded] = self._combine(pick, relevant, like)
+        if not folded.all():
+            out[~folded] = super()._folded_cold(state, items[~folded], row)
+        return out
+
+    def _part_folded(self, part, state, items, row, missing: float) -> np.ndarray:
+        """A folded-in user's scores by ``part`` for folded ``items``: ``missing`` where the
+        part has none of an item or the user gave it nothing to read (no rating: the like
+        model's mean)."""
+        index = self._in_part(part, items)
+        out = np.full(len(items), missing, np.float32)
+        has = index >= 0
+        if has.any() and state is not None:
+            scores = part._folded_cold(state, index[has], row)
+            out[has] = np.clip(scores, *part.scale) if part.task == "rating" else scores
+        return out
 
     def _state(self):
         return {

@@ -271,7 +271,7 @@ class RecommendationService:
         # items the run was not trained on are folded in from their events, by every server
         # (those that can): this one at once, the others on their next read of the store
         cold = []
-        if model.can_fold_in_items:
+        if model.folds_items():
             items = list(dict.fromkeys(e.item for e in events))
             index = lookup_ids(model.item_ids, np.array(items, dtype=object), "item", missing_ok=True)
             cold = [x for x, i in zip(items, index) if i < 0 or not model.known_items[i]]
@@ -355,18 +355,19 @@ class RecommendationService:
 
     def _fold_items(self, items: Sequence[str]) -> None:
         """Fold ``items`` in from their stored events where the run was not trained on them
-        and the model can (``can_fold_in_items``); only events of trained users count."""
+        and the model can (:meth:`~neucf.models.Recommender.folds_items`); only events of trained users count."""
         model = self.model
-        if not items or not model.can_fold_in_items:
+        if not items or not model.folds_items():
             return
         index = lookup_ids(model.item_ids, np.array(items, dtype=object), "item", missing_ok=True)
         cold = [x for x, i in zip(items, index) if i < 0 or not model.known_items[i]]
-        events = self.store.events_on(cold) if cold else []
-        rated = [e for e in events if e.rating is not None]
-        if not cold or (not rated and not model.item_folds_):
+        if not cold:
             return
-        table = pd.DataFrame({"user": [e.user for e in rated], "item": [e.item for e in rated],
-                              "rating": [e.rating for e in rated]})  # fmt: skip
+        events = self.store.events_on(cold)
+        table = pd.DataFrame({"user": [e.user for e in events], "item": [e.item for e in events],
+                              "rating": [np.nan if e.rating is None else e.rating for e in events]})  # fmt: skip
+        if model.implicit:
+            table = table.drop(columns="rating")
         model._fold_items(table, named=cold)  # an item left without events loses its fold
 
     def _add_to_model(self, news: Sequence[StoredItem]) -> None:
