@@ -3,12 +3,14 @@
 import json
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from conftest import synthetic_ratings, write_ratings
 from neucf.cli import main
 from neucf.datasets import Ratings
 from neucf.feedback import Event, FeedbackStore
-from neucf.retraining import retraining_data, rows_of, training_ratings
+from neucf.retraining import live_scores, retraining_data, rows_of, training_ratings
 from neucf.runs import read_run
 
 
@@ -28,6 +30,22 @@ def test_the_data_adds_the_events_replaces_pairs_leaves_out_the_erased_and_holds
     assert not (rows["user"] == other).any() and data.erased_rows == (train["user"] == other).sum()
     assert ((rows["user"] == user) & (rows["item"] == "brand-new")).sum() == 0  # held out
     assert len(rows) == len(train) - data.erased_rows + 1  # + the visitor's event
+
+
+def test_the_live_run_is_judged_with_new_items_folded_in_as_its_server_folds_them(rated):
+    run, _ = rated
+    model = read_run(run)
+    users = [str(u) for u in model.user_ids[model.known_users][:6]]
+    events = [Event(u, "premiere", 5.0, 10.0 + n) for n, u in enumerate(users[:5])]
+    events += [Event(users[5], "1", 3.0, 1.0), Event(users[5], "premiere", 5.0, 50.0)]
+    data = retraining_data(model, None, events, erased=set())
+    assert [(e.user, e.item) for e in data.held_out] == [(users[5], "premiere")]
+    assert len(data.kept) == 6  # the stored events not held out
+    scores = live_scores(model, data)
+    served = read_run(run)  # what its server predicts, having folded the item in from the five
+    served.add_items(interactions=pd.DataFrame({"user": users[:5], "item": "premiere", "rating": 5.0}))
+    want = served.predict([users[5]], ["premiere"])[0]
+    assert scores["rmse"] == pytest.approx(5.0 - want) and want != pytest.approx(model.mean_)
 
 
 def test_the_validation_part_is_read_by_the_training_parts_id_maps(rated):

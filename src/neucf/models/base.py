@@ -350,20 +350,25 @@ class Recommender:
         known = np.zeros(len(index), bool)
         if side in self.attribute_sides():
             known |= self.catalogue_.has[side][index]
-        if side == "item" and self._item_folds() is not None:
-            known |= self._item_folds()[0][index] >= 0
+        folds = self._item_folds() if side == "item" else None
+        if folds is not None:
+            known |= folds[0][index] >= 0
         return known
 
     def _item_folds(self):
         """The items folded in from their interactions (:meth:`add_items`): (for every item of
-        the map, its row in the folds or -1; the folds, as the model keeps them), or None."""
+        the map, its row in the folds or -1; the folds, as the model keeps them), or None;
+        made again when the folds change."""
         folds = getattr(self, "item_folds_", None)
         if not folds:
             return None
-        rows = np.full(len(self.item_ids), -1, np.int64)
-        index = np.fromiter(folds, np.int64, len(folds))
-        rows[index] = np.arange(len(index))
-        return rows, [folds[i] for i in index.tolist()]
+        kept = getattr(self, "_fold_rows", None)
+        if kept is None or kept[0] is not folds or len(kept[1]) != len(self.item_ids):
+            rows = np.full(len(self.item_ids), -1, np.int64)
+            index = np.fromiter(folds, np.int64, len(folds))
+            rows[index] = np.arange(len(index))
+            kept = self._fold_rows = (folds, rows, [folds[i] for i in index.tolist()])
+        return kept[1:]
 
     def add_items(self, attributes=None, interactions=None) -> np.ndarray:
         """Items added after training join the catalogue without retraining. Returns the ids
@@ -641,7 +646,7 @@ class Recommender:
         user_known = (u >= 0) & self.known_users[uc]
         item_known = (i >= 0) & self.known_items[ic]
         known = user_known & item_known & in_map
-        # a side without training ratings but with attributes is scored from them
+        # a side without training ratings but with attributes (or an item folded in) is scored from them
         user_ok = user_known | ((u >= 0) & self._cold_known("user", uc))
         item_ok = item_known | ((i >= 0) & self._cold_known("item", ic))
         cold = user_ok & item_ok & ~known

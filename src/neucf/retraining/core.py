@@ -9,8 +9,9 @@ the top of the scale (a pick). Ids are matched as text.
 
 The judgement: of every user with at least 2 stored events, the newest (by timestamp) is held
 out of the new run's data. Both runs score those rows, the live run with the user's other
-stored events folded in as its server serves them (merged into a trained user's history):
-RMSE for a rating run (an item or user neither can score gets the mean), NDCG@10 of the top-10
+stored events folded in as its server serves them (merged into a trained user's history; the
+items it was not trained on folded in from the stored events not held out, by a model that
+folds items in): RMSE for a rating run (an item or user neither can score gets the mean), NDCG@10 of the top-10
 list, the held-out item the relevant one, for a ranking run.
 
 ``retrain("runs/ml1m", "feedback.db", "runs/ml1m-2")`` is ``neucf retrain runs/ml1m --store
@@ -50,8 +51,9 @@ K = 10
 @dataclass(frozen=True)
 class Retraining:
     """The data of a retraining: the new run's ``train`` and ``valid`` parts, the ``held_out``
-    events (each user's newest stored one) and the ``others`` (each such user's other stored
-    events, as the live run folds them in)."""
+    events (each user's newest stored one), the ``others`` (each such user's other stored
+    events, as the live run folds them in) and every stored event not held out (``kept``: a
+    table user, item, rating, as the run reads them)."""
 
     train: Ratings
     valid: Ratings | None
@@ -59,6 +61,7 @@ class Retraining:
     others: dict[str, list[Event]]
     erased_rows: int
     events: int
+    kept: pd.DataFrame
 
 
 def rows_of(ratings: Ratings | None) -> pd.DataFrame:
@@ -124,12 +127,17 @@ def retraining_data(model: Recommender, valid: Ratings | None, events: Sequence[
         others=others,
         erased_rows=int(gone.sum()),
         events=len(stored),
+        kept=kept[["user", "item", "rating"]].reset_index(drop=True),
     )
 
 
 def live_scores(model: Recommender, data: Retraining) -> dict:
     """The live run's score on the held-out events, each user's other stored events folded
-    in as its server serves them (see the module)."""
+    in as its server serves them (see the module), and the items it was not trained on folded
+    in from the stored events that are not held out, as its server folds them (``model``
+    takes them: :meth:`~neucf.models.Recommender.add_items`)."""
+    if model.folds_items() and len(data.kept):
+        model._fold_items(data.kept.drop(columns="rating") if model.implicit else data.kept)
     return _scores(model, data, fold=True)
 
 

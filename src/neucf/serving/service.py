@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import read_table
-from ..datasets.ratings import id_text, lookup_ids
+from ..datasets.ratings import id_text
 from ..errors import DataError, UsageError
 from ..feedback import Event, FeedbackStore, StoredItem, StoreUnavailable, store_url
 from ..feedback.store import ServedList
@@ -270,11 +270,7 @@ class RecommendationService:
         positive = [e.rating is None or relevant is None or e.rating >= relevant for e in events]
         # items the run was not trained on are folded in from their events, by every server
         # (those that can): this one at once, the others on their next read of the store
-        cold = []
-        if model.folds_items():
-            items = list(dict.fromkeys(e.item for e in events))
-            index = lookup_ids(model.item_ids, np.array(items, dtype=object), "item", missing_ok=True)
-            cold = [x for x, i in zip(items, index) if i < 0 or not model.known_items[i]]
+        cold = [] if not model.folds_items() else [x for x in dict.fromkeys(e.item for e in events) if self._cold(x)]
         stored = store.add(events, positive, self.window, news=cold)
         if cold:
             self._sync_items()
@@ -359,8 +355,7 @@ class RecommendationService:
         model = self.model
         if not items or not model.folds_items():
             return
-        index = lookup_ids(model.item_ids, np.array(items, dtype=object), "item", missing_ok=True)
-        cold = [x for x, i in zip(items, index) if i < 0 or not model.known_items[i]]
+        cold = [x for x in items if self._cold(x)]
         if not cold:
             return
         events = self.store.events_on(cold)
@@ -369,6 +364,11 @@ class RecommendationService:
         if model.implicit:
             table = table.drop(columns="rating")
         model._fold_items(table, named=cold)  # an item left without events loses its fold
+
+    def _cold(self, item: str) -> bool:
+        """Whether the run was not trained on ``item`` (a text id)."""
+        index = self._items.get(item)
+        return index is None or not self.model.known_items[index]
 
     def _add_to_model(self, news: Sequence[StoredItem]) -> None:
         """Items new to the model join it from their attributes, when it reads item attributes
