@@ -439,7 +439,11 @@ class Recommender:
             )
         items = interactions["item"].to_numpy()
         index = lookup_ids(self.item_ids, items, "item", missing_ok=True)
-        new = pd.unique(items[index < 0])
+        users = lookup_ids(self.user_ids, interactions["user"].to_numpy(), "user", missing_ok=True)
+        usable = users >= 0
+        usable[usable] = self.known_users[users[usable]]
+        usable &= (index < 0) | ~self.known_items[np.maximum(index, 0)]  # a trained item keeps what it learnt
+        new = pd.unique(items[usable & (index < 0)])  # only an item it folds in joins the map
         if len(new):
             if getattr(self, "trained_sizes_", None) is None:  # the network keeps the size it was trained at
                 self.trained_sizes_ = (len(self.user_ids), len(self.item_ids))
@@ -450,12 +454,8 @@ class Recommender:
         if named is not None:
             named = lookup_ids(self.item_ids, np.asarray(named, dtype=object), "item", missing_ok=True)
         folds = dict(getattr(self, "item_folds_", None) or {})
-        for i in (index if named is None else named[named >= 0]).tolist():
+        for i in (index[index >= 0] if named is None else named[named >= 0]).tolist():
             folds.pop(i, None)
-        users = lookup_ids(self.user_ids, interactions["user"].to_numpy(), "user", missing_ok=True)
-        usable = users >= 0
-        usable[usable] = self.known_users[users[usable]]
-        usable &= ~self.known_items[index]  # a trained item keeps what it learnt
         rows = np.flatnonzero(usable)
         rows = rows[np.argsort(index[rows], kind="stable")]
         done, starts = np.unique(index[rows], return_index=True)

@@ -382,9 +382,11 @@ class Hybrid(RankingModel):
         return torch.tensor(float(len(users)))  # the parts keep what scores it
 
     def _in_part(self, part, items: np.ndarray) -> np.ndarray:
-        """``items`` (this model's indices) as ``part``'s (-1: the part has none: no row of the
-        item was one it reads); the parts' maps grew apart from this one's."""
-        return lookup_ids(part.item_ids, self.item_ids[items], "item", missing_ok=True)
+        """``items`` (this model's indices) as ``part``'s (-1: the part scores none: no row of
+        the item was one it reads); the parts' maps grew apart from this one's."""
+        index = lookup_ids(part.item_ids, self.item_ids[items], "item", missing_ok=True)
+        index[index >= 0] = np.where(part.scorable("item")[index[index >= 0]], index[index >= 0], -1)
+        return index
 
     def _folded(self, items: np.ndarray) -> np.ndarray:
         folds = self._item_folds()
