@@ -431,3 +431,26 @@ def test_ranking_models_fold_items_in_from_their_first_interactions(tmp_path):
     sparse = make_model("sparse-ease", task="ranking").fit(train)
     with pytest.raises(UsageError, match="cannot fold new items in"):
         sparse.add_items(interactions=interactions)
+
+
+def test_a_part_of_the_hybrid_that_reads_none_of_an_items_rows_leaves_it_out():
+    import pandas as pd
+
+    from neucf.datasets import Ratings
+    from neucf.models import make_model
+
+    base = taste_data(picky=True)
+    users, items = base.user_ids[base.users], base.item_ids[base.items]
+    # "grump" rated five items, all 1: the relevant-only EASE knows no such user
+    grump = pd.DataFrame({"user": "grump", "item": items[:5], "rating": 1.0})
+    frame = pd.concat([pd.DataFrame({"user": users, "item": items, "rating": base.ratings}), grump])
+    model = make_model("hybrid", task="ranking", seed=0, mix=0.3).fit(
+        Ratings.from_arrays(frame["user"].to_numpy(object), frame["item"].to_numpy(object), frame["rating"].to_numpy())
+    )
+    assert model.pick_relevant_ is not None
+    rows = pd.DataFrame({"user": ["grump", users[0]], "item": ["lonely", "shared"], "rating": [5.0, 2.0]})
+    assert sorted(model.add_items(interactions=rows).tolist()) == ["lonely", "shared"]
+    assert "lonely" not in set(model.pick_relevant_.item_ids)  # its only row is grump's
+    history = pd.DataFrame({"user": "visitor", "item": items[:3], "rating": 5.0})
+    listed = model.recommend("visitor", k=len(model.item_ids), history=history)
+    assert {"lonely", "shared"} <= set(listed["item"])
