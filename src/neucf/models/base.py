@@ -350,10 +350,14 @@ class Recommender:
         known = np.zeros(len(index), bool)
         if side in self.attribute_sides():
             known |= self.catalogue_.has[side][index]
-        folds = self._item_folds() if side == "item" else None
-        if folds is not None:
-            known |= folds[0][index] >= 0
+        if side == "item":
+            known |= self._folded_items(index)
         return known
+
+    def _folded_items(self, index: np.ndarray) -> np.ndarray:
+        """Which items (indices of the map) are folded in from their interactions."""
+        folds = self._item_folds()
+        return np.zeros(len(index), bool) if folds is None else folds[0][index] >= 0
 
     def _item_folds(self):
         """The items folded in from their interactions (:meth:`add_items`): (for every item of

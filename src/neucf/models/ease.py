@@ -219,10 +219,10 @@ class EASE(RankingModel):
         return kept[1], kept[2]
 
     def _cold_scores(self, u, i, user_known, item_known):
-        columns = self._fold_columns()
-        folded = np.zeros(len(u), bool) if columns is None else (columns[1][i] >= 0) & user_known
+        folded = self._folded_items(i) & user_known
         out = np.empty(len(u), np.float32)
         if folded.any():  # every distinct user's row against every folded column, once
+            columns = self._fold_columns()
             users, row = np.unique(u[folded], return_inverse=True)
             out[folded] = np.asarray(self._x[users] @ columns[0])[row, columns[1][i[folded]]]
         if not folded.all():
@@ -231,10 +231,10 @@ class EASE(RankingModel):
         return out
 
     def _folded_cold(self, state, items, row):
-        columns = self._fold_columns()
-        folded = np.zeros(len(items), bool) if columns is None else columns[1][items] >= 0
+        folded = self._folded_items(items)
         out = np.empty(len(items), np.float32)
         if folded.any():
+            columns = self._fold_columns()
             out[folded] = columns[0][state].sum(0)[columns[1][items[folded]]]
         if not folded.all():
             out[~folded] = super()._folded_cold(state, items[~folded], row)

@@ -388,26 +388,22 @@ class Hybrid(RankingModel):
         index[index >= 0] = np.where(part.scorable("item")[index[index >= 0]], index[index >= 0], -1)
         return index
 
-    def _folded(self, items: np.ndarray) -> np.ndarray:
-        folds = self._item_folds()
-        return np.zeros(len(items), bool) if folds is None else folds[0][items] >= 0
-
     def _cold_scores(self, u, i, user_known, item_known):
-        folded = self._folded(i) & user_known
+        folded = self._folded_items(i) & user_known
         out = np.empty(len(u), np.float32)
         if folded.any():
             users, items = u[folded], i[folded]
-            pick, relevant, like = (None if part is None else part._predict_mapped(users, self._in_part(part, items),
-                                                                                    "fallback")[0]
-                                    for part in (self.pick_, self.pick_relevant_, self.like_))  # fmt: skip
-            out[folded] = self._combine(pick, relevant, like)
+            parts = (self.pick_, self.pick_relevant_, self.like_)
+            scores = [None if part is None else part._predict_mapped(users, self._in_part(part, items), "fallback")[0]
+                      for part in parts]  # fmt: skip
+            out[folded] = self._combine(*scores)
         if not folded.all():
             rest = ~folded
             out[rest] = super()._cold_scores(u[rest], i[rest], user_known[rest], item_known[rest])
         return out
 
     def _folded_cold(self, state, items, row):
-        folded = self._folded(items)
+        folded = self._folded_items(items)
         out = np.empty(len(items), np.float32)
         if folded.any():
             pick_state, relevant_items, like_state = state
