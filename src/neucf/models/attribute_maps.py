@@ -167,17 +167,39 @@ class MapScoring:
         return () if maps is None or getattr(self, "catalogue_", None) is None else maps.sides()
 
     def _cold_scores(self, u, i, user_known, item_known):
+        # a known user's items folded in from their interactions are the model's own to score
+        folded = self._folded_items(i) & user_known
         out = np.empty(len(u), np.float32)
-        for kind, mine in (("item", user_known), ("user", item_known), ("both", ~user_known & ~item_known)):
+        if folded.any():
+            out[folded] = self._folded_item_scores(u[folded], i[folded])
+        for kind, mine in (("item", user_known & ~folded), ("user", item_known), ("both", ~user_known & ~item_known)):
             if mine.any():
                 out[mine] = self.maps_.scale(kind, self._raw_map_scores(kind, u[mine], i[mine]))
         return out
 
     def _folded_cold(self, state, items, row):
-        history = np.zeros((1, self.trained_sizes_[1]))
-        history[0, row[0]] = 1.0
-        history = np.repeat(history @ self.maps_.item, len(items), axis=0)
-        return self.maps_.scale("item", self.maps_.raw("item", history, None, items, self._features("item", items)))
+        folded = self._folded_items(items)
+        out = np.empty(len(items), np.float32)
+        if folded.any():
+            out[folded] = self._folded_user_item_scores(state, items[folded], row)
+        if not folded.all():
+            rest = items[~folded]
+            history = np.zeros((1, self.trained_sizes_[1]))
+            history[0, row[0]] = 1.0
+            history = np.repeat(history @ self.maps_.item, len(rest), axis=0)
+            raw = self.maps_.raw("item", history, None, rest, self._features("item", rest))
+            out[~folded] = self.maps_.scale("item", raw)
+        return out
+
+    def _folded_item_scores(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Scores of known users ``u`` for items ``i`` folded in from their interactions
+        (:meth:`~neucf.models.Recommender.add_items`), by a model that folds items in."""
+        raise NotImplementedError
+
+    def _folded_user_item_scores(self, state, items: np.ndarray, row) -> np.ndarray:
+        """Scores of a folded-in user (``state`` of ``_fold_in``, from ``row``) for items
+        folded in from their interactions, by a model that folds items in."""
+        raise NotImplementedError
 
     def _new_user_scores(self, features, items):
         warm = self.known_items[items]

@@ -218,27 +218,15 @@ class EASE(RankingModel):
             self._kept_columns = kept
         return kept[1], kept[2]
 
-    def _cold_scores(self, u, i, user_known, item_known):
-        folded = self._folded_items(i) & user_known
-        out = np.empty(len(u), np.float32)
-        if folded.any():  # every distinct user's row against every folded column, once
-            columns = self._fold_columns()
-            users, row = np.unique(u[folded], return_inverse=True)
-            out[folded] = np.asarray(self._x[users] @ columns[0])[row, columns[1][i[folded]]]
-        if not folded.all():
-            rest = ~folded
-            out[rest] = super()._cold_scores(u[rest], i[rest], user_known[rest], item_known[rest])
-        return out
+    def _folded_item_scores(self, u, i):
+        # every distinct user's row against every folded column, once
+        columns = self._fold_columns()
+        users, row = np.unique(u, return_inverse=True)
+        return np.asarray(self._x[users] @ columns[0])[row, columns[1][i]]
 
-    def _folded_cold(self, state, items, row):
-        folded = self._folded_items(items)
-        out = np.empty(len(items), np.float32)
-        if folded.any():
-            columns = self._fold_columns()
-            out[folded] = columns[0][state].sum(0)[columns[1][items[folded]]]
-        if not folded.all():
-            out[~folded] = super()._folded_cold(state, items[~folded], row)
-        return out
+    def _folded_user_item_scores(self, state, items, row):
+        columns = self._fold_columns()
+        return columns[0][state].sum(0)[columns[1][items]]
 
     def _state(self):
         diagonal = None if self.diagonal_ is None else torch.from_numpy(self.diagonal_)

@@ -388,36 +388,21 @@ class Hybrid(RankingModel):
         index[index >= 0] = np.where(part.scorable("item")[index[index >= 0]], index[index >= 0], -1)
         return index
 
-    def _cold_scores(self, u, i, user_known, item_known):
-        folded = self._folded_items(i) & user_known
-        out = np.empty(len(u), np.float32)
-        if folded.any():
-            users, items = u[folded], i[folded]
-            parts = (self.pick_, self.pick_relevant_, self.like_)
-            scores = [None if part is None else part._predict_mapped(users, self._in_part(part, items), "fallback")[0]
-                      for part in parts]  # fmt: skip
-            out[folded] = self._combine(*scores)
-        if not folded.all():
-            rest = ~folded
-            out[rest] = super()._cold_scores(u[rest], i[rest], user_known[rest], item_known[rest])
-        return out
+    def _folded_item_scores(self, u, i):
+        parts = (self.pick_, self.pick_relevant_, self.like_)
+        return self._combine(*[None if part is None else part._predict_mapped(u, self._in_part(part, i), "fallback")[0]
+                               for part in parts])  # fmt: skip
 
-    def _folded_cold(self, state, items, row):
-        folded = self._folded_items(items)
-        out = np.empty(len(items), np.float32)
-        if folded.any():
-            pick_state, relevant_items, like_state = state
-            pick = self._part_folded(self.pick_, pick_state, items[folded], row, 0.0)
-            relevant = None
-            if self.pick_relevant_ is not None:
-                relevant = self._part_folded(self.pick_relevant_, relevant_items, items[folded], row, 0.0)
-            like = None
-            if self.like_ is not None:
-                like = self._part_folded(self.like_, like_state, items[folded], row, self.like_.mean_)
-            out[folded] = self._combine(pick, relevant, like)
-        if not folded.all():
-            out[~folded] = super()._folded_cold(state, items[~folded], row)
-        return out
+    def _folded_user_item_scores(self, state, items, row):
+        pick_state, relevant_items, like_state = state
+        pick = self._part_folded(self.pick_, pick_state, items, row, 0.0)
+        relevant = None
+        if self.pick_relevant_ is not None:
+            relevant = self._part_folded(self.pick_relevant_, relevant_items, items, row, 0.0)
+        like = None
+        if self.like_ is not None:
+            like = self._part_folded(self.like_, like_state, items, row, self.like_.mean_)
+        return self._combine(pick, relevant, like)
 
     def _part_folded(self, part, state, items, row, missing: float) -> np.ndarray:
         """A folded-in user's scores by ``part`` for folded ``items``: ``missing`` where the
