@@ -98,6 +98,26 @@ def test_sparse_ease_with_every_other_item_as_a_neighbour_is_ease():
     assert (np.diff(few.b_.tocsc().indptr) <= 3).all() and few.b_.diagonal().sum() == 0
 
 
+def test_sparse_ease_caps_each_items_row_at_its_strongest_weights():
+    """A popular item in every neighbourhood scores at most ``fan_out`` items, keeping its
+    largest weights by absolute value; the other weights are those of the uncapped model."""
+    rng = np.random.default_rng(1)
+    dense = rng.random((200, 30)) < 0.2
+    dense[:, 0] = rng.random(200) < 0.9  # item 0 is every item's nearest neighbour
+    r = Ratings.from_arrays(*np.nonzero(dense), implicit=True)
+    free = SparseEASE(l2=2.0, dropout=0.0, neighbours=5, fan_out=100).fit(r).b_.toarray()
+    capped = SparseEASE(l2=2.0, dropout=0.0, neighbours=5, fan_out=3).fit(r).b_.toarray()
+    rows = (free != 0).sum(1)
+    assert rows.max() > 3 and ((capped != 0).sum(1) == np.minimum(rows, 3)).all()
+    kept = capped != 0
+    np.testing.assert_array_equal(capped[kept], free[kept])
+    for row in np.flatnonzero(rows > 3):
+        strongest = np.sort(np.abs(free[row]))[::-1][:3]
+        np.testing.assert_array_equal(np.sort(np.abs(capped[row]))[::-1][:3], strongest)
+    with pytest.raises(UsageError, match="fan_out must be >= 1"):
+        SparseEASE(fan_out=0)
+
+
 def test_the_default_list_model_picks_its_path_by_the_catalogues_size(groups, monkeypatch, tmp_path):
     """Above DENSE_ITEMS items, 'will they pick it' is the neighbourhood EASE; the choice is in
     the model's params (a replay takes the same path) and in the log."""

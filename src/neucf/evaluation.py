@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from .datasets import Ratings
 from .datasets.ratings import id_text, lookup_ids
 from .errors import DataError, UsageError
-from .lists import batch_rows, recommend_all, recommend_index, top_dense, top_sparse
+from .lists import recommend_all, recommend_index, score_batches, top_dense, top_sparse
 from .metrics import default_relevance, mae, ranking_metrics, rmse
 
 
@@ -52,10 +52,7 @@ def lists_metrics(
     relevant = np.split(items, starts[1:])
     unknown = ~listable if listable is not None else np.asarray(seen.sum(0)).ravel() == 0
     tops = []
-    size = batch_rows(seen.shape[1], 1024)
-    for start in range(0, len(who), size):
-        batch = who[start : start + size]
-        scores = score_users(batch)
+    for batch, scores in score_batches(score_users, who, seen.shape[1], 1024):
         # sparse scores' missing entries are 0: their top is found among the stored ones, mostly
         top = top_sparse if sp.issparse(scores) else top_dense
         tops.append(top(scores, seen[batch], ~unknown, k))

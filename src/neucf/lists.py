@@ -268,20 +268,22 @@ def recommend_batches(
     # every user's excluded items, found by row for each batch (work in proportion to the batch)
     seen = sp.csr_matrix((np.ones(len(seen_users), np.float32), (seen_users, seen_items)),
                          shape=(len(model.user_ids), len(model.item_ids)))  # fmt: skip
-    batch_users = batch_rows(len(candidates), batch_users)
     # items known only by attributes are scored densely, from their attributes
     sparse_ok = bool(model.known_items[candidates].all())
-    for start in range(0, len(users), batch_users):
-        batch = users[start : start + batch_users]
-        excluded = seen[batch]
+
+    def scores_of(batch):
         sparse = model._sparse_scores(batch) if sparse_ok else None
-        if sparse is not None:
-            items = top_sparse(sparse, excluded, column >= 0, k)
+        return model._users_scores(batch, candidates) if sparse is None else sparse
+
+    for batch, scores in score_batches(scores_of, users, len(candidates), batch_users):
+        excluded = seen[batch]
+        if sp.issparse(scores):
+            items = top_sparse(scores, excluded, column >= 0, k)
             rows, ranks = np.nonzero(items >= 0)
-            picked = np.asarray(sparse[rows, items[rows, ranks]]).ravel()
+            picked = np.asarray(scores[rows, items[rows, ranks]]).ravel()
             items = items[rows, ranks]
         else:
-            predictions = model._users_scores(batch, candidates)
+            predictions = scores
             order = top_dense(model._rank(predictions, candidates), excluded[:, candidates], None, k)
             rows, ranks = np.nonzero(order >= 0)
             picked = predictions[rows, order[rows, ranks]]
@@ -296,6 +298,27 @@ def recommend_batches(
 
 #: the most scores (users x items) one batch of lists holds: about 200 MB in 32 bits
 BATCH_SCORES = 50_000_000
+
+
+def score_batches(score_users, users: np.ndarray, n_items: int, most: int) -> Iterator[tuple[np.ndarray, object]]:
+    """``(batch, score_users(batch))`` over ``users`` in order: batches of ``most`` users while
+    the scores come as sparse matrices (their size follows the stored entries), of
+    :func:`batch_rows` users while they come dense (``n_items`` columns each).
+
+    Examples:
+        >>> [len(b) for b, _ in score_batches(lambda b: np.zeros((len(b), 10**6)), np.arange(120), 10**6, 100)]
+        [50, 50, 20]
+        >>> [len(b) for b, _ in score_batches(sp.csr_matrix, np.arange(120)[:, None], 10**6, 100)]
+        [50, 70]
+    """
+    dense = batch_rows(n_items, most)
+    size, start = dense, 0
+    while start < len(users):
+        batch = users[start : start + size]
+        scores = score_users(batch)
+        yield batch, scores
+        size = most if sp.issparse(scores) else dense
+        start += len(batch)
 
 
 def batch_rows(n_items: int, most: int) -> int:
@@ -322,24 +345,32 @@ def top_sparse(scores: sp.spmatrix, excluded: sp.spmatrix | None, listable: np.n
         [[1, 0], [0, 1]]
     """
     scores = sp.csr_matrix(scores)
+    if not scores.has_sorted_indices:  # a sparse product's rows come in any column order
+        scores = scores.sorted_indices()
     n, m = scores.shape
-    coo = scores.tocoo()
-    row, col, value = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    if excluded is not None and excluded.nnz:  # excluded entries become exact zeros, never listed
+        scores = sp.csr_matrix(scores - scores.multiply(sp.csr_matrix(excluded) != 0))
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(scores.indptr))
+    col, value = scores.indices.astype(np.int64), scores.data.astype(np.float32)
     ok = listable[col] & (value > 0)
-    if excluded is not None and excluded.nnz:
-        gone = excluded.tocoo()
-        ok &= ~np.isin(row * m + col, gone.row.astype(np.int64) * m + gone.col)
     row, col, value = row[ok], col[ok], value[ok]
-    order = np.lexsort((col, -value, row))  # by row, then value (highest first), then column
+    # one sort by (row, value highest first, column): positive floats order as their bit
+    # patterns, and a stable sort keeps each row's stored (column) order among equal values
+    key = (row << 32) | (0x7FFFFFFF - value.view(np.int32).astype(np.int64))
+    order = np.argsort(key, kind="stable")
     row, col = row[order], col[order]
     rank = np.arange(len(row)) - np.searchsorted(row, np.arange(n))[row]
     keep = rank < k
     top = np.full((n, k), -1, dtype=np.int64)
     top[row[keep], rank[keep]] = col[keep]
     lacking = np.flatnonzero(np.bincount(row[keep], minlength=n) < k)
-    if len(lacking):  # zeros (in column order) and negative scores may make their lists
-        gone = None if excluded is None else sp.csr_matrix(excluded)[lacking]
-        top[lacking] = top_dense(scores[lacking].toarray(), gone, listable, k)
+    # zeros (in column order) and negative scores may make their lists: dense rows, a bounded
+    # number at a time
+    size = batch_rows(m, len(lacking))
+    for first in range(0, len(lacking), size):
+        rows = lacking[first : first + size]
+        gone = None if excluded is None else sp.csr_matrix(excluded)[rows]
+        top[rows] = top_dense(scores[rows].toarray(), gone, listable, k)
     return top
 
 
