@@ -3,7 +3,7 @@
 Examples:
     >>> import neucf
     >>> neucf.__version__
-    '0.12.0'
+    '0.13.0'
 """
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"

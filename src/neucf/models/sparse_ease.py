@@ -83,7 +83,6 @@ class SparseEASEConfig(RankingConfig):
     dropout: float | None = field(
         default=None, metadata=help_metadata("EASE: dropout emphasis p in [0, 1) (EDLAE; unset: chosen on validation).")
     )
-
     fan_out: int | None = field(
         default=None, metadata=help_metadata("Sparse EASE: the most items one item scores (unset: 4 x neighbours).")
     )
