@@ -283,10 +283,9 @@ def recommend_batches(
             picked = np.asarray(scores[rows, items[rows, ranks]]).ravel()
             items = items[rows, ranks]
         else:
-            predictions = scores
-            order = top_dense(model._rank(predictions, candidates), excluded[:, candidates], None, k)
+            order = top_dense(model._rank(scores, candidates), excluded[:, candidates], None, k)
             rows, ranks = np.nonzero(order >= 0)
-            picked = predictions[rows, order[rows, ranks]]
+            picked = scores[rows, order[rows, ranks]]
             items = candidates[order[rows, ranks]]
         yield pd.DataFrame({
             "user": model.user_ids[batch[rows]],
@@ -348,8 +347,9 @@ def top_sparse(scores: sp.spmatrix, excluded: sp.spmatrix | None, listable: np.n
     if not scores.has_sorted_indices:  # a sparse product's rows come in any column order
         scores = scores.sorted_indices()
     n, m = scores.shape
+    excluded = None if excluded is None else sp.csr_matrix(excluded)
     if excluded is not None and excluded.nnz:  # excluded entries become exact zeros, never listed
-        scores = sp.csr_matrix(scores - scores.multiply(sp.csr_matrix(excluded) != 0))
+        scores = sp.csr_matrix(scores - scores.multiply(excluded != 0))
     row = np.repeat(np.arange(n, dtype=np.int64), np.diff(scores.indptr))
     col, value = scores.indices.astype(np.int64), scores.data.astype(np.float32)
     ok = listable[col] & (value > 0)
@@ -369,7 +369,7 @@ def top_sparse(scores: sp.spmatrix, excluded: sp.spmatrix | None, listable: np.n
     size = batch_rows(m, len(lacking))
     for first in range(0, len(lacking), size):
         rows = lacking[first : first + size]
-        gone = None if excluded is None else sp.csr_matrix(excluded)[rows]
+        gone = None if excluded is None else excluded[rows]
         top[rows] = top_dense(scores[rows].toarray(), gone, listable, k)
     return top
 

@@ -54,8 +54,8 @@ VALIDATION_USERS = 10_000
 #: lambda, and each setting costs a validation pass over the whole catalogue)
 SHARES = (1.0, 2.0, 4.0, 8.0, 16.0)
 DROPOUT = 0.5
-#: an item's row of ``B`` keeps this many times ``neighbours`` weights when ``fan_out`` is unset
-#: (on the generated sets a cap of twice ``neighbours`` already cost under 0.0002 NDCG@10)
+#: an item's row of ``B`` keeps this many times ``neighbours`` weights when ``fan_out`` is unset:
+#: all but the most popular items' rows stay whole (a row holds ``neighbours`` weights on average)
 FAN_OUT = 4
 
 
