@@ -137,7 +137,7 @@ def live_scores(model: Recommender, data: Retraining) -> dict:
     in from the stored events that are not held out, as its server folds them (``model``
     takes them: :meth:`~neucf.models.Recommender.add_items`)."""
     if model.folds_items() and len(data.kept):
-        model._fold_items(data.kept.drop(columns="rating") if model.implicit else data.kept)
+        model.add_items(interactions=data.kept.drop(columns="rating") if model.implicit else data.kept)
     return _scores(model, data, fold=True)
 
 
