@@ -144,17 +144,25 @@ def gmf_fits(taste):
     return GMF(factors=8, seed=0).fit(train), GMF(factors=8, seed=0, unknown="fallback").fit(bare)
 
 
-def test_attributes_score_new_users_and_items_and_leave_warm_predictions_alone(taste, gmf_fits):
+def test_attributes_score_new_users_and_items_and_inform_warm_predictions(taste, gmf_fits):
     from neucf.evaluation import rating_metrics
+    from neucf.models import GMF
 
-    _, _, test = taste
+    _, train, test = taste
     with_attributes, without = gmf_fits
     assert with_attributes.attribute_sides() == ("user", "item") and without.attribute_sides() == ()
     ours, theirs = rating_metrics(with_attributes, test), rating_metrics(without, test)
     assert ours["n_fallback"] == 0 and theirs["n_fallback"] > 0
-    assert ours["parts"]["warm"]["rmse"] == pytest.approx(theirs["parts"]["warm"]["rmse"], abs=1e-6)
     for part in ("new_items", "new_users", "both_new"):  # the towers learnt what group and genre say
         assert ours["parts"][part]["rmse"] < theirs["parts"][part]["rmse"] - 0.2, part
+    # the first layer reads group and genre beside the rating vectors: known pairs gain too
+    assert ours["parts"]["warm"]["rmse"] < theirs["parts"]["warm"]["rmse"] - 0.01
+    assert with_attributes.net.item_projection.feature_weight.abs().sum() > 0
+    # with those inputs off, the network on known pairs is the one fitted without attributes
+    off = GMF(factors=8, seed=0, item_attribute_input=0, user_attribute_input=0).fit(train)
+    assert off.net.item_projection.feature_weight is None
+    warm = rating_metrics(off, test)["parts"]["warm"]["rmse"]
+    assert warm == pytest.approx(theirs["parts"]["warm"]["rmse"], abs=1e-6)
 
 
 def test_a_known_users_list_scores_new_items_as_pairs_are_scored(gmf_fits):

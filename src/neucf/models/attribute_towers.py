@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..attributes import FeatureMap
+from .persistence import sparse_from_state, sparse_state
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +173,9 @@ class Catalogue:
         out = {}
         for side in SIDES:
             if self.knows(side):
-                m = self.features[side].tocoo()
                 out[side] = {
                     "map": self.maps[side].to_dict(),
-                    "rows": torch.from_numpy(m.row.astype(np.int64)),
-                    "cols": torch.from_numpy(m.col.astype(np.int64)),
-                    "values": torch.from_numpy(m.data.astype(np.float32)),
-                    "shape": list(m.shape),
+                    **sparse_state(self.features[side]),
                     "has": torch.from_numpy(self.has[side]),
                 }
         return out
@@ -189,8 +186,7 @@ class Catalogue:
         maps, features, has = dict.fromkeys(SIDES), dict.fromkeys(SIDES), dict.fromkeys(SIDES)
         for side, d in data.items():
             maps[side] = FeatureMap.from_dict(d["map"])
-            coords = (d["rows"].numpy(), d["cols"].numpy())
-            features[side] = sp.csr_matrix((d["values"].numpy(), coords), shape=tuple(d["shape"]))
+            features[side] = sparse_from_state(d)
             has[side] = d["has"].numpy()
         return cls(maps, features, has)
 

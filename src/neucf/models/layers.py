@@ -196,6 +196,11 @@ class SparseRowProjection(nn.Module):
     (:meth:`project_row`, a folded-in user) has none. Its penalty is the caller's
     (:meth:`id_penalty`).
 
+    ``features`` (rows x f, sparse): each row's attribute features, whose product with a
+    learnt :attr:`feature_weight` (starting at 0) is added to the row's product, as the rating
+    vector's is (row ``r``'s input is then ``[x_r | a_r]``); a row given from outside the
+    matrix has none.
+
     ``W`` starts uniform with the scale that gives each output unit standard deviation
     ``init_std`` over the matrix's rows, whatever the rating scale and row lengths (Keras'
     Glorot init starts a deep tower near constant on such rows). ``norm`` divides each row by (its number of
@@ -222,6 +227,7 @@ class SparseRowProjection(nn.Module):
         init_std: float = 0.3,
         channels: int = 1,
         ids: bool = False,
+        features: sp.csr_matrix | None = None,
     ):
         super().__init__()
         if sample < 0:
@@ -295,6 +301,13 @@ class SparseRowProjection(nn.Module):
         # not named "...weight": the networks' global L2 skips it; it has its own penalty
         self.row_embedding = nn.Parameter(torch.zeros(n_rows, out_features)) if ids else None
         nn.init.uniform_(self.weight, -bound, bound)
+        self.feature_weight = None
+        if features is not None and features.shape[1]:
+            features = sp.csr_matrix(features, dtype=np.float32)
+            self.register_buffer("feature_offsets", as_tensor(features.indptr[:-1]), persistent=False)
+            self.register_buffer("feature_indices", as_tensor(features.indices), persistent=False)
+            self.register_buffer("feature_values", as_tensor(features.data, torch.float32), persistent=False)
+            self.feature_weight = nn.Parameter(torch.zeros(features.shape[1], out_features))
 
     def _first_channel(self, matrix: sp.csr_matrix) -> np.ndarray:
         """Which non-zeros are in the first channel; checks that every row has the same
@@ -345,12 +358,19 @@ class SparseRowProjection(nn.Module):
         return pos if several else pos[:, 0]
 
     def _finish(self, out: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """The rows' products plus the bias and, with ``ids``, each row's own vector (``rows``:
-        which rows ``out`` holds; None: all of them, in order)."""
+        """The rows' products plus the bias and, with ``ids``, each row's own vector, with
+        ``features``, their product (``rows``: which rows ``out`` holds; None: all of them,
+        in order)."""
         out = out + self.bias
-        if self.row_embedding is None:
+        if self.row_embedding is not None:
+            out = out + (self.row_embedding if rows is None else _take(self.row_embedding, rows))
+        if self.feature_weight is None:
             return out
-        return out + (self.row_embedding if rows is None else _take(self.row_embedding, rows))
+        # every row's features at once: a few per row, far fewer than one step's rows
+        weights = self.feature_values.to(self.feature_weight.dtype)
+        every = F.embedding_bag(self.feature_indices, self.feature_weight, self.feature_offsets, mode="sum",
+                                per_sample_weights=weights)  # fmt: skip
+        return out + (every if rows is None else _take(every, rows))
 
     def every_row(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Every row's ``x_r @ W + b`` (and id vector) from a step's :meth:`step_state`; while

@@ -22,6 +22,7 @@ from ..training import help_metadata
 from .attribute_towers import TowerScoring
 from .base import BiasFit
 from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection, _index_types, _take
+from .persistence import sparse_from_state, sparse_state
 from .registry import register
 from .torch_estimator import TorchRecommender
 
@@ -68,6 +69,16 @@ class NetworkConfig:
         id_reg: the id vectors' penalty, per rating: the mean over a batch of
             ``id_reg * (|e_u|^2 + |e_i|^2)``, so a user's vector is held as ``mf``'s factors
             are, by ``id_reg`` times their number of ratings (3: the best of 1, 3 and 10).
+        item_attribute_input: when the training data has item attributes, the first layer
+            also reads each item's attribute features (:class:`~neucf.attributes.FeatureMap`'s
+            encoding) times this scale, through weights of their own that start at 0 and
+            share the network's L2: genres and years then shape the representation of every
+            item the network was trained on, not only of items nobody rated (those the
+            attribute towers score). The scale sets how fast those weights move against the
+            rating vectors' (Adam's steps are the same size whatever a gradient's scale).
+            0: the network reads none.
+        user_attribute_input: the same for users' attributes (smaller: demographics say less
+            of a user with ratings than genres say of an item).
 
     Examples:
         >>> NetworkConfig(factors=8).alpha
@@ -103,6 +114,14 @@ class NetworkConfig:
         metadata=help_metadata("Add a learnt vector per user and item id to the first layer (original NeuMF)."),
     )
     id_reg: float = field(default=3.0, metadata=help_metadata("Penalty on the id vectors, per rating."))
+    item_attribute_input: float = field(
+        default=0.5,
+        metadata=help_metadata("Scale of each item's attribute features beside its rating vector (0: not read)."),
+    )
+    user_attribute_input: float = field(
+        default=0.1,
+        metadata=help_metadata("Scale of each user's attribute features beside their rating vector (0: not read)."),
+    )
 
     def __post_init__(self):
         if self.inputs not in ("residuals", "ratings"):
@@ -117,6 +136,9 @@ class NetworkConfig:
             raise UsageError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         if self.id_reg < 0:
             raise UsageError(f"id_reg must be >= 0, got {self.id_reg}")
+        for name in ("item_attribute_input", "user_attribute_input"):
+            if not (getattr(self, name) >= 0 and np.isfinite(getattr(self, name))):
+                raise UsageError(f"{name} must be a number >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -157,7 +179,9 @@ class RatingVectorNet(nn.Module):
     rest -> ``layers`` x [Dense(k) + LeakyReLU]; the branch outputs are concatenated ->
     Dense(1) = ``f(u, i)``. With ``baseline`` (:class:`BiasTerms`) the prediction is
     ``mean + b_u + b_i + f(u, i)`` and the output unit starts at zero; without, the seed's
-    ``low + (high - low) * sigmoid(f(u, i))``.
+    ``low + (high - low) * sigmoid(f(u, i))``. ``features`` (``"user"``, ``"item"``: rows x f
+    sparse matrices or None) are read beside the rating vectors by the first layer
+    (:class:`~neucf.models.layers.SparseRowProjection`).
 
     Examples:
         >>> m = sp.random(5, 4, density=0.5, format="csr", dtype=np.float32, random_state=0)
@@ -178,6 +202,7 @@ class RatingVectorNet(nn.Module):
         mlp_factors: int,
         batch_size: int = 512,
         baseline: BiasTerms | None = None,
+        features: dict[str, sp.csr_matrix | None] | None = None,
     ):
         super().__init__()
         if gmf_factors + mlp_factors == 0:
@@ -202,8 +227,9 @@ class RatingVectorNet(nn.Module):
             ids=config.ids,
         )
         self.id_reg = config.id_reg
-        self.user_projection = SparseRowProjection(user_rows, width, **project)
-        self.item_projection = SparseRowProjection(item_rows, width, **project)
+        features = features or {}
+        self.user_projection = SparseRowProjection(user_rows, width, features=features.get("user"), **project)
+        self.item_projection = SparseRowProjection(item_rows, width, features=features.get("item"), **project)
         self.activation = nn.LeakyReLU(config.alpha)
         joined = gmf_factors
         if mlp_factors:
@@ -373,8 +399,9 @@ class RatingVectorNet(nn.Module):
 
     def _item_side(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         params = [self.item_projection.weight, self.item_projection.bias]
-        if self.item_projection.row_embedding is not None:
-            params.append(self.item_projection.row_embedding)
+        for extra in (self.item_projection.row_embedding, self.item_projection.feature_weight):
+            if extra is not None:
+                params.append(extra)
         has_first = self._has_first_layer()
         if has_first:
             params += [self.mlp[0].weight, self.mlp[0].bias]
@@ -561,6 +588,31 @@ class RatingVectorModel(TowerScoring, TorchRecommender):
     def _score_sides(self, p, q, base):
         return self.net.head(p, q, base if self.net.baseline is not None else None)
 
+    def _fit(self, train, valid, options):
+        self.row_features_ = self._row_features(train)
+        super()._fit(train, valid, options)
+
+    def _row_features(self, train) -> dict[str, sp.csr_matrix | None]:
+        """Per side, the attribute features of the network's rows (``train``'s ids, each
+        attribute table's own encoding times the side's ``*_attribute_input``; None: not read)."""
+        out = {}
+        for side, table, ids in (("user", train.user_attributes, train.user_ids),
+                                 ("item", train.item_attributes, train.item_ids)):  # fmt: skip
+            scale = getattr(self.config, f"{side}_attribute_input")
+            features = None if table is None or not scale else table.features(ids).astype(np.float32) * scale
+            out[side] = features if features is not None and features.shape[1] else None
+        return out
+
+    def _state(self):
+        features = {side: None if m is None else sparse_state(m) for side, m in self.row_features_.items()}
+        return {**super()._state(), "row_features": features}
+
+    def _restore(self, state, device: str):
+        # files of neucf 0.13 and earlier: no attribute features in the first layer
+        saved = state.get("row_features") or {}
+        self.row_features_ = {side: None if m is None else sparse_from_state(m) for side, m in saved.items()}
+        super()._restore(state, device)
+
     def _build(self, train):
         k = self.config.factors
         self.input_biases_ = self._input_bias_fit(train)
@@ -574,6 +626,7 @@ class RatingVectorModel(TowerScoring, TorchRecommender):
             mlp_factors=k if self.mlp else 0,
             batch_size=self.training.batch_for(len(train)),
             baseline=baseline,
+            features=getattr(self, "row_features_", None),
         )
 
     @classmethod

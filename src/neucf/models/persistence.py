@@ -38,6 +38,32 @@ FORMAT = "neucf-model"
 FORMAT_VERSION = 5
 
 
+def sparse_state(matrix) -> dict:
+    """A sparse matrix as tensors and its shape (for a model file; :func:`sparse_from_state`).
+
+    Examples:
+        >>> import scipy.sparse as sp
+        >>> m = sp.csr_matrix(np.eye(2, dtype=np.float32))
+        >>> (sparse_from_state(sparse_state(m)) != m).nnz
+        0
+    """
+    m = matrix.tocoo()
+    return {
+        "rows": torch.from_numpy(m.row.astype(np.int64)),
+        "cols": torch.from_numpy(m.col.astype(np.int64)),
+        "values": torch.from_numpy(m.data.astype(np.float32)),
+        "shape": list(m.shape),
+    }
+
+
+def sparse_from_state(data: dict):
+    """The CSR matrix :func:`sparse_state` wrote."""
+    import scipy.sparse as sp
+
+    coords = (data["rows"].numpy(), data["cols"].numpy())
+    return sp.csr_matrix((data["values"].numpy(), coords), shape=tuple(data["shape"]))
+
+
 def payload(model) -> dict:
     """Everything :func:`save` writes of ``model``, as plain values and tensors."""
     model._check_fitted()
