@@ -366,7 +366,8 @@ class SparseRowProjection(nn.Module):
             out = out + (self.row_embedding if rows is None else _take(self.row_embedding, rows))
         if self.feature_weight is None:
             return out
-        # every row's features at once: a few per row, far fewer than one step's rows
+        # every row at once: a row holds a few features, so this costs less than a gather of a
+        # step's rows would
         weights = self.feature_values.to(self.feature_weight.dtype)
         every = F.embedding_bag(self.feature_indices, self.feature_weight, self.feature_offsets, mode="sum",
                                 per_sample_weights=weights)  # fmt: skip
