@@ -599,8 +599,8 @@ class RatingVectorModel(TowerScoring, TorchRecommender):
         for side, table, ids in (("user", train.user_attributes, train.user_ids),
                                  ("item", train.item_attributes, train.item_ids)):  # fmt: skip
             scale = getattr(self.config, f"{side}_attribute_input")
-            features = None if table is None or not scale else table.features(ids).astype(np.float32) * scale
-            out[side] = features if features is not None and features.shape[1] else None
+            # a table without features (no column) reaches the projection, which reads none of it
+            out[side] = None if table is None or not scale else table.features(ids).astype(np.float32) * scale
         return out
 
     def _state(self):
