@@ -462,3 +462,26 @@ def test_a_part_of_the_hybrid_that_reads_none_of_an_items_rows_leaves_it_out():
     history = pd.DataFrame({"user": "visitor", "item": items[:3], "rating": 5.0})
     listed = model.recommend("visitor", k=len(model.item_ids), history=history)
     assert {"lonely", "shared"} <= set(listed["item"])
+
+
+def test_autorec_reads_item_attributes_in_its_encoder(taste, tmp_path):
+    from dataclasses import replace
+
+    from neucf.evaluation import rating_metrics
+    from neucf.models import AutoRec, Recommender
+
+    _, train, test = taste
+    bare = replace(train, item_attributes=None, user_attributes=None)
+    fits = {
+        name: AutoRec(hidden=16, reg=1, seed=0, unknown="fallback", **params).fit(data)
+        for name, (data, params) in {
+            "with": (train, {}), "without": (bare, {}), "off": (train, {"item_attribute_input": 0}),
+        }.items()
+    }  # fmt: skip
+    warm = {name: rating_metrics(m, test)["parts"]["warm"]["rmse"] for name, m in fits.items()}
+    assert warm["with"] < warm["without"] - 0.01, warm  # genre decides much of a rating here
+    assert fits["with"].net.feature_encoder.weight.abs().sum() > 0
+    assert fits["off"].net.feature_encoder is None and warm["off"] == pytest.approx(warm["without"], abs=1e-6)
+    again = Recommender.load(fits["with"].save(tmp_path / "autorec.pt"))
+    users, items = test.user_ids[test.users], test.item_ids[test.items]
+    assert np.array_equal(again.predict(users, items), fits["with"].predict(users, items))

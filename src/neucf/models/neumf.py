@@ -22,7 +22,6 @@ from ..training import help_metadata
 from .attribute_towers import TowerScoring
 from .base import BiasFit
 from .layers import BiasTerms, DenseBlock, ScaledSigmoid, SparseRowProjection, _index_types, _take
-from .persistence import sparse_from_state, sparse_state
 from .registry import register
 from .torch_estimator import TorchRecommender
 
@@ -588,30 +587,8 @@ class RatingVectorModel(TowerScoring, TorchRecommender):
     def _score_sides(self, p, q, base):
         return self.net.head(p, q, base if self.net.baseline is not None else None)
 
-    def _fit(self, train, valid, options):
-        self.row_features_ = self._row_features(train)
-        super()._fit(train, valid, options)
-
-    def _row_features(self, train) -> dict[str, sp.csr_matrix | None]:
-        """Per side, the attribute features of the network's rows (``train``'s ids, each
-        attribute table's own encoding times the side's ``*_attribute_input``; None: not read)."""
-        out = {}
-        for side, table, ids in (("user", train.user_attributes, train.user_ids),
-                                 ("item", train.item_attributes, train.item_ids)):  # fmt: skip
-            scale = getattr(self.config, f"{side}_attribute_input")
-            # a table without features (no column) reaches the projection, which reads none of it
-            out[side] = None if table is None or not scale else table.features(ids).astype(np.float32) * scale
-        return out
-
-    def _state(self):
-        features = {side: None if m is None else sparse_state(m) for side, m in self.row_features_.items()}
-        return {**super()._state(), "row_features": features}
-
-    def _restore(self, state, device: str):
-        # files of neucf 0.13 and earlier: no attribute features in the first layer
-        saved = state.get("row_features") or {}
-        self.row_features_ = {side: None if m is None else sparse_from_state(m) for side, m in saved.items()}
-        super()._restore(state, device)
+    def _attribute_inputs(self) -> dict[str, float]:
+        return {"user": self.config.user_attribute_input, "item": self.config.item_attribute_input}
 
     def _build(self, train):
         k = self.config.factors

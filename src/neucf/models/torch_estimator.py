@@ -10,12 +10,14 @@ import math
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..datasets import Ratings
 from ..splits import held_out_mask
 from ..training import FitOptions, TrainConfig, Trainer, predict_batches, resolve_device, seeded
 from .base import BiasFit, Recommender
+from .persistence import sparse_from_state, sparse_state
 
 
 def ridge_with_bias(
@@ -95,7 +97,23 @@ class TorchRecommender(Recommender):
     def _build(self, train: Ratings) -> torch.nn.Module:
         raise NotImplementedError
 
+    def _attribute_inputs(self) -> dict[str, float]:
+        """Per side (``"user"``, ``"item"``), the scale at which the network reads that
+        side's attribute features beside its ratings (a side left out or at 0: none)."""
+        return {}
+
+    def _row_features(self, train: Ratings) -> dict[str, sp.csr_matrix | None]:
+        """Per side, the attribute features of the network's rows (``train``'s ids, each
+        attribute table's own encoding times the side's scale; None: not read)."""
+        out = {}
+        for side, scale in self._attribute_inputs().items():
+            table, ids = getattr(train, f"{side}_attributes"), getattr(train, f"{side}_ids")
+            # a table without features (no column) reaches the network, which reads none of it
+            out[side] = None if table is None or not scale else table.features(ids).astype(np.float32) * scale
+        return out
+
     def _fit(self, train: Ratings, valid: Ratings | None, options: FitOptions) -> None:
+        self.row_features_ = self._row_features(train)
         cfg = self.training
         arrays = (train.users, train.items, train.ratings)
         if valid is not None and len(valid):
@@ -204,7 +222,11 @@ class TorchRecommender(Recommender):
 
     def _state(self):
         held = None if self.held_out_ is None else torch.from_numpy(self.held_out_)
-        return {"weights": self.net.state_dict(), "held_out": held, "inputs_held_out": self.inputs_held_out_}
+        features = {side: None if m is None else sparse_state(m) for side, m in self.row_features_.items()}
+        return {
+            "weights": self.net.state_dict(), "held_out": held, "inputs_held_out": self.inputs_held_out_,
+            "row_features": features,
+        }  # fmt: skip
 
     def _restore(self, state, device: str):
         self.held_out_ = None if state["held_out"] is None else state["held_out"].numpy()
@@ -212,6 +234,9 @@ class TorchRecommender(Recommender):
         self.inputs_held_out_ = state.get("inputs_held_out", False)
         reads_all = self.held_out_ is None or self.inputs_held_out_
         self.inputs_ = self.train_ if reads_all else tuple(a[~self.held_out_] for a in self.train_)
+        # files of neucf 0.13 and earlier: no attribute features read beside the ratings
+        saved = state.get("row_features") or {}
+        self.row_features_ = {side: None if m is None else sparse_from_state(m) for side, m in saved.items()}
         self.net = self._build(self._input_ratings())
         self.net.to(dtype=self.training.torch_dtype())
         self.net.load_state_dict(state["weights"])
