@@ -137,8 +137,8 @@ class AutoRecNet(nn.Module):
 
     def penalty(self) -> torch.Tensor:
         """The squared weights (biases excluded)."""
-        weights = [self.encoder, self.decoder] + ([self.feature_encoder] if self.feature_encoder is not None else [])
-        return sum(layer.weight.pow(2).sum() for layer in weights)
+        layers = (self.encoder, self.decoder, self.feature_encoder)
+        return sum(layer.weight.pow(2).sum() for layer in layers if layer is not None)
 
 
 @register("autorec")
