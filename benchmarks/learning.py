@@ -7,7 +7,8 @@ against a server that retrains and one that does not.
    requests in all; after one second ``neucf rollback`` makes OTHER live, and the server
    swaps to it between requests. Failed requests, and the p99 of the requests answered from the
    rollback until one second after ``GET /model`` names OTHER (the swap), and of all of them.
-   Repeated ``--repeats`` times (alternating the two runs); medians reported.
+   Repeated ``--repeats`` times (alternating the two runs); medians reported. Beside them,
+   OTHER's first list after its service is made, against those after it (``first_list``).
 2. ``replay`` (``--ml100k FOLDER``): the last 10% of each user's ratings by timestamp (at least
    one) are held back; a NeuMF run (default settings, ``--replay-model``) is trained on the
    rest. Each held-back rating, in time order, is replayed against a server with a store: the
@@ -17,7 +18,10 @@ against a server that retrains and one that does not.
    that never retrains, once against one with ``--retrain-after 1000`` whose replay waits,
    after every 1,000 events, for the retraining to end (swapped in or not): next-rating RMSE
    and the online hit rate of both. Done for ``--replay-seeds`` runs (trained with seeds 0, 1,
-   ...); the retraining server must be better in every one. With ``--replay-ranking`` (default) the replay is
+   ...); the retraining server must be better in every one. Beside them, how the held-back
+   ratings fall between retrainings (``sessions``): a retraining knows more of a user than the
+   static server, which folds each event in at once, only where some of the user's ratings
+   came before it. With ``--replay-ranking`` (default) the replay is
    made once more against a ranking run (``--task ranking``: its default model), whose lists are
    made for picking; its predictions are scores, so only its hit rate is reported.
 
@@ -46,6 +50,7 @@ import pandas as pd
 from neucf.feedback import FeedbackStore
 from neucf.retraining import rollback
 from neucf.runs import read_run
+from neucf.serving import RecommendationService
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve import free_port, wait_healthy
@@ -66,6 +71,21 @@ def start(run: Path, store: str, runs_dir: Path, *extra: str) -> tuple[subproces
 def known(run: Path) -> set[str]:
     model = read_run(run)
     return {str(u) for u in model.user_ids[model.scorable("user")]}
+
+
+def first_lists(run: Path, folder: Path, repeats: int = 3) -> dict:
+    """Milliseconds of a run's first known-user top-10 after its service is made, as ``neucf
+    serve`` makes it at start and before a swap, and the median of the 20 after it (in
+    process, medians over ``repeats`` loads): what the first request after a swap meets."""
+    users = sorted(known(run))[:21]
+    firsts, laters = [], []
+    for n in range(repeats):
+        service = RecommendationService.from_run(run, store=str(folder / f"first-{n}.db"))
+        for k, user in enumerate(users):
+            start = time.perf_counter()
+            service.recommend_user(user, 10)
+            (laters if k else firsts).append(1000 * (time.perf_counter() - start))
+    return {"first_ms": float(np.median(firsts)), "later_ms": float(np.median(laters))}
 
 
 def swap(run: Path, other: Path, folder: Path, requests: int, seed: int) -> dict:
@@ -119,6 +139,22 @@ def held_back(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     size = table.groupby("user")["item"].transform("size")
     late = rank < np.maximum(size // 10, 1)
     return table[~late], table[late].sort_values(["timestamp", "user", "item"], kind="stable")
+
+
+def sessions(events: pd.DataFrame, retrain_after: int) -> dict:
+    """How the held-back ratings fall between retrainings (events in replay order): what a
+    retraining can know of a user that the static server, which folds each event in at once,
+    does not. The share of users whose held-back ratings all lie between two retrainings, the
+    median minutes those ratings span, and the share of events that come after a retraining
+    which saw some of their user's."""
+    block = pd.Series(np.arange(len(events)) // retrain_after, index=events.index)
+    first = block.groupby(events["user"]).transform("min")
+    span = events.groupby("user")["timestamp"].agg(lambda t: t.max() - t.min())
+    return {
+        "users_within_one_interval": float((block.groupby(events["user"]).nunique() == 1).mean()),
+        "median_user_span_minutes": float(span.median() / 60),
+        "events_after_a_retraining_with_their_users": float((block > first).mean()),
+    }
 
 
 def replay(run: Path, events: pd.DataFrame, folder: Path, name: str, retrain_after: int | None) -> dict:
@@ -211,7 +247,8 @@ def main() -> None:
             (folder / f"swap{n}").mkdir()
             swaps.append(swap(first, second, folder / f"swap{n}", args.requests, args.seed + n))
         keys = [k for k in swaps[0] if swaps[0][k] is not None]
-        rows["swap"] = {**{k: float(np.median([s[k] for s in swaps])) for k in keys}, "runs": swaps}
+        rows["swap"] = {**{k: float(np.median([s[k] for s in swaps])) for k in keys}, "runs": swaps,
+                        "first_list": first_lists(args.other, folder)}  # fmt: skip
         if args.ml100k:
             past, late = held_back(args.ml100k)
             past.to_csv(folder / "past.csv", index=False)
@@ -228,7 +265,8 @@ def main() -> None:
                 })  # fmt: skip
             mean = {name: {k: float(np.mean([r[name][k] for r in replays])) for k in ("rmse", "hit_rate")}
                     for name in ("static", "retraining")}  # fmt: skip
-            rows["replay"] = {"held_back": len(late), "model": args.replay_model, "mean": mean, "replays": replays}
+            rows["replay"] = {"held_back": len(late), "model": args.replay_model, "mean": mean, "replays": replays,
+                              "sessions": sessions(late, args.retrain_after)}  # fmt: skip
             if args.replay_ranking:  # the hit rate of lists made for picking (no RMSE: the scores are not ratings)
                 run = folder / "replay-ranking-run"
                 subprocess.run([sys.executable, "-m", "neucf", "train", "--data", str(folder / "past.csv"), "--task",
@@ -245,6 +283,8 @@ def main() -> None:
     print(f"swap under load, medians of {args.repeats}: {s['requests']:.0f} requests at concurrency {CLIENTS}, "
           f"{s['failed']:.0f} failed; swap took {s['swap_seconds']:.2f} s; p99 during it {s['p99_ms_during']:.1f} ms "
           f"(runs: {each}), overall p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")  # fmt: skip
+    print(f"first top-10 after a service is made: {s['first_list']['first_ms']:.1f} ms, "
+          f"those after it {s['first_list']['later_ms']:.1f} ms")  # fmt: skip
     met = targets(rows)
     if "replay" in rows:
         r = rows["replay"]
@@ -256,7 +296,11 @@ def main() -> None:
                       f"online hit rate {y['hit_rate']:.4f} ({y['hits']}/{y['lists']}), {y['unscorable']} unscorable, "
                       f"{y['errors']} errors, {y['seconds']:.0f} s")  # fmt: skip
             print(f"  retrainings: {len(x['retraining']['runs'])}, {went} went live")
-        m = r["mean"]
+        m, w = r["mean"], r["sessions"]
+        print(f"held-back ratings: {w['users_within_one_interval']:.1%} of users have all theirs between two "
+              f"retrainings (median span {w['median_user_span_minutes']:.1f} min); "
+              f"{w['events_after_a_retraining_with_their_users']:.1%} of events follow a retraining that saw "
+              f"some of their user's")  # fmt: skip
         print(f"replay means over {len(r['replays'])} runs: RMSE static {m['static']['rmse']:.4f}, retraining "
               f"{m['retraining']['rmse']:.4f}; hit rate static {m['static']['hit_rate']:.4f}, retraining "
               f"{m['retraining']['hit_rate']:.4f}")  # fmt: skip

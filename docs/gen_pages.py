@@ -312,6 +312,10 @@ def learning_section() -> list[str]:
         f"| rollback to the swap | {w['swap_seconds']:.2f} s | | |",
         f"| all requests: p50 / p99 | {w['p50_ms']:.1f} / {w['p99_ms']:.1f} ms | | |",
     ]
+    if "first_list" in w:
+        f = w["first_list"]
+        lines.append(f"| the first top-10 after a run is loaded / those after it | {f['first_ms']:.1f} / "
+                     f"{f['later_ms']:.1f} ms | | |")  # fmt: skip
     if "replay" in rows:
         r = rows["replay"]
         lines += [
@@ -348,6 +352,19 @@ def learning_section() -> list[str]:
         lines += [
             "",
             "The means are of the rating runs; the ranking run's predictions are scores, so it has no RMSE.",
+        ]
+        if "sessions" in r:
+            q = r["sessions"]
+            lines += [
+                "",
+                f"What a retraining can add: {q['users_within_one_interval']:.1%} of the users have all their "
+                f"held-back ratings between two retrainings (spanning a median {q['median_user_span_minutes']:.1f} "
+                f"minutes), and {q['events_after_a_retraining_with_their_users']:.1%} of the events come after a "
+                "retraining that saw some of their user's. For the others a retraining knows nothing of the user "
+                "that the static server, which folds each event in at once, does not: it can differ only by what "
+                "other users' ratings teach about the items.",
+            ]
+        lines += [
             "",
             f"Targets (the retraining server better in every replay of a rating run): on RMSE: "
             f"{'met' if met['replay_rmse'] else 'not met'}; on the hit rate: "

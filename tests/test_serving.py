@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from conftest import chromium_path, served, synthetic_ratings
 from neucf.cli import main
 from neucf.datasets import Ratings
-from neucf.runs import fit_and_score, write_run
+from neucf.runs import fit_and_score, read_run, write_run
 from neucf.serving import RecommendationService, create_app
 from neucf.serving.service import MAX_HISTORY, read_titles
 
@@ -86,6 +86,17 @@ def test_service_answers_match_the_model(service):
     library = model.recommend(None, k=10, history=raw)
     assert [x.item for x in recommended] == [str(i) for i in library["item"]]
     assert np.allclose([x.prediction for x in recommended], library["prediction"])
+
+
+def test_a_run_is_ready_before_its_first_request(run_dir):
+    # the lookups a first list would build, built by the service itself (at start, or off the
+    # request path before a swap), and the same list after
+    service = RecommendationService.from_run(run_dir)
+    model = service.model
+    assert model._by_user is not None and model._rows_by_user is not None
+    user = known_user(service)
+    listed = [x.item for x in service.recommend_user(user, 5)]
+    assert listed == [str(x) for x in read_run(run_dir).recommend(int(user), k=5)["item"]]
 
 
 def test_search_is_case_blind_and_most_rated_first(service):

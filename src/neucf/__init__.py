@@ -3,7 +3,7 @@
 Examples:
     >>> import neucf
     >>> neucf.__version__
-    '0.15.0'
+    '0.16.0'
 """
 
-__version__ = "0.15.0"
+__version__ = "0.16.0"

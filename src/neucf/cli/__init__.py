@@ -8,7 +8,7 @@ stderr.
 
 Examples:
     >>> main(["--version"])
-    neucf 0.15.0
+    neucf 0.16.0
     0
 """
 

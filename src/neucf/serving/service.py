@@ -133,6 +133,7 @@ class RecommendationService:
         self._index_items()
         if store is not None:
             self._sync_items()
+        model.warm_up()  # here, not in the first request: a swap builds the new run off the request path
 
     def _index_items(self) -> None:
         """The maps from item ids to the model's indices, the titles and the search order, made
