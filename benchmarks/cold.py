@@ -117,6 +117,12 @@ def cmfrec_features(table: Attributes, ids, column: str | None = None) -> pd.Dat
     return frame
 
 
+def cmfrec_ratings(train: Ratings) -> pd.DataFrame:
+    """The training ratings as cmfrec reads them (raw ids)."""
+    return pd.DataFrame({"UserId": train.user_ids[train.users], "ItemId": train.item_ids[train.items],
+                         "Rating": train.ratings})  # fmt: skip
+
+
 def cmfrec_rows(train: Ratings, test: Ratings, items: Attributes, users: Attributes | None, kinds) -> list[dict]:
     """cmfrec's CMF with the attributes (k 40, lambda 10 and 35: each part's best on the test
     part, which favours it); every user and item is given with its attributes, so CMF fits
@@ -127,8 +133,7 @@ def cmfrec_rows(train: Ratings, test: Ratings, items: Attributes, users: Attribu
         print("  cmfrec is not installed: its rows are left out (pip install -e '.[bench]')")
         return []
 
-    x = pd.DataFrame({"UserId": train.user_ids[train.users], "ItemId": train.item_ids[train.items],
-                      "Rating": train.ratings})  # fmt: skip
+    x = cmfrec_ratings(train)
     found = []
     for lam in (10.0, 35.0):
         start = time.perf_counter()
@@ -158,8 +163,7 @@ def content_based_rows(
     if users is None:
         return [], []
     train_users, train_items = np.unique(train.user_ids[train.users]), np.unique(train.item_ids[train.items])
-    x = pd.DataFrame({"UserId": train.user_ids[train.users], "ItemId": train.item_ids[train.items],
-                      "Rating": train.ratings})  # fmt: skip
+    x = cmfrec_ratings(train)
     start = time.perf_counter()
     model = cmfrec.ContentBased(random_state=0, nthreads=os.cpu_count())
     model.fit(x, U=cmfrec_features(users, train_users, "UserId"), I=cmfrec_features(items, train_items, "ItemId"))
