@@ -173,7 +173,7 @@ class AutoRec(TorchRecommender):
 
     def _build(self, train):
         columns = item_columns(train.users, train.items, train.ratings, (train.n_users, train.n_items), self.scale[0])
-        return AutoRecNet(columns, self.config.hidden, getattr(self, "row_features_", {}).get("item"))
+        return AutoRecNet(columns, self.config.hidden, self._network_features().get("item"))
 
     def _attribute_inputs(self) -> dict[str, float]:
         return {"item": self.config.item_attribute_input}

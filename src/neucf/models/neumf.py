@@ -603,7 +603,7 @@ class RatingVectorModel(TowerScoring, TorchRecommender):
             mlp_factors=k if self.mlp else 0,
             batch_size=self.training.batch_for(len(train)),
             baseline=baseline,
-            features=getattr(self, "row_features_", {}),
+            features=self._network_features(),
         )
 
     @classmethod

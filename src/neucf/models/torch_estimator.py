@@ -112,6 +112,11 @@ class TorchRecommender(Recommender):
             out[side] = None if table is None or not scale else table.features(ids).astype(np.float32) * scale
         return out
 
+    def _network_features(self) -> dict[str, sp.csr_matrix | None]:
+        """The features a :meth:`_build` hands its network: those :meth:`_fit` kept (and a
+        model file restores); none for a network built without a fit, as tests build them."""
+        return getattr(self, "row_features_", {})
+
     def _fit(self, train: Ratings, valid: Ratings | None, options: FitOptions) -> None:
         self.row_features_ = self._row_features(train)
         cfg = self.training
